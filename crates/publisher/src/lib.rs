@@ -1,1 +1,13 @@
-//! placeholder
+//! The IVR Server side of GLI.
+//!
+//! - [`frame`]: the GLI frame codec (sans-IO).
+//! - [`xml`]: the GctiMsg XML codec (sans-IO).
+//! - [`session`]: one connection's protocol state machine (sans-IO).
+//! - [`view`]: what a session needs to read of the state ([`StateView`]).
+//! - [`hub`] and [`server`]: the tokio side, the only code that touches sockets.
+
+pub mod frame;
+pub mod view;
+pub mod xml;
+
+pub use view::{Change, MonitorInfo, StateView};
