@@ -1,0 +1,79 @@
+//! What one folded record produces: the MonitorInfo pushes it causes ([`Change`]), the entities
+//! whose stored state it altered ([`EntityKey`]) and the inconsistencies it revealed
+//! ([`FoldAnomaly`]).
+
+use ivrstate_model::{
+    AgentStatus, AnomalyKind, Availability, Dn, IvrName, PortNum, Seq, TServerName,
+};
+use serde::{Deserialize, Serialize};
+
+/// One MonitorInfo for one IVR: the publisher sends `info` to the clients logged in as `ivr`.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Change {
+    pub ivr: IvrName,
+    pub info: MonitorInfo,
+}
+
+/// The child of a `<MonitorInfo>` (PROTOCOL.md section 4).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum MonitorInfo {
+    Server {
+        name: TServerName,
+        status: Availability,
+        switch: Option<String>,
+    },
+    Port {
+        port: PortNum,
+        status: Availability,
+    },
+    Agent {
+        port: PortNum,
+        status: AgentStatus,
+    },
+}
+
+/// An entity whose state a record changed: the engine persists the new state of exactly these.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+pub enum EntityKey {
+    Server(TServerName),
+    Port(IvrName, PortNum),
+    Agent(TServerName, Dn),
+}
+
+/// An inconsistency the fold found and tolerated (DESIGN.md invariant 5: anomalies, not panics).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct FoldAnomaly {
+    /// The record that revealed it.
+    pub seq: Seq,
+    pub kind: AnomalyKind,
+    pub tserver: Option<TServerName>,
+    pub dn: Option<Dn>,
+    pub detail: String,
+}
+
+/// The output buffers of [`crate::State::apply`]. Reused across records so that the rebuild loop
+/// does not allocate three vectors per event: the caller clears it (or lets it accumulate a
+/// batch) between calls.
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub struct Applied {
+    pub changes: Vec<Change>,
+    pub touched: Vec<EntityKey>,
+    pub anomalies: Vec<FoldAnomaly>,
+}
+
+impl Applied {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Empties the three vectors, keeping their capacity.
+    pub fn clear(&mut self) {
+        self.changes.clear();
+        self.touched.clear();
+        self.anomalies.clear();
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty() && self.touched.is_empty() && self.anomalies.is_empty()
+    }
+}
