@@ -7,6 +7,7 @@
 //! - [`hub`] and [`server`]: the tokio side, the only code that touches sockets.
 
 pub mod frame;
+pub mod session;
 pub mod view;
 pub mod xml;
 
