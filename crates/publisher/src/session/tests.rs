@@ -159,8 +159,10 @@ fn login_ok_returns_config_options_and_logs_in() {
 
 #[test]
 fn login_without_options_omits_config_options_and_reports_default_version() {
-    let mut st = FakeState::default();
-    st.version = None;
+    let st = FakeState {
+        version: None,
+        ..FakeState::default()
+    };
     let mut s = Session::new("c");
     let msgs = sent(&s.on_frame(login("1", "1.0", "IVR_2", false), &st, true));
     assert_eq!(
