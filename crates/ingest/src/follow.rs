@@ -1,0 +1,1 @@
+//! Following a growing T-Server log file (`serve --follow FILE`): in progress.

@@ -1,0 +1,119 @@
+//! Input parsers: T-Server log printouts ([`tlog`]) and NDJSON ([`ndjson`]).
+//!
+//! Both are streaming readers over a `BufRead` that yield [`Parsed`] items in input order and
+//! keep memory constant (one reused line buffer, lines capped at [`MAX_LINE`]). Bad input never
+//! stops a reader: it becomes a located [`Parsed::Malformed`] and reading goes on (DESIGN.md
+//! invariant 7). The T-Server log logic itself is a sans-IO push core
+//! ([`tlog::TlogParser`]) so that followed files and TCP feeds can drive it line by line.
+
+pub mod lines;
+pub mod ndjson;
+pub mod tlog;
+
+use ivrstate_model::Envelope;
+use std::fmt;
+
+pub use lines::{Line, LineReader, MAX_LINE};
+pub use ndjson::{write_ndjson, NdjsonReader};
+pub use tlog::{TlogParser, TlogReader};
+
+/// One item of parser output.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Parsed {
+    /// A state-carrying event, ready to append.
+    Event(Envelope),
+    /// A printout that carries no state (EventDialing, a request printout, ...): counted, not
+    /// an error. `line` is where it starts, `what` its message name.
+    Skipped { line: u64, what: String },
+    /// Input that could not be understood; nothing of it is kept.
+    Malformed(ParseError),
+}
+
+/// Where and why input was rejected.
+#[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
+pub struct ParseError {
+    pub file: String,
+    /// 1-based line number of the start of the rejected printout or line.
+    pub line: u64,
+    /// Byte offset of that line in the input.
+    pub byte_offset: u64,
+    pub reason: String,
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}: {} (byte {})",
+            self.file, self.line, self.reason, self.byte_offset
+        )
+    }
+}
+
+/// Counts of parser output, as the `ingest` summary reports them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ParseStats {
+    pub events: u64,
+    pub skipped: u64,
+    pub malformed: u64,
+    /// The first few errors, for the summary (at most [`ParseStats::KEEP_ERRORS`]).
+    pub errors: Vec<ParseError>,
+}
+
+impl ParseStats {
+    /// How many errors are kept for display; the rest are only counted.
+    pub const KEEP_ERRORS: usize = 20;
+
+    /// Counts one item; keeps its error if it is one of the first few.
+    pub fn count(&mut self, item: &Parsed) {
+        match item {
+            Parsed::Event(_) => self.events += 1,
+            Parsed::Skipped { .. } => self.skipped += 1,
+            Parsed::Malformed(e) => {
+                self.malformed += 1;
+                if self.errors.len() < Self::KEEP_ERRORS {
+                    self.errors.push(e.clone());
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_error_displays_file_line_reason_byte() {
+        let e = ParseError {
+            file: "ts.log".into(),
+            line: 12,
+            byte_offset: 345,
+            reason: "unterminated quote".into(),
+        };
+        assert_eq!(e.to_string(), "ts.log:12: unterminated quote (byte 345)");
+    }
+
+    #[test]
+    fn stats_count_and_keep_only_the_first_errors() {
+        let mut s = ParseStats::default();
+        let err = |line| {
+            Parsed::Malformed(ParseError {
+                file: "f".into(),
+                line,
+                byte_offset: 0,
+                reason: "x".into(),
+            })
+        };
+        for i in 0..30 {
+            s.count(&err(i));
+        }
+        s.count(&Parsed::Skipped {
+            line: 1,
+            what: "EventDialing".into(),
+        });
+        assert_eq!((s.events, s.skipped, s.malformed), (0, 1, 30));
+        assert_eq!(s.errors.len(), ParseStats::KEEP_ERRORS);
+        assert_eq!(s.errors[0].line, 0);
+    }
+}
