@@ -4,32 +4,10 @@
 //! keeps its tests independent of the fold (a small fake state is enough) and lets the hub
 //! hold either the projection's `State` or anything else that can answer.
 
-use ivrstate_model::{AgentStatus, Availability, IvrConfig, IvrName, PortNum, TServerName};
+use ivrstate_model::{AgentStatus, IvrConfig, IvrName, PortNum};
+use ivrstate_projection::State;
 
-/// The child of a `<MonitorInfo>` (PROTOCOL.md section 4). Same shape as the projection's.
-#[derive(Clone, PartialEq, Eq, Debug)]
-pub enum MonitorInfo {
-    Server {
-        name: TServerName,
-        status: Availability,
-        switch: Option<String>,
-    },
-    Port {
-        port: PortNum,
-        status: Availability,
-    },
-    Agent {
-        port: PortNum,
-        status: AgentStatus,
-    },
-}
-
-/// One MonitorInfo for the clients of one IVR.
-#[derive(Clone, PartialEq, Eq, Debug)]
-pub struct Change {
-    pub ivr: IvrName,
-    pub info: MonitorInfo,
-}
+pub use ivrstate_projection::{Change, MonitorInfo};
 
 /// The read side of the state that a session consults.
 pub trait StateView {
@@ -42,4 +20,19 @@ pub trait StateView {
     fn server_statuses_for(&self, ivr: &IvrName) -> Vec<MonitorInfo>;
     /// The version reported in LoginResp, when configured.
     fn server_version(&self) -> Option<&str>;
+}
+
+impl StateView for State {
+    fn ivr(&self, name: &IvrName) -> Option<&IvrConfig> {
+        State::ivr(self, name)
+    }
+    fn agent_query(&self, ivr: &IvrName, port: &PortNum) -> Option<AgentStatus> {
+        State::agent_query(self, ivr.as_str(), port.as_str())
+    }
+    fn server_statuses_for(&self, ivr: &IvrName) -> Vec<MonitorInfo> {
+        State::server_statuses_for(self, ivr)
+    }
+    fn server_version(&self) -> Option<&str> {
+        self.config().version.as_deref()
+    }
 }
