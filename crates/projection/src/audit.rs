@@ -107,3 +107,159 @@ pub fn audit(intervals: &[Interval], from: Option<Micros>, to: Option<Micros>) -
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{intervals, AgentSnapshot};
+    use ivrstate_model::{Dn, Seq, TServerName, WorkMode};
+
+    fn snap(
+        dn: &str,
+        agent: &str,
+        status: AgentStatus,
+        mode: Option<WorkMode>,
+        reason: Option<&str>,
+        start: i64,
+        seq: Seq,
+    ) -> AgentSnapshot {
+        AgentSnapshot {
+            agent_id: Some(AgentId::from(agent)),
+            tserver: TServerName::from("TS"),
+            dn: Dn::from(dn),
+            status,
+            work_mode: mode,
+            reason: reason.map(str::to_owned),
+            start: Micros::from_secs(start),
+            start_seq: seq,
+        }
+    }
+
+    fn day() -> Vec<AgentSnapshot> {
+        use AgentStatus::*;
+        vec![
+            snap("7001", "1001", LoggedIn, None, None, 0, 1),
+            snap("7001", "1001", Ready, Some(WorkMode::ManualIn), None, 1, 2),
+            snap(
+                "7001",
+                "1001",
+                NotReady,
+                Some(WorkMode::AuxWork),
+                Some("Break"),
+                100,
+                3,
+            ),
+            snap(
+                "7001",
+                "1001",
+                NotReady,
+                Some(WorkMode::AfterCallWork),
+                None,
+                160,
+                4,
+            ),
+            snap(
+                "7001",
+                "1001",
+                Ready,
+                Some(WorkMode::ManualIn),
+                None,
+                200,
+                5,
+            ),
+            snap("7001", "1001", LoggedOut, None, None, 300, 6),
+            snap("7001", "1001", LoggedIn, None, None, 400, 7),
+            snap(
+                "7001",
+                "1001",
+                Ready,
+                Some(WorkMode::ManualIn),
+                None,
+                401,
+                8,
+            ),
+            snap("7002", "1002", LoggedIn, None, None, 50, 9),
+            snap(
+                "7002",
+                "1002",
+                NotReady,
+                Some(WorkMode::AuxWork),
+                Some("Lunch"),
+                50,
+                10,
+            ),
+        ]
+    }
+
+    fn window(from: i64, to: i64) -> Vec<AgentAudit> {
+        let (f, t) = (Some(Micros::from_secs(from)), Some(Micros::from_secs(to)));
+        audit(&intervals(day(), f, t), f, t)
+    }
+
+    #[test]
+    fn time_per_status_logins_and_not_ready_breakdown() {
+        let a = window(0, 500);
+        assert_eq!(
+            a.iter().map(|x| x.agent_id.as_str()).collect::<Vec<_>>(),
+            ["1001", "1002"]
+        );
+        let x = &a[0];
+        assert_eq!(x.logins, 2);
+        assert_eq!(
+            x.status_s,
+            StatusSeconds {
+                logged_in: 2.0,
+                ready: 99.0 + 100.0 + 99.0,
+                not_ready: 100.0,
+                logged_out: 100.0
+            }
+        );
+        assert_eq!(x.not_ready_reason_s.get("Break"), Some(&60.0));
+        assert_eq!(x.not_ready_reason_s.get(NONE_KEY), Some(&40.0));
+        assert_eq!(x.not_ready_work_mode_s.get("AuxWork"), Some(&60.0));
+        assert_eq!(x.not_ready_work_mode_s.get("AfterCallWork"), Some(&40.0));
+        let y = &a[1];
+        assert_eq!(
+            (y.logins, y.status_s.not_ready, y.status_s.logged_in),
+            (1, 450.0, 0.0)
+        );
+    }
+
+    #[test]
+    fn sums_equal_the_window_length_for_an_agent_present_throughout() {
+        for (from, to) in [(0, 500), (50, 450), (99, 101), (150, 420), (300, 301)] {
+            let a = window(from, to);
+            let x = a.iter().find(|x| x.agent_id.as_str() == "1001").unwrap();
+            assert_eq!(x.total_s, (to - from) as f64, "[{from}, {to})");
+            assert_eq!(x.status_s.total(), x.total_s);
+        }
+    }
+
+    #[test]
+    fn a_login_before_the_window_is_not_counted_in_it() {
+        let a = window(1, 399);
+        assert_eq!(a[0].logins, 0);
+        assert_eq!(window(0, 1)[0].logins, 1);
+    }
+
+    #[test]
+    fn unclipped_intervals_are_clipped_by_audit_itself() {
+        let all = intervals(day(), None, None);
+        let (f, t) = (Some(Micros::from_secs(50)), Some(Micros::from_secs(450)));
+        assert_eq!(audit(&all, f, t), audit(&intervals(day(), f, t), f, t));
+    }
+
+    #[test]
+    fn intervals_without_an_agent_id_belong_to_nobody() {
+        let mut t = day();
+        for s in &mut t {
+            s.agent_id = None;
+        }
+        assert!(audit(
+            &intervals(t, None, Some(Micros::from_secs(500))),
+            None,
+            Some(Micros::from_secs(500))
+        )
+        .is_empty());
+    }
+}
