@@ -1,1 +1,28 @@
-//! placeholder
+//! The store and the sources of events.
+//!
+//! - [`Store`]: one sled database per directory, migrated on open; the [`EventLog`] (append with
+//!   dedup and group commit, read, tail, verify), [`DerivedTree`]s for the engine, metadata.
+//! - [`codec`]: the bytes of the log, in one place.
+//! - `parse`, `simulate`, `follow`: where events come from.
+
+pub mod codec;
+mod dedup;
+mod derived;
+mod error;
+mod log;
+mod store;
+
+pub mod follow;
+pub mod parse;
+pub mod simulate;
+
+pub use derived::{DerivedBatch, DerivedIter, DerivedTree, Entry};
+pub use error::StoreError;
+pub use ivrstate_migrations::{MigrationError, CURRENT_VERSION};
+pub use log::{
+    AppendOutcome, AppendReport, Durability, EventLog, ReadIter, VerifyFault, VerifyReport,
+};
+pub use store::{Store, StoreOptions, DEFAULT_CACHE_BYTES};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,122 @@
+//! The bytes of the log: the one place that knows how envelopes and blocks are encoded.
+//!
+//! A *block* is the value stored for one commit (or up to [`MAX_BLOCK_RECORDS`] of it) under the
+//! key `b'L' + first seq (u64 BE)`:
+//!
+//! ```text
+//! [BLOCK_VERSION = 2][u32 LE uncompressed length][lz4 block of bincode(Vec<Envelope>)][crc32 LE]
+//! ```
+//!
+//! The crc covers every preceding byte, so changing any byte of a stored value is detected. The
+//! bincode configuration is fixed here (standard: little endian, varint integers) so a migration
+//! can move the format on by adding a version; the benchmark decodes the same bytes through
+//! these functions.
+
+use ivrstate_model::Envelope;
+
+/// The version byte this build writes (and the only one it reads; older ones are migrated).
+pub const BLOCK_VERSION: u8 = 2;
+
+/// At most this many records per block: a larger append writes several blocks in one batch, so
+/// a point read never decodes more than this.
+pub const MAX_BLOCK_RECORDS: usize = 4096;
+
+/// Decoding refuses payloads claiming more than this (a corrupt length must not allocate GBs).
+const MAX_PAYLOAD: usize = 256 << 20;
+
+const fn config() -> bincode::config::Configuration {
+    bincode::config::standard()
+}
+
+/// Why bytes could not be turned back into envelopes (or envelopes into bytes).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CodecError {
+    #[error("block is too short ({0} bytes)")]
+    TooShort(usize),
+    #[error("checksum mismatch (stored {stored:08x}, computed {computed:08x})")]
+    Checksum { stored: u32, computed: u32 },
+    #[error("unknown block version {0} (this ivrstate reads version {BLOCK_VERSION})")]
+    Version(u8),
+    #[error("block claims {0} uncompressed bytes, more than any block can hold")]
+    TooLarge(usize),
+    #[error("decompression failed: {0}")]
+    Decompress(String),
+    #[error("undecodable envelopes: {0}")]
+    Decode(String),
+    #[error("{0} trailing bytes after the envelopes")]
+    Trailing(usize),
+    #[error("cannot encode an envelope: {0}")]
+    Encode(String),
+}
+
+/// One envelope as bincode (the unit the benchmark compares against).
+pub fn encode_envelope(env: &Envelope) -> Result<Vec<u8>, CodecError> {
+    bincode::serde::encode_to_vec(env, config()).map_err(|e| CodecError::Encode(e.to_string()))
+}
+
+/// The inverse of [`encode_envelope`]; the whole slice must be one envelope.
+pub fn decode_envelope(bytes: &[u8]) -> Result<Envelope, CodecError> {
+    let (env, used): (Envelope, usize) = bincode::serde::decode_from_slice(bytes, config())
+        .map_err(|e| CodecError::Decode(e.to_string()))?;
+    if used != bytes.len() {
+        return Err(CodecError::Trailing(bytes.len() - used));
+    }
+    Ok(env)
+}
+
+/// The stored value of a block holding `envs` (any `Serialize` view of envelopes, so the log can
+/// encode borrowed envelopes without cloning them).
+pub fn encode_block<E: serde::Serialize>(envs: &[E]) -> Result<Vec<u8>, CodecError> {
+    let raw = bincode::serde::encode_to_vec(envs, config())
+        .map_err(|e| CodecError::Encode(e.to_string()))?;
+    let compressed = lz4_flex::compress_prepend_size(&raw);
+    let mut out = Vec::with_capacity(compressed.len() + 5);
+    out.push(BLOCK_VERSION);
+    out.extend_from_slice(&compressed);
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    Ok(out)
+}
+
+/// Checks a block's checksum and version, and returns its bincode payload, decompressed.
+pub fn open_block(value: &[u8]) -> Result<Vec<u8>, CodecError> {
+    if value.len() < 9 {
+        return Err(CodecError::TooShort(value.len()));
+    }
+    let (body, crc) = value.split_at(value.len() - 4);
+    let stored = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
+    let computed = crc32fast::hash(body);
+    if stored != computed {
+        return Err(CodecError::Checksum { stored, computed });
+    }
+    if body[0] != BLOCK_VERSION {
+        return Err(CodecError::Version(body[0]));
+    }
+    let len = u32::from_le_bytes([body[1], body[2], body[3], body[4]]) as usize;
+    if len > MAX_PAYLOAD {
+        return Err(CodecError::TooLarge(len));
+    }
+    lz4_flex::block::decompress(&body[5..], len).map_err(|e| CodecError::Decompress(e.to_string()))
+}
+
+/// The envelopes of a stored block, after every check of [`open_block`].
+pub fn decode_block(value: &[u8]) -> Result<Vec<Envelope>, CodecError> {
+    let raw = open_block(value)?;
+    let (envs, used): (Vec<Envelope>, usize) = bincode::serde::decode_from_slice(&raw, config())
+        .map_err(|e| CodecError::Decode(e.to_string()))?;
+    if used != raw.len() {
+        return Err(CodecError::Trailing(raw.len() - used));
+    }
+    Ok(envs)
+}
+
+/// The uncompressed payload of a version-1 block (`[1][bincode][crc]`): what a store written
+/// before m0002 held. Only tests build such stores; kept here so they use the same bincode.
+#[cfg(test)]
+pub(crate) fn encode_block_v1(envs: &[Envelope]) -> Vec<u8> {
+    let mut out = vec![1u8];
+    out.extend(bincode::serde::encode_to_vec(envs, config()).unwrap_or_default());
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}

@@ -1,0 +1,564 @@
+//! The append-only event log.
+//!
+//! Invariants kept here (DESIGN.md 2-4):
+//! - seqs start at 1 and are contiguous: one writer (a mutex) assigns them, and a block's key is
+//!   its first seq, so the next block's key is always the previous key + its record count;
+//! - acknowledged means durable: an append is one atomic sled batch (blocks and dedup entries)
+//!   followed by one flush (group commit), and the report, `last_seq` and the tail move only
+//!   after that flush returned. Reads never go past the tail, so nothing unflushed is visible;
+//! - idempotent: see [`crate::dedup`]. An event is reported duplicate only after comparing it
+//!   with a stored copy; an error while looking fails the append instead of guessing.
+//!
+//! Layout: one value per block of up to [`MAX_BLOCK_RECORDS`] records (see [`crate::codec`]),
+//! key `b'L' + first seq (u64 BE)`, and the dedup entries beside them in the same tree.
+
+use crate::codec::{self, CodecError, MAX_BLOCK_RECORDS};
+use crate::dedup::{self, BlockCache, DecodedBlock, DedupIndex, SourceRange, DEDUP_PREFIX};
+use crate::error::StoreError;
+use ivrstate_model::{Envelope, Record, Seq};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::watch;
+
+const BLOCK_PREFIX: u8 = b'L';
+const CACHED_BLOCKS: usize = 8;
+
+/// Whether an append waits for the disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// One flush per append; the append returns after it (the default).
+    #[default]
+    Full,
+    /// No flush per append: sled's own timer (every 500 ms) and [`crate::Store::flush`] write
+    /// the data. A crash may lose the last appends, never corrupt the log.
+    Relaxed,
+}
+
+/// What happened to one appended envelope.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppendOutcome {
+    /// Stored at this seq.
+    New(Seq),
+    /// Already in the log (or earlier in the same call) at this seq; not stored again.
+    Duplicate(Seq),
+}
+
+/// The result of one [`EventLog::append`]; returned only once the records are durable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppendReport {
+    pub appended: u64,
+    pub duplicates: u64,
+    /// The seq of the first record stored by this call, if any.
+    pub first_seq: Option<Seq>,
+    /// The log's last seq after this call.
+    pub last_seq: Seq,
+    /// One per input envelope, in input order.
+    pub outcomes: Vec<AppendOutcome>,
+}
+
+/// One fault found by [`EventLog::verify`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifyFault {
+    /// The block (its first seq) or record the fault is about, when it has one.
+    pub seq: Option<Seq>,
+    pub what: String,
+}
+
+impl std::fmt::Display for VerifyFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.seq {
+            Some(seq) => write!(f, "seq {seq}: {}", self.what),
+            None => f.write_str(&self.what),
+        }
+    }
+}
+
+/// The result of [`EventLog::verify`]: the counts, and every fault found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub records: u64,
+    pub blocks: u64,
+    /// Bytes of stored block values.
+    pub bytes: u64,
+    pub index_entries: u64,
+    pub last_seq: Seq,
+    pub faults: Vec<VerifyFault>,
+}
+
+impl VerifyReport {
+    pub fn is_ok(&self) -> bool {
+        self.faults.is_empty()
+    }
+}
+
+/// The event log. Cheap to clone: every clone is the same log.
+#[derive(Clone)]
+pub struct EventLog {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    tree: sled::Tree,
+    durability: Durability,
+    writer: Mutex<Writer>,
+    /// The last durable seq; receivers are woken when it moves.
+    tail: watch::Sender<Seq>,
+}
+
+struct Writer {
+    last: Seq,
+    /// Set when the log cannot be appended to safely (damaged tail, failed flush).
+    damaged: Option<String>,
+    dedup: DedupIndex,
+    cache: BlockCache,
+    candidates: Vec<Seq>,
+}
+
+pub(crate) fn block_key(first: Seq) -> [u8; 9] {
+    let mut k = [BLOCK_PREFIX; 9];
+    k[1..].copy_from_slice(&first.to_be_bytes());
+    k
+}
+
+fn parse_block_key(key: &[u8]) -> Option<Seq> {
+    match key {
+        [BLOCK_PREFIX, rest @ ..] => <[u8; 8]>::try_from(rest).ok().map(u64::from_be_bytes),
+        _ => None,
+    }
+}
+
+impl EventLog {
+    /// Opens the log in `tree`: finds the last seq from the last block and loads the dedup index.
+    /// A damaged last block or index entry does not stop the open (so `verify` can report it),
+    /// but appends are refused until it is repaired.
+    pub(crate) fn open(tree: sled::Tree, durability: Durability) -> Result<EventLog, StoreError> {
+        let mut damaged = None;
+        let mut last = 0;
+        if let Some(entry) = tree.scan_prefix([BLOCK_PREFIX]).next_back() {
+            let (key, value) = entry?;
+            match parse_block_key(&key) {
+                None => damaged = Some(format!("malformed block key {:02x?}", key.as_ref())),
+                Some(first) => match codec::decode_block(&value) {
+                    Ok(envs) if !envs.is_empty() => last = first + envs.len() as Seq - 1,
+                    Ok(_) => {
+                        last = first.saturating_sub(1);
+                        damaged = Some(format!("log block at seq {first} is empty"));
+                    }
+                    Err(e) => {
+                        last = first.saturating_sub(1);
+                        damaged = Some(format!("log block at seq {first} is damaged: {e}"));
+                    }
+                },
+            }
+        }
+        let mut index = DedupIndex::default();
+        for entry in tree.scan_prefix([DEDUP_PREFIX]) {
+            let (key, value) = entry?;
+            match dedup::parse_entry(&key, &value) {
+                Some((ts, range)) => index.insert(&ts, range),
+                None => {
+                    damaged = Some(format!("malformed dedup index entry {:02x?}", key.as_ref()))
+                }
+            }
+        }
+        if let Some(why) = &damaged {
+            tracing::error!(%why, "the event log is damaged; appends are refused");
+        }
+        let (tail, _) = watch::channel(last);
+        Ok(EventLog {
+            inner: Arc::new(Inner {
+                tree,
+                durability,
+                writer: Mutex::new(Writer {
+                    last,
+                    damaged,
+                    dedup: index,
+                    cache: BlockCache::new(CACHED_BLOCKS),
+                    candidates: Vec::new(),
+                }),
+                tail,
+            }),
+        })
+    }
+
+    fn writer(&self) -> MutexGuard<'_, Writer> {
+        // A panic while holding the lock happens before any shared state is changed (it is
+        // changed only after the batch is durable), so the state behind a poisoned lock is sound.
+        self.inner.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The last durable seq (0 for an empty log).
+    pub fn last_seq(&self) -> Seq {
+        *self.inner.tail.borrow()
+    }
+
+    /// The tail: its value is the last durable seq, and it changes after each durable append.
+    pub fn subscribe(&self) -> watch::Receiver<Seq> {
+        self.inner.tail.subscribe()
+    }
+
+    /// Appends the envelopes that are not already stored, as one group commit. Returns after the
+    /// records are durable (unless [`Durability::Relaxed`]).
+    pub fn append(&self, envs: &[Envelope]) -> Result<AppendReport, StoreError> {
+        let mut guard = self.writer();
+        let w = &mut *guard;
+        if let Some(why) = &w.damaged {
+            return Err(StoreError::Damaged(why.clone()));
+        }
+        let base = w.last;
+        let mut fresh: Vec<&Envelope> = Vec::with_capacity(envs.len());
+        let mut outcomes = Vec::with_capacity(envs.len());
+        // Within-call dedup: the newest fresh index per source key, and a chain to older ones
+        // with the same key (no allocation per key).
+        let mut heads: HashMap<(&str, u64), u32> = HashMap::with_capacity(envs.len());
+        let mut older: Vec<u32> = Vec::with_capacity(envs.len());
+        'next: for env in envs {
+            if let Some((ts, s)) = env.source_key() {
+                let head = heads.get(&(ts.as_str(), s)).copied();
+                let mut i = head.unwrap_or(u32::MAX);
+                while i != u32::MAX {
+                    if dedup::same_event(fresh[i as usize], env) {
+                        outcomes.push(AppendOutcome::Duplicate(base + 1 + Seq::from(i)));
+                        continue 'next;
+                    }
+                    i = older[i as usize];
+                }
+                if w.dedup.high(ts.as_str()).is_some_and(|high| s <= high) {
+                    if let Some(seq) = self.find_stored(w, env, s)? {
+                        outcomes.push(AppendOutcome::Duplicate(seq));
+                        continue 'next;
+                    }
+                }
+                let idx = fresh.len() as u32;
+                heads.insert((ts.as_str(), s), idx);
+                older.push(head.unwrap_or(u32::MAX));
+            } else {
+                older.push(u32::MAX);
+            }
+            outcomes.push(AppendOutcome::New(base + 1 + fresh.len() as Seq));
+            fresh.push(env);
+        }
+        let appended = fresh.len() as u64;
+        let duplicates = envs.len() as u64 - appended;
+        if fresh.is_empty() {
+            return Ok(AppendReport {
+                appended,
+                duplicates,
+                first_seq: None,
+                last_seq: base,
+                outcomes,
+            });
+        }
+
+        let mut batch = sled::Batch::default();
+        let mut ranges = Vec::new();
+        let mut first = base + 1;
+        for chunk in fresh.chunks(MAX_BLOCK_RECORDS) {
+            batch.insert(
+                &block_key(first),
+                codec::encode_block(chunk).map_err(StoreError::Encode)?,
+            );
+            for (ts, min, max) in dedup::block_ranges(chunk.iter().copied()) {
+                batch.insert(
+                    dedup::entry_key(ts.as_str(), min, first),
+                    &max.to_be_bytes(),
+                );
+                ranges.push((
+                    ts,
+                    SourceRange {
+                        min,
+                        max,
+                        block: first,
+                    },
+                ));
+            }
+            first += chunk.len() as Seq;
+        }
+        let last = base + appended;
+        // After a failed write or flush we no longer know what the disk holds: stop appending
+        // rather than reuse seqs that may already be stored.
+        let result =
+            self.inner
+                .tree
+                .apply_batch(batch)
+                .and_then(|()| match self.inner.durability {
+                    Durability::Full => self.inner.tree.flush().map(drop),
+                    Durability::Relaxed => Ok(()),
+                });
+        if let Err(e) = result {
+            let why = format!("writing seqs {}..={last} failed: {e}", base + 1);
+            tracing::error!(%why, "append failed");
+            w.damaged = Some(why);
+            return Err(e.into());
+        }
+        w.last = last;
+        for (ts, r) in ranges {
+            w.dedup.insert(ts, r);
+        }
+        self.inner.tail.send_replace(last);
+        Ok(AppendReport {
+            appended,
+            duplicates,
+            first_seq: Some(base + 1),
+            last_seq: last,
+            outcomes,
+        })
+    }
+
+    /// The seq of a stored event equal to `env`, looking only in the blocks the index names.
+    fn find_stored(
+        &self,
+        w: &mut Writer,
+        env: &Envelope,
+        source_seq: u64,
+    ) -> Result<Option<Seq>, StoreError> {
+        let Some((ts, _)) = env.source_key() else {
+            return Ok(None);
+        };
+        w.dedup
+            .candidates(ts.as_str(), source_seq, &mut w.candidates);
+        for i in 0..w.candidates.len() {
+            let first = w.candidates[i];
+            let block = match w.cache.get(first) {
+                Some(b) => b,
+                None => {
+                    let value = self.inner.tree.get(block_key(first))?.ok_or_else(|| {
+                        StoreError::Corrupt {
+                            seq: first,
+                            source: CodecError::Decode(
+                                "the dedup index names a block that does not exist".into(),
+                            ),
+                        }
+                    })?;
+                    let envs = codec::decode_block(&value)
+                        .map_err(|source| StoreError::Corrupt { seq: first, source })?;
+                    let b = Arc::new(DecodedBlock::new(first, envs));
+                    w.cache.put(b.clone());
+                    b
+                }
+            };
+            if let Some(seq) = block.find(env, source_seq) {
+                return Ok(Some(seq));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The records `from..=to`, decoded a block at a time as the iterator advances. Stops at the
+    /// last durable seq; yields an error (and then ends) at a damaged block or a gap.
+    pub fn read(&self, from: Seq, to: Seq) -> ReadIter {
+        let to = to.min(self.last_seq());
+        ReadIter {
+            tree: self.inner.tree.clone(),
+            blocks: None,
+            current: Vec::new().into_iter(),
+            next: from.max(1),
+            to,
+        }
+    }
+
+    /// Checks every block (checksum, version, decodability, seq contiguity) and that the dedup
+    /// index is exactly what the blocks call for. Holds the writer lock: appends wait.
+    pub fn verify(&self) -> Result<VerifyReport, StoreError> {
+        let guard = self.writer();
+        let mut report = VerifyReport {
+            last_seq: guard.last,
+            ..VerifyReport::default()
+        };
+        let mut fault =
+            |seq: Option<Seq>, what: String| report_fault(&mut report.faults, seq, what);
+        let mut expected_index: BTreeMap<Vec<u8>, [u8; 8]> = BTreeMap::new();
+        let mut stored_index: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        // The seq the next block must start at; `None` after a damaged block (length unknown).
+        let mut next: Option<Seq> = Some(1);
+        let mut end = 0;
+        let (mut records, mut blocks, mut bytes) = (0u64, 0u64, 0u64);
+        for entry in self.inner.tree.iter() {
+            let (key, value) = entry?;
+            match key.first() {
+                Some(&BLOCK_PREFIX) => {
+                    let Some(first) = parse_block_key(&key) else {
+                        fault(None, format!("malformed block key {:02x?}", key.as_ref()));
+                        continue;
+                    };
+                    blocks += 1;
+                    bytes += value.len() as u64;
+                    match next {
+                        Some(n) if first > n => fault(Some(first), format!("gap: seqs {n}..={} are missing", first - 1)),
+                        Some(n) if first < n => fault(
+                            Some(first),
+                            format!("overlap: the block starts at {first} but the previous block holds seqs up to {}", n - 1),
+                        ),
+                        _ => {}
+                    }
+                    next = None;
+                    match codec::decode_block(&value) {
+                        Ok(envs) if envs.is_empty() => fault(Some(first), "empty block".into()),
+                        Ok(envs) => {
+                            records += envs.len() as u64;
+                            end = first + envs.len() as Seq - 1;
+                            next = Some(end + 1);
+                            for (ts, min, max) in dedup::block_ranges(&envs) {
+                                expected_index.insert(
+                                    dedup::entry_key(ts.as_str(), min, first),
+                                    max.to_be_bytes(),
+                                );
+                            }
+                        }
+                        Err(e) => fault(Some(first), format!("block is damaged: {e}")),
+                    }
+                }
+                Some(&DEDUP_PREFIX) => {
+                    stored_index.insert(key.to_vec(), value.to_vec());
+                }
+                _ => fault(
+                    None,
+                    format!("unexpected key {:02x?} in the log tree", key.as_ref()),
+                ),
+            }
+        }
+        if next.is_some() && end != guard.last {
+            fault(
+                None,
+                format!(
+                    "the blocks end at seq {end} but the log's tail is {}",
+                    guard.last
+                ),
+            );
+        }
+        for (key, value) in &stored_index {
+            match (dedup::parse_entry(key, value), expected_index.get(key)) {
+                (None, _) => fault(None, format!("malformed dedup index entry {key:02x?}")),
+                (Some((ts, r)), None) => fault(
+                    Some(r.block),
+                    format!(
+                        "dedup index entry for {ts} {}..={} names no such block range",
+                        r.min, r.max
+                    ),
+                ),
+                (Some((ts, r)), Some(max)) if max.as_slice() != value.as_slice() => fault(
+                    Some(r.block),
+                    format!(
+                        "dedup index entry for {ts} from {} has max {} but the block's is {}",
+                        r.min,
+                        r.max,
+                        u64::from_be_bytes(*max)
+                    ),
+                ),
+                _ => {}
+            }
+        }
+        for key in expected_index
+            .keys()
+            .filter(|k| !stored_index.contains_key(*k))
+        {
+            if let Some((ts, r)) = dedup::parse_entry(key, &[0; 8]) {
+                fault(
+                    Some(r.block),
+                    format!("dedup index entry for {ts} from {} is missing", r.min),
+                );
+            }
+        }
+        report.records = records;
+        report.blocks = blocks;
+        report.bytes = bytes;
+        report.index_entries = stored_index.len() as u64;
+        Ok(report)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn raw_tree(&self) -> &sled::Tree {
+        &self.inner.tree
+    }
+}
+
+fn report_fault(faults: &mut Vec<VerifyFault>, seq: Option<Seq>, what: String) {
+    faults.push(VerifyFault { seq, what });
+}
+
+/// The iterator of [`EventLog::read`].
+pub struct ReadIter {
+    tree: sled::Tree,
+    /// The blocks after the first, opened on the first call to `next`.
+    blocks: Option<sled::Iter>,
+    current: std::vec::IntoIter<Envelope>,
+    /// The seq of the next record to yield.
+    next: Seq,
+    to: Seq,
+}
+
+impl ReadIter {
+    fn fail(&mut self, err: StoreError) -> Option<Result<Record, StoreError>> {
+        self.to = 0;
+        Some(Err(err))
+    }
+
+    /// Loads the block that holds `self.next`.
+    fn load(&mut self) -> Result<(), StoreError> {
+        let (first, value) = match &mut self.blocks {
+            None => {
+                // The block holding `next` is the last one whose key is <= next.
+                let found = self
+                    .tree
+                    .range(block_key(0)..=block_key(self.next))
+                    .next_back()
+                    .transpose()?;
+                let Some((key, value)) = found else {
+                    return Err(missing(self.next));
+                };
+                let first = parse_block_key(&key).ok_or_else(|| missing(self.next))?;
+                self.blocks = Some(
+                    self.tree
+                        .range(block_key(first.saturating_add(1))..=block_key(self.to)),
+                );
+                (first, value)
+            }
+            Some(iter) => {
+                let (key, value) = iter.next().transpose()?.ok_or_else(|| missing(self.next))?;
+                let first = parse_block_key(&key).ok_or_else(|| missing(self.next))?;
+                if first != self.next {
+                    return Err(missing(self.next));
+                }
+                (first, value)
+            }
+        };
+        let envs = codec::decode_block(&value)
+            .map_err(|source| StoreError::Corrupt { seq: first, source })?;
+        let end = first + envs.len() as Seq;
+        if end <= self.next {
+            return Err(missing(self.next));
+        }
+        let mut it = envs.into_iter();
+        for _ in first..self.next {
+            it.next();
+        }
+        self.current = it;
+        Ok(())
+    }
+}
+
+fn missing(seq: Seq) -> StoreError {
+    StoreError::Corrupt {
+        seq,
+        source: CodecError::Decode(format!("no block holds seq {seq} (gap in the log)")),
+    }
+}
+
+impl Iterator for ReadIter {
+    type Item = Result<Record, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.next > self.to {
+            return None;
+        }
+        if self.current.len() == 0 {
+            if let Err(e) = self.load() {
+                return self.fail(e);
+            }
+        }
+        let envelope = self.current.next()?;
+        let seq = self.next;
+        self.next += 1;
+        Some(Ok(Record { seq, envelope }))
+    }
+}

@@ -1,0 +1,205 @@
+//! The store: one sled database per directory, brought to the current format on open.
+//!
+//! Trees: `meta` (format version and applied migrations, owned by the migrations crate, plus
+//! checkpoints under [`Store::meta_put`]), `log` (the [`EventLog`]) and `derived:<name>` for each
+//! [`DerivedTree`].
+
+use crate::derived::DerivedTree;
+use crate::error::StoreError;
+use crate::log::{Durability, EventLog};
+use ivrstate_migrations::{LOG_TREE, META_TREE};
+use std::path::{Path, PathBuf};
+
+/// sled's default cache is 1 GiB, which cost 330 MB of memory; the log is written once and read
+/// sequentially, so a small cache loses little.
+pub const DEFAULT_CACHE_BYTES: u64 = 16 << 20;
+
+const DERIVED_PREFIX: &str = "derived:";
+/// Keys of [`Store::meta_put`] live under this prefix, apart from the migration records.
+const APP_META_PREFIX: &[u8] = b"app:";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreOptions {
+    pub durability: Durability,
+    /// sled's page cache, in bytes.
+    pub cache_bytes: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            durability: Durability::Full,
+            cache_bytes: DEFAULT_CACHE_BYTES,
+        }
+    }
+}
+
+/// An open store. Cheap to clone; the database closes when the last clone (and every
+/// [`EventLog`] and [`DerivedTree`] taken from it) is dropped.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    meta: sled::Tree,
+    log: EventLog,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens the store in `dir`, creating it if needed and migrating an older one. A store from a
+    /// newer ivrstate is refused (and not written to); a directory holding something else is
+    /// refused with [`StoreError::NotAStore`].
+    pub fn open(dir: &Path, opts: StoreOptions) -> Result<Store, StoreError> {
+        check_dir(dir)?;
+        let io = |source| StoreError::Io {
+            path: dir.to_path_buf(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let config = sled::Config::new()
+            .path(dir)
+            .cache_capacity(opts.cache_bytes);
+        // sled reports most damage as an error, but some as a panic; neither may take down the
+        // caller, so a panic while opening is turned into an error too.
+        let db = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open())) {
+            Ok(Ok(db)) => db,
+            Ok(Err(e)) => {
+                return Err(StoreError::NotAStore {
+                    path: dir.to_path_buf(),
+                    reason: format!("cannot open the database: {e}"),
+                })
+            }
+            Err(_) => {
+                return Err(StoreError::NotAStore {
+                    path: dir.to_path_buf(),
+                    reason: "the database is damaged (sled panicked while opening it)".into(),
+                })
+            }
+        };
+        let applied =
+            ivrstate_migrations::migrate(&db).map_err(|source| StoreError::Migration {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        if !applied.is_empty() {
+            tracing::info!(store = %dir.display(), steps = ?applied, "migrated the store");
+        }
+        let meta = db.open_tree(META_TREE)?;
+        let log = EventLog::open(db.open_tree(LOG_TREE)?, opts.durability)?;
+        Ok(Store {
+            db,
+            meta,
+            log,
+            path: dir.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn log(&self) -> &EventLog {
+        &self.log
+    }
+
+    /// The derived tree `name` (created empty if new).
+    pub fn derived(&self, name: &str) -> Result<DerivedTree, StoreError> {
+        if name.is_empty() {
+            return Err(StoreError::InvalidName(name.into()));
+        }
+        Ok(DerivedTree::new(
+            self.db.open_tree(format!("{DERIVED_PREFIX}{name}"))?,
+        ))
+    }
+
+    /// Drops every derived tree. Handles taken before must not be used afterwards; take new ones.
+    pub fn drop_derived(&self) -> Result<(), StoreError> {
+        for name in self.db.tree_names() {
+            if name.starts_with(DERIVED_PREFIX.as_bytes()) {
+                self.db.drop_tree(&name)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Small metadata (checkpoints). Not flushed by itself: see [`Store::flush`].
+    pub fn meta_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.meta.get(app_key(key))?.map(|v| v.to_vec()))
+    }
+
+    pub fn meta_put(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.meta.insert(app_key(key), value)?;
+        Ok(())
+    }
+
+    /// Makes everything written so far durable.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Bytes of every file in the store directory.
+    pub fn size_on_disk(&self) -> u64 {
+        dir_size(&self.path)
+    }
+}
+
+fn app_key(key: &[u8]) -> Vec<u8> {
+    [APP_META_PREFIX, key].concat()
+}
+
+/// Refuses a path that is a file, or a non-empty directory that holds no sled database: opening
+/// one would scatter sled files among someone else's.
+fn check_dir(dir: &Path) -> Result<(), StoreError> {
+    let not_a_store = |reason: String| StoreError::NotAStore {
+        path: dir.to_path_buf(),
+        reason,
+    };
+    let meta = match std::fs::metadata(dir) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(StoreError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })
+        }
+    };
+    if !meta.is_dir() {
+        return Err(not_a_store("it is a file, not a directory".into()));
+    }
+    let entries = std::fs::read_dir(dir).map_err(|source| StoreError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    if names.is_empty() {
+        return Ok(());
+    }
+    let has = |n: &str| names.iter().any(|x| x == n);
+    if !(has("db") && has("conf")) {
+        let mut shown: Vec<&str> = names.iter().map(String::as_str).take(3).collect();
+        shown.sort_unstable();
+        return Err(not_a_store(format!(
+            "the directory is not empty and holds no database (it has {})",
+            shown.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+fn dir_size(path: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}

@@ -1,0 +1,736 @@
+//! Tests of the store as a whole: the log, dedup, tail, verify, migrations on open, derived
+//! trees. (Codec and dedup-index details are tested beside their code.)
+
+use crate::*;
+use ivrstate_model::*;
+use proptest::prelude::*;
+use std::path::Path;
+
+fn open(dir: &Path) -> Store {
+    Store::open(dir, StoreOptions::default()).unwrap()
+}
+
+fn agent(ts: &str, source_seq: Option<u64>, time: i64, dn: &str, kind: AgentEventKind) -> Envelope {
+    Envelope {
+        time: Micros(time),
+        recorded: Micros(1_700_000_000_000_000),
+        event: Event::TLib(TLibEvent {
+            tserver: TServerName::from(ts),
+            source_seq,
+            kind: TLibKind::Agent(AgentEvent {
+                kind,
+                dn: Dn::from(dn),
+                agent_id: Some(AgentId::from("1001")),
+                queue: None,
+                work_mode: Some(WorkMode::ManualIn),
+                reasons: KvList(vec![("ReasonCode".into(), "Break".into())]),
+                extensions: KvList::default(),
+            }),
+        }),
+    }
+}
+
+fn events(ts: &str, from_seq: u64, n: u64) -> Vec<Envelope> {
+    (0..n)
+        .map(|i| {
+            agent(
+                ts,
+                Some(from_seq + i),
+                1_439_853_377_000_000 + i as i64 * 1000,
+                "7001",
+                AgentEventKind::Ready,
+            )
+        })
+        .collect()
+}
+
+fn read_all(log: &EventLog) -> Vec<Record> {
+    log.read(1, Seq::MAX).collect::<Result<_, _>>().unwrap()
+}
+
+// ---- round trips -------------------------------------------------------------------------
+
+fn arb_text() -> impl Strategy<Value = String> {
+    prop_oneof![Just(String::new()), "[0-9]{1,4}", "\\PC{0,6}"]
+}
+
+fn arb_event() -> impl Strategy<Value = Event> {
+    let kv = || prop::collection::vec((arb_text(), arb_text()), 0..3).prop_map(KvList);
+    let agent = (
+        0..5u8,
+        arb_text(),
+        prop::option::of(arb_text()),
+        prop::option::of(arb_text()),
+        kv(),
+        kv(),
+    )
+        .prop_map(|(k, dn, agent_id, queue, reasons, extensions)| {
+            let kind = [
+                AgentEventKind::Login,
+                AgentEventKind::Logout,
+                AgentEventKind::Ready,
+                AgentEventKind::NotReady,
+                AgentEventKind::AfterCallWork,
+            ][k as usize];
+            TLibKind::Agent(AgentEvent {
+                kind,
+                dn: Dn::from(dn),
+                agent_id: agent_id.map(AgentId::from),
+                queue: queue.map(Queue::from),
+                work_mode: None,
+                reasons,
+                extensions,
+            })
+        });
+    let kind = prop_oneof![4 => agent, 1 => Just(TLibKind::LinkConnected), 1 => Just(TLibKind::LinkDisconnected)];
+    let tlib = (
+        prop::sample::select(vec!["TS_A", "TS_B"]),
+        prop::option::of(0..12u64),
+        kind,
+    )
+        .prop_map(|(ts, source_seq, kind)| {
+            Event::TLib(TLibEvent {
+                tserver: TServerName::from(ts),
+                source_seq,
+                kind,
+            })
+        });
+    let config = arb_text().prop_map(|name| {
+        Event::Config(ConfigEvent::TServerRemoved {
+            name: TServerName::from(name),
+        })
+    });
+    let anomaly = (arb_text(), prop::option::of(arb_text())).prop_map(|(detail, dn)| {
+        Event::Anomaly(Anomaly {
+            tserver: None,
+            dn: dn.map(Dn::from),
+            kind: AnomalyKind::OutOfOrder,
+            detail,
+        })
+    });
+    prop_oneof![6 => tlib, 1 => config, 1 => anomaly]
+}
+
+fn arb_envelope() -> impl Strategy<Value = Envelope> {
+    (0..3i64, any::<i64>(), arb_event()).prop_map(|(time, recorded, event)| Envelope {
+        time: Micros(time),
+        recorded: Micros(recorded),
+        event,
+    })
+}
+
+/// The naive model of dedup: an event is a duplicate iff an equal event (same source key, time
+/// and event) was kept before it.
+fn model_keep(all: &[Envelope]) -> Vec<bool> {
+    let mut kept: Vec<&Envelope> = Vec::new();
+    all.iter()
+        .map(|e| {
+            let dup = e.source_key().is_some()
+                && kept.iter().any(|k| k.time == e.time && k.event == e.event);
+            if !dup {
+                kept.push(e);
+            }
+            !dup
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_batches_read_back_identical_after_reopen(batches in prop::collection::vec(prop::collection::vec(arb_envelope(), 0..40), 1..6)) {
+        let dir = tempfile::tempdir().unwrap();
+        let all: Vec<Envelope> = batches.concat();
+        let keep = model_keep(&all);
+        let expected: Vec<Envelope> = all.iter().zip(&keep).filter(|(_, k)| **k).map(|(e, _)| e.clone()).collect();
+        {
+            let store = open(dir.path());
+            let mut i = 0;
+            for b in &batches {
+                let report = store.log().append(b).unwrap();
+                for (o, e) in report.outcomes.iter().zip(b) {
+                    prop_assert_eq!(matches!(o, AppendOutcome::New(_)), keep[i]);
+                    if let AppendOutcome::Duplicate(seq) = o {
+                        let stored = store.log().read(*seq, *seq).next().unwrap().unwrap();
+                        prop_assert!(stored.envelope.time == e.time && stored.envelope.event == e.event);
+                    }
+                    i += 1;
+                }
+            }
+        }
+        let store = open(dir.path());
+        let records = read_all(store.log());
+        prop_assert_eq!(records.iter().map(|r| r.seq).collect::<Vec<_>>(), (1..=expected.len() as Seq).collect::<Vec<_>>());
+        prop_assert_eq!(records.into_iter().map(|r| r.envelope).collect::<Vec<_>>(), expected);
+        prop_assert!(store.log().verify().unwrap().is_ok());
+    }
+
+    #[test]
+    fn envelopes_round_trip_through_the_codec(env in arb_envelope()) {
+        let bytes = codec::encode_envelope(&env).unwrap();
+        prop_assert_eq!(codec::decode_envelope(&bytes).unwrap(), env.clone());
+        let block = codec::encode_block(std::slice::from_ref(&env)).unwrap();
+        prop_assert_eq!(codec::decode_block(&block).unwrap(), vec![env]);
+    }
+
+    #[test]
+    fn decoding_garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+        let _ = codec::decode_block(&bytes);
+        let _ = codec::decode_envelope(&bytes);
+    }
+}
+
+#[test]
+fn seqs_are_contiguous_across_many_appends_blocks_and_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut total = 0u64;
+    let sizes = [1u64, 7, 4096, 4097, 9000, 3, 0, 250];
+    for round in 0..3u64 {
+        let store = open(dir.path());
+        assert_eq!(store.log().last_seq(), total);
+        for (i, n) in sizes.iter().enumerate() {
+            let r = store
+                .log()
+                .append(&events("TS", (round * 100 + i as u64) * 100_000, *n))
+                .unwrap();
+            assert_eq!(r.appended, *n);
+            assert_eq!(r.first_seq, (*n > 0).then_some(total + 1));
+            total += n;
+            assert_eq!(r.last_seq, total);
+        }
+    }
+    let store = open(dir.path());
+    let seqs: Vec<Seq> = read_all(store.log()).iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, (1..=total).collect::<Vec<_>>());
+    // Point reads and ranges that start inside a block and cross block boundaries.
+    for k in [1, 2, 4096, 4097, 4104, 4105, 8201, total - 1, total] {
+        let r: Vec<Record> = store.log().read(k, k).collect::<Result<_, _>>().unwrap();
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].seq, k);
+    }
+    let r: Vec<Seq> = store
+        .log()
+        .read(4000, 8300)
+        .map(|r| r.unwrap().seq)
+        .collect();
+    assert_eq!(r, (4000..=8300).collect::<Vec<_>>());
+    // Reads stop at the tail.
+    assert_eq!(store.log().read(total, total + 10).count(), 1);
+    assert_eq!(store.log().read(total + 1, Seq::MAX).count(), 0);
+    let report = store.log().verify().unwrap();
+    assert!(report.is_ok(), "{:?}", report.faults);
+    assert_eq!(report.records, total);
+}
+
+// ---- dedup -------------------------------------------------------------------------------
+
+#[test]
+fn the_same_batch_twice_appends_nothing_even_after_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let batch = events("TS_SIP", 0x10c9288, 1500);
+    {
+        let store = open(dir.path());
+        assert_eq!(store.log().append(&batch).unwrap().appended, 1500);
+        let again = store.log().append(&batch).unwrap();
+        assert_eq!(
+            (
+                again.appended,
+                again.duplicates,
+                again.first_seq,
+                again.last_seq
+            ),
+            (0, 1500, None, 1500)
+        );
+        assert_eq!(again.outcomes[10], AppendOutcome::Duplicate(11));
+    }
+    let store = open(dir.path());
+    // A re-fed file also differs in `recorded`, which is not part of the identity.
+    let refed: Vec<Envelope> = batch
+        .iter()
+        .map(|e| Envelope {
+            recorded: Micros(5),
+            ..e.clone()
+        })
+        .collect();
+    let again = store.log().append(&refed).unwrap();
+    assert_eq!((again.appended, again.duplicates), (0, 1500));
+    assert_eq!(store.log().last_seq(), 1500);
+}
+
+#[test]
+fn a_restart_reusing_source_numbers_is_not_a_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let first = events("TS", 1, 100);
+    store.log().append(&first).unwrap();
+    // Same T-Server and number, different time (the T-Server restarted).
+    let later: Vec<Envelope> = first
+        .iter()
+        .map(|e| Envelope {
+            time: Micros(e.time.0 + 3_600_000_000),
+            ..e.clone()
+        })
+        .collect();
+    assert_eq!(store.log().append(&later).unwrap().appended, 100);
+    // Same number and time, different content.
+    let other = agent(
+        "TS",
+        Some(5),
+        first[4].time.0,
+        "7002",
+        AgentEventKind::Ready,
+    );
+    let other_kind = agent(
+        "TS",
+        Some(5),
+        first[4].time.0,
+        "7001",
+        AgentEventKind::NotReady,
+    );
+    // Same number on another T-Server.
+    let other_ts = Envelope {
+        event: match &first[4].event {
+            Event::TLib(t) => Event::TLib(TLibEvent {
+                tserver: TServerName::from("TS2"),
+                ..t.clone()
+            }),
+            e => e.clone(),
+        },
+        ..first[4].clone()
+    };
+    let r = store
+        .log()
+        .append(&[
+            other,
+            other_kind,
+            other_ts,
+            first[4].clone(),
+            later[4].clone(),
+        ])
+        .unwrap();
+    assert_eq!(
+        r.outcomes,
+        vec![
+            AppendOutcome::New(201),
+            AppendOutcome::New(202),
+            AppendOutcome::New(203),
+            AppendOutcome::Duplicate(5),
+            AppendOutcome::Duplicate(105)
+        ]
+    );
+    drop(store);
+    // After reopen the index is rebuilt from disk and still tells them apart.
+    let store = open(dir.path());
+    let r = store
+        .log()
+        .append(&[
+            first[99].clone(),
+            later[0].clone(),
+            agent("TS", Some(50), 0, "9", AgentEventKind::Login),
+        ])
+        .unwrap();
+    assert_eq!(
+        r.outcomes,
+        vec![
+            AppendOutcome::Duplicate(100),
+            AppendOutcome::Duplicate(101),
+            AppendOutcome::New(204)
+        ]
+    );
+    assert!(store.log().verify().unwrap().is_ok());
+}
+
+#[test]
+fn duplicates_within_one_call_are_stored_once_and_unnumbered_events_always() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let e = agent("TS", Some(9), 10, "7001", AgentEventKind::Ready);
+    let e_other_time = agent("TS", Some(9), 11, "7001", AgentEventKind::Ready);
+    let unnumbered = agent("TS", None, 10, "7001", AgentEventKind::Ready);
+    let r = store
+        .log()
+        .append(&[
+            e.clone(),
+            e_other_time.clone(),
+            e.clone(),
+            unnumbered.clone(),
+            unnumbered.clone(),
+            e_other_time,
+        ])
+        .unwrap();
+    assert_eq!(
+        r.outcomes,
+        vec![
+            AppendOutcome::New(1),
+            AppendOutcome::New(2),
+            AppendOutcome::Duplicate(1),
+            AppendOutcome::New(3),
+            AppendOutcome::New(4),
+            AppendOutcome::Duplicate(2)
+        ]
+    );
+    assert_eq!((r.appended, r.duplicates), (4, 2));
+    assert_eq!(store.log().append(&[unnumbered]).unwrap().appended, 1);
+}
+
+// ---- tail --------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tail_wakes_a_waiter_when_its_seq_lands() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mut rx = store.log().subscribe();
+    assert_eq!(*rx.borrow(), 0);
+    let waiter = tokio::spawn(async move {
+        tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            rx.wait_for(|s| *s >= 150),
+        )
+        .await
+        .map(|r| r.map(|s| *s))
+    });
+    let log = store.log().clone();
+    tokio::task::spawn_blocking(move || {
+        log.append(&events("TS", 1, 100)).unwrap();
+        log.append(&events("TS", 101, 100)).unwrap();
+    })
+    .await
+    .unwrap();
+    let seen = waiter
+        .await
+        .unwrap()
+        .expect("the waiter was not woken before the deadline")
+        .unwrap();
+    assert_eq!(seen, 200);
+    assert_eq!(store.log().last_seq(), 200);
+}
+
+// ---- verify ------------------------------------------------------------------------------
+
+#[test]
+fn verify_catches_a_changed_byte_anywhere_in_a_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.log().append(&events("TS", 1, 3)).unwrap();
+    store.log().append(&events("TS", 4, 2)).unwrap();
+    assert!(store.log().verify().unwrap().is_ok());
+    let tree = store.log().raw_tree();
+    let key = log::block_key(4);
+    let original = tree.get(key).unwrap().unwrap().to_vec();
+    for i in 0..original.len() {
+        for flip in [0x01u8, 0x80] {
+            let mut bad = original.clone();
+            bad[i] ^= flip;
+            tree.insert(key, bad).unwrap();
+            let report = store.log().verify().unwrap();
+            assert!(
+                report.faults.iter().any(|f| f.seq == Some(4)),
+                "byte {i} flipped by {flip:#x} went unnoticed"
+            );
+            let r: Vec<_> = store.log().read(4, 5).collect();
+            assert!(
+                r[0].is_err(),
+                "byte {i}: a damaged block must not be read back"
+            );
+        }
+    }
+    tree.insert(key, original).unwrap();
+    assert!(store.log().verify().unwrap().is_ok());
+}
+
+#[test]
+fn verify_catches_gaps_and_index_faults() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    for i in 0..3 {
+        store.log().append(&events("TS", i * 10 + 1, 10)).unwrap();
+    }
+    let tree = store.log().raw_tree();
+    let middle = tree.remove(log::block_key(11)).unwrap().unwrap();
+    let report = store.log().verify().unwrap();
+    assert!(
+        report
+            .faults
+            .iter()
+            .any(|f| f.seq == Some(21) && f.what.contains("gap") && f.what.contains("11..=20")),
+        "{:?}",
+        report.faults
+    );
+    let err = store.log().read(1, 30).find_map(Result::err).unwrap();
+    assert!(err.to_string().contains("seq 11"), "{err}");
+    tree.insert(log::block_key(11), middle).unwrap();
+    assert!(store.log().verify().unwrap().is_ok());
+    let d: Vec<u8> = tree.scan_prefix(b"D").next().unwrap().unwrap().0.to_vec();
+    tree.remove(&d).unwrap();
+    let report = store.log().verify().unwrap();
+    assert!(
+        report
+            .faults
+            .iter()
+            .any(|f| f.seq == Some(1) && f.what.contains("missing")),
+        "{:?}",
+        report.faults
+    );
+}
+
+#[test]
+fn a_damaged_last_block_opens_for_verify_but_refuses_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        store.log().append(&events("TS", 1, 5)).unwrap();
+        store.log().append(&events("TS", 6, 5)).unwrap();
+        let tree = store.log().raw_tree();
+        let mut v = tree.get(log::block_key(6)).unwrap().unwrap().to_vec();
+        v[7] ^= 0xff;
+        tree.insert(log::block_key(6), v).unwrap();
+        store.flush().unwrap();
+    }
+    let store = open(dir.path());
+    assert_eq!(store.log().last_seq(), 5);
+    assert!(matches!(
+        store.log().append(&events("TS", 100, 1)),
+        Err(StoreError::Damaged(_))
+    ));
+    assert!(store
+        .log()
+        .verify()
+        .unwrap()
+        .faults
+        .iter()
+        .any(|f| f.seq == Some(6)));
+    assert_eq!(read_all(store.log()).len(), 5);
+}
+
+// ---- durability, open, migrations ---------------------------------------------------------
+
+#[test]
+fn relaxed_durability_stores_and_reads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(
+            dir.path(),
+            StoreOptions {
+                durability: Durability::Relaxed,
+                cache_bytes: 1 << 20,
+            },
+        )
+        .unwrap();
+        let r = store.log().append(&events("TS", 1, 300)).unwrap();
+        assert_eq!(r.last_seq, 300);
+        assert_eq!(store.log().last_seq(), 300);
+        store.flush().unwrap();
+    }
+    let store = open(dir.path());
+    assert_eq!(read_all(store.log()).len(), 300);
+}
+
+#[test]
+fn garbage_directories_and_files_are_refused_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "hello").unwrap();
+    let err = Store::open(dir.path(), StoreOptions::default())
+        .err()
+        .unwrap();
+    assert!(matches!(err, StoreError::NotAStore { .. }), "{err}");
+    assert!(err.to_string().contains("notes.txt"), "{err}");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "nothing was written"
+    );
+
+    let file = dir.path().join("notes.txt");
+    assert!(matches!(
+        Store::open(&file, StoreOptions::default()),
+        Err(StoreError::NotAStore { .. })
+    ));
+
+    // Files with sled's names but garbage inside.
+    let fake = tempfile::tempdir().unwrap();
+    let mut junk = Vec::new();
+    for i in 0..100_000u32 {
+        junk.push((i.wrapping_mul(2_654_435_761) >> 13) as u8);
+    }
+    std::fs::write(fake.path().join("db"), &junk).unwrap();
+    std::fs::write(fake.path().join("conf"), &junk[..300]).unwrap();
+    assert!(Store::open(fake.path(), StoreOptions::default()).is_err());
+
+    // A sled database that is someone else's.
+    let foreign = tempfile::tempdir().unwrap();
+    {
+        let db = sled::open(foreign.path()).unwrap();
+        db.insert(b"k", b"v".as_slice()).unwrap();
+        db.flush().unwrap();
+    }
+    let err = Store::open(foreign.path(), StoreOptions::default())
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("not an ivrstate store"), "{err}");
+}
+
+fn raw_db(dir: &Path) -> sled::Db {
+    sled::Config::new()
+        .path(dir)
+        .cache_capacity(1 << 20)
+        .open()
+        .unwrap()
+}
+
+#[test]
+fn a_store_from_a_newer_version_is_refused_and_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        store.log().append(&events("TS", 1, 10)).unwrap();
+    }
+    let newer = CURRENT_VERSION + 1;
+    type Trees = Vec<(String, Vec<Entry>)>;
+    let snapshot = |db: &sled::Db| -> Trees {
+        db.tree_names()
+            .into_iter()
+            .map(|n| {
+                let t = db.open_tree(&n).unwrap();
+                (
+                    String::from_utf8_lossy(&n).into_owned(),
+                    t.iter()
+                        .map(|e| e.map(|(k, v)| (k.to_vec(), v.to_vec())))
+                        .collect::<Result<_, _>>()
+                        .unwrap(),
+                )
+            })
+            .collect()
+    };
+    let before = {
+        let db = raw_db(dir.path());
+        db.open_tree("meta")
+            .unwrap()
+            .insert(b"format_version", &newer.to_be_bytes())
+            .unwrap();
+        db.flush().unwrap();
+        snapshot(&db)
+    };
+    let err = Store::open(dir.path(), StoreOptions::default())
+        .err()
+        .unwrap();
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&format!("format version {newer}"))
+            && msg.contains(&format!("version {CURRENT_VERSION}")),
+        "{msg}"
+    );
+    assert!(matches!(
+        err,
+        StoreError::Migration {
+            source: MigrationError::NewerVersion { .. },
+            ..
+        }
+    ));
+    let db = raw_db(dir.path());
+    assert_eq!(snapshot(&db), before);
+}
+
+#[test]
+fn a_version_1_store_is_migrated_and_reads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = events("TS", 1, 700);
+    let second = events("TS", 701, 300);
+    {
+        // The layout before m0002: uncompressed blocks, written by hand.
+        let db = raw_db(dir.path());
+        let meta = db.open_tree("meta").unwrap();
+        meta.insert(b"format_version", &1u32.to_be_bytes()).unwrap();
+        meta.insert(b"applied:m0001_initial", &1u32.to_be_bytes())
+            .unwrap();
+        let log = db.open_tree("log").unwrap();
+        log.insert(log::block_key(1), codec::encode_block_v1(&first))
+            .unwrap();
+        log.insert(log::block_key(701), codec::encode_block_v1(&second))
+            .unwrap();
+        log.insert(dedup::entry_key("TS", 1, 1), &700u64.to_be_bytes())
+            .unwrap();
+        log.insert(dedup::entry_key("TS", 701, 701), &1000u64.to_be_bytes())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let store = open(dir.path());
+    let got: Vec<Envelope> = read_all(store.log())
+        .into_iter()
+        .map(|r| r.envelope)
+        .collect();
+    assert_eq!(got, [first.clone(), second].concat());
+    assert_eq!(store.log().last_seq(), 1000);
+    assert!(store.log().verify().unwrap().is_ok());
+    assert_eq!(store.log().append(&first).unwrap().appended, 0);
+    drop(store);
+    let db = raw_db(dir.path());
+    assert_eq!(
+        ivrstate_migrations::applied(&db).unwrap(),
+        vec!["m0001_initial", "m0002_compress_blocks"]
+    );
+    assert_eq!(
+        ivrstate_migrations::format_version(&db).unwrap(),
+        Some(CURRENT_VERSION)
+    );
+}
+
+// ---- derived trees and metadata ------------------------------------------------------------
+
+#[test]
+fn derived_trees_and_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        let t = store.derived("history").unwrap();
+        for i in 0u8..10 {
+            t.insert(&[b'a', i], &[i]).unwrap();
+        }
+        t.insert(b"b1", b"x").unwrap();
+        assert_eq!(t.get(&[b'a', 3]).unwrap(), Some(vec![3]));
+        let fwd: Vec<u8> = t
+            .range([b'a', 2]..[b'a', 5])
+            .map(|e| e.unwrap().1[0])
+            .collect();
+        assert_eq!(fwd, vec![2, 3, 4]);
+        let rev: Vec<u8> = t
+            .range([b'a', 2]..=[b'a', 5])
+            .rev()
+            .map(|e| e.unwrap().1[0])
+            .collect();
+        assert_eq!(rev, vec![5, 4, 3, 2]);
+        assert_eq!(t.scan_prefix(b"a").count(), 10);
+        assert_eq!(
+            t.scan_prefix(b"a").next_back().unwrap().unwrap().0,
+            vec![b'a', 9]
+        );
+        let mut batch = DerivedBatch::new();
+        batch.remove(&[b'a', 0]);
+        batch.insert(b"c", b"y");
+        t.apply_batch(batch).unwrap();
+        assert_eq!(t.get(&[b'a', 0]).unwrap(), None);
+        assert_eq!(t.last().unwrap(), Some((b"c".to_vec(), b"y".to_vec())));
+        t.remove(b"c").unwrap();
+        t.flush().unwrap();
+        store
+            .meta_put(b"derived_seq", &42u64.to_be_bytes())
+            .unwrap();
+        store.flush().unwrap();
+        assert!(matches!(store.derived(""), Err(StoreError::InvalidName(_))));
+    }
+    let store = open(dir.path());
+    assert_eq!(
+        store.meta_get(b"derived_seq").unwrap(),
+        Some(42u64.to_be_bytes().to_vec())
+    );
+    // Checkpoints do not clash with the migration records in the same tree.
+    assert_eq!(store.meta_get(b"format_version").unwrap(), None);
+    let t = store.derived("history").unwrap();
+    assert_eq!(t.iter().count(), 10);
+    t.clear().unwrap();
+    assert!(t.is_empty());
+    store.derived("other").unwrap().insert(b"k", b"v").unwrap();
+    store.drop_derived().unwrap();
+    assert!(store.derived("other").unwrap().is_empty());
+    assert!(store.size_on_disk() > 0);
+}
