@@ -1,1 +1,531 @@
-//! Following a growing T-Server log file (`serve --follow FILE`): in progress.
+//! Following a growing log file (`serve --follow FILE`), like `tail -F`.
+//!
+//! The file is read from its start, then complete new lines are yielded as they are appended; a
+//! partial last line waits for its newline. Rotation (the path now names another file) and
+//! truncation (the file shrank below what was read) reopen the path and start again from its
+//! beginning, announced by [`FollowItem::Reset`] (line numbers restart at 1).
+//!
+//! The logic is split so that it is testable without sleeping: [`LineSplitter`] (bytes in,
+//! lines out) and [`decide`] (what a stat of the path means) are pure; [`Follower::poll`] does
+//! one round of I/O; [`follow_lines`] is the thin driver, a thread that polls and sends into a
+//! tokio channel. A thread rather than a task because every step is blocking file I/O, and it
+//! ends by itself when the receiver is dropped.
+
+use crate::parse::MAX_LINE;
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// What a follower yields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FollowItem {
+    /// A complete line (without `\n` or `\r\n`). `truncated`: it was longer than the line cap
+    /// and `bytes` holds only its start.
+    Line {
+        bytes: Vec<u8>,
+        line_no: u64,
+        byte_offset: u64,
+        truncated: bool,
+    },
+    /// The file was rotated or truncated and is read again from its start: a consumer ends
+    /// whatever it was in the middle of (`TlogParser::finish`).
+    Reset { reason: String },
+    /// The file cannot be read (yet); the follower keeps trying.
+    Error { message: String },
+}
+
+/// Splits a byte stream, pushed in chunks of any size, into lines; memory is bounded by the cap.
+#[derive(Debug)]
+pub struct LineSplitter {
+    partial: Vec<u8>,
+    /// Bytes of the current partial line seen so far (may exceed what `partial` keeps).
+    partial_len: u64,
+    line_no: u64,
+    /// Offset of the start of the current partial line.
+    offset: u64,
+    cap: usize,
+}
+
+impl Default for LineSplitter {
+    fn default() -> Self {
+        Self::new(MAX_LINE)
+    }
+}
+
+impl LineSplitter {
+    pub fn new(cap: usize) -> Self {
+        LineSplitter {
+            partial: Vec::new(),
+            partial_len: 0,
+            line_no: 0,
+            offset: 0,
+            cap,
+        }
+    }
+
+    /// Pushes bytes; every line they complete is appended to `out`.
+    pub fn push(&mut self, mut chunk: &[u8], out: &mut Vec<FollowItem>) {
+        while let Some(i) = memchr::memchr(b'\n', chunk) {
+            self.keep(&chunk[..i]);
+            self.emit(out, 1);
+            chunk = &chunk[i + 1..];
+        }
+        self.keep(chunk);
+    }
+
+    /// Emits the partial last line, if any (the file is complete: it was rotated away).
+    pub fn flush_partial(&mut self, out: &mut Vec<FollowItem>) {
+        if self.partial_len > 0 {
+            self.emit(out, 0);
+        }
+    }
+
+    /// Starts again at line 1, offset 0, dropping any partial line.
+    pub fn reset(&mut self) {
+        self.partial.clear();
+        self.partial_len = 0;
+        self.line_no = 0;
+        self.offset = 0;
+    }
+
+    /// Bytes of an incomplete last line held back.
+    pub fn pending(&self) -> u64 {
+        self.partial_len
+    }
+
+    fn keep(&mut self, part: &[u8]) {
+        let room = self.cap.saturating_sub(self.partial.len()).min(part.len());
+        self.partial.extend_from_slice(&part[..room]);
+        self.partial_len += part.len() as u64;
+    }
+
+    fn emit(&mut self, out: &mut Vec<FollowItem>, newline: u64) {
+        let truncated = self.partial_len > self.cap as u64;
+        let mut bytes = std::mem::take(&mut self.partial);
+        if !truncated && bytes.last() == Some(&b'\r') {
+            bytes.pop();
+        }
+        self.line_no += 1;
+        out.push(FollowItem::Line {
+            bytes,
+            line_no: self.line_no,
+            byte_offset: self.offset,
+            truncated,
+        });
+        self.offset += self.partial_len + newline;
+        self.partial_len = 0;
+    }
+}
+
+/// Which file a handle or a path refers to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+/// What a stat of the followed path found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileStat {
+    pub id: FileId,
+    pub len: u64,
+}
+
+/// What to do after a stat of the path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Read on from the open handle.
+    Read,
+    /// Reopen the path from its start. `drain_old`: read the old handle to its end first (a
+    /// rotated file is complete; a truncated one's old bytes are gone).
+    Reopen { reason: String, drain_old: bool },
+}
+
+/// The rotation and truncation rules. `opened` is the file the handle reads, `read_pos` how far;
+/// `now` the stat of the path (`None`: it does not exist, as between a rotation's rename and
+/// create, so the old handle is read on).
+pub fn decide(opened: FileId, read_pos: u64, now: Option<FileStat>) -> Action {
+    match now {
+        Some(s) if s.id != opened => Action::Reopen {
+            reason: "file rotated: reading the new file from its start".into(),
+            drain_old: true,
+        },
+        Some(s) if s.len < read_pos => Action::Reopen {
+            reason: format!(
+                "file truncated (from {read_pos} to {} bytes): reading again from its start",
+                s.len
+            ),
+            drain_old: false,
+        },
+        _ => Action::Read,
+    }
+}
+
+/// One followed path: the open handle, how far it was read, and the line splitter.
+#[derive(Debug)]
+pub struct Follower {
+    path: PathBuf,
+    file: Option<(File, FileId)>,
+    pos: u64,
+    splitter: LineSplitter,
+    /// An open error was reported; not again until the path opens.
+    reported: bool,
+    chunk: Vec<u8>,
+}
+
+/// Most bytes read in one poll, so a large existing file is sent on in steps.
+const POLL_BYTES: usize = 1 << 20;
+
+impl Follower {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Follower {
+            path: path.into(),
+            file: None,
+            pos: 0,
+            splitter: LineSplitter::default(),
+            reported: false,
+            chunk: vec![0; 64 * 1024],
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// One round: reopen if the file was rotated or truncated, read what is new. Returns true
+    /// if bytes were read (call again at once; there may be more).
+    pub fn poll(&mut self, out: &mut Vec<FollowItem>) -> bool {
+        let Some(opened) = self.file.as_ref().map(|(_, id)| *id) else {
+            return self.open(out) && self.read(out);
+        };
+        let now = std::fs::metadata(&self.path).ok().map(|m| FileStat {
+            id: file_id(&m),
+            len: m.len(),
+        });
+        match decide(opened, self.pos, now) {
+            Action::Read => self.read(out),
+            Action::Reopen { reason, drain_old } => {
+                if drain_old {
+                    while self.read(out) {}
+                    self.splitter.flush_partial(out);
+                }
+                tracing::info!(path = %self.path.display(), "{reason}");
+                out.push(FollowItem::Reset { reason });
+                self.file = None;
+                self.pos = 0;
+                self.splitter.reset();
+                self.open(out);
+                true
+            }
+        }
+    }
+
+    fn open(&mut self, out: &mut Vec<FollowItem>) -> bool {
+        let opened = File::open(&self.path).and_then(|f| {
+            let id = file_id(&f.metadata()?);
+            Ok((f, id))
+        });
+        match opened {
+            Ok(f) => {
+                self.file = Some(f);
+                self.pos = 0;
+                self.reported = false;
+                true
+            }
+            Err(e) => {
+                if !self.reported {
+                    self.reported = true;
+                    out.push(FollowItem::Error {
+                        message: format!("cannot open {}: {e} (retrying)", self.path.display()),
+                    });
+                }
+                false
+            }
+        }
+    }
+
+    /// Reads up to [`POLL_BYTES`] from the handle; true if anything was read.
+    fn read(&mut self, out: &mut Vec<FollowItem>) -> bool {
+        let Some((file, _)) = self.file.as_mut() else {
+            return false;
+        };
+        let mut total = 0;
+        while total < POLL_BYTES {
+            match file.read(&mut self.chunk) {
+                Ok(0) => break,
+                Ok(n) => {
+                    self.splitter.push(&self.chunk[..n], out);
+                    self.pos += n as u64;
+                    total += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    out.push(FollowItem::Error {
+                        message: format!("reading {}: {e}", self.path.display()),
+                    });
+                    break;
+                }
+            }
+        }
+        total > 0
+    }
+}
+
+#[cfg(unix)]
+fn file_id(m: &std::fs::Metadata) -> FileId {
+    use std::os::unix::fs::MetadataExt;
+    FileId {
+        dev: m.dev(),
+        ino: m.ino(),
+    }
+}
+
+#[cfg(not(unix))]
+fn file_id(_: &std::fs::Metadata) -> FileId {
+    // Without inodes only truncation is detected.
+    FileId { dev: 0, ino: 0 }
+}
+
+/// Follows `path`, polling every `poll` when there is nothing new. The thread behind it ends
+/// when the receiver is dropped.
+pub fn follow_lines(path: impl Into<PathBuf>, poll: Duration) -> mpsc::Receiver<FollowItem> {
+    let (tx, rx) = mpsc::channel(1024);
+    let mut follower = Follower::new(path);
+    let spawned = std::thread::Builder::new()
+        .name("follow".into())
+        .spawn(move || {
+            let mut out = Vec::new();
+            loop {
+                if tx.is_closed() {
+                    return;
+                }
+                let busy = follower.poll(&mut out);
+                for item in out.drain(..) {
+                    if tx.blocking_send(item).is_err() {
+                        return;
+                    }
+                }
+                if !busy {
+                    std::thread::sleep(poll);
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!("cannot start the file follower thread: {e}");
+    }
+    rx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn lines(items: &[FollowItem]) -> Vec<(String, u64, u64)> {
+        items
+            .iter()
+            .filter_map(|i| match i {
+                FollowItem::Line {
+                    bytes,
+                    line_no,
+                    byte_offset,
+                    ..
+                } => Some((
+                    String::from_utf8_lossy(bytes).into_owned(),
+                    *line_no,
+                    *byte_offset,
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn l(s: &str, n: u64, o: u64) -> (String, u64, u64) {
+        (s.to_owned(), n, o)
+    }
+
+    #[test]
+    fn splitter_holds_partial_lines_back() {
+        let mut s = LineSplitter::new(100);
+        let mut out = Vec::new();
+        s.push(b"one\ntw", &mut out);
+        assert_eq!(lines(&out), vec![l("one", 1, 0)]);
+        assert_eq!(s.pending(), 2);
+        s.push(b"o\r\n", &mut out);
+        s.push(b"", &mut out);
+        s.push(b"\nthree", &mut out);
+        assert_eq!(
+            lines(&out),
+            vec![l("one", 1, 0), l("two", 2, 4), l("", 3, 9)]
+        );
+        s.flush_partial(&mut out);
+        assert_eq!(lines(&out)[3], l("three", 4, 10));
+        s.flush_partial(&mut out);
+        assert_eq!(out.len(), 4);
+    }
+
+    #[test]
+    fn splitter_caps_long_lines() {
+        let mut s = LineSplitter::new(4);
+        let mut out = Vec::new();
+        s.push(b"abcdefgh", &mut out);
+        s.push(b"ij\nok\n", &mut out);
+        assert_eq!(
+            out,
+            vec![
+                FollowItem::Line {
+                    bytes: b"abcd".to_vec(),
+                    line_no: 1,
+                    byte_offset: 0,
+                    truncated: true
+                },
+                FollowItem::Line {
+                    bytes: b"ok".to_vec(),
+                    line_no: 2,
+                    byte_offset: 11,
+                    truncated: false
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn decide_rules() {
+        let a = FileId { dev: 1, ino: 10 };
+        let b = FileId { dev: 1, ino: 11 };
+        assert_eq!(
+            decide(a, 100, Some(FileStat { id: a, len: 100 })),
+            Action::Read
+        );
+        assert_eq!(
+            decide(a, 100, Some(FileStat { id: a, len: 150 })),
+            Action::Read
+        );
+        assert_eq!(
+            decide(a, 100, None),
+            Action::Read,
+            "rotation in progress: read the old handle"
+        );
+        assert!(matches!(
+            decide(a, 100, Some(FileStat { id: b, len: 500 })),
+            Action::Reopen {
+                drain_old: true,
+                ..
+            }
+        ));
+        assert!(matches!(
+            decide(a, 100, Some(FileStat { id: a, len: 20 })),
+            Action::Reopen {
+                drain_old: false,
+                ..
+            }
+        ));
+    }
+
+    fn append(path: &Path, text: &str) {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+    }
+
+    fn poll_all(f: &mut Follower) -> Vec<FollowItem> {
+        let mut out = Vec::new();
+        while f.poll(&mut out) {}
+        out
+    }
+
+    #[test]
+    fn follower_reads_appends_truncation_and_rotation_without_sleeping() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ts.log");
+        let mut f = Follower::new(&path);
+
+        let out = poll_all(&mut f);
+        assert!(matches!(&out[..], [FollowItem::Error { .. }]), "{out:?}");
+        assert!(
+            poll_all(&mut f).is_empty(),
+            "the open error is reported once"
+        );
+
+        append(&path, "a\nb\npart");
+        assert_eq!(lines(&poll_all(&mut f)), vec![l("a", 1, 0), l("b", 2, 2)]);
+        append(&path, "ial\n");
+        assert_eq!(lines(&poll_all(&mut f)), vec![l("partial", 3, 4)]);
+        assert!(poll_all(&mut f).is_empty());
+
+        // Truncation: start again from the beginning.
+        std::fs::write(&path, "x\n").unwrap();
+        let out = poll_all(&mut f);
+        assert!(
+            matches!(&out[0], FollowItem::Reset { reason } if reason.contains("truncated")),
+            "{out:?}"
+        );
+        assert_eq!(lines(&out), vec![l("x", 1, 0)]);
+
+        // Rotation: the old file's rest (even without a final newline), then the new file.
+        append(&path, "y\nlast");
+        std::fs::rename(&path, dir.path().join("ts.log.1")).unwrap();
+        append(&path, "new\n");
+        let out = poll_all(&mut f);
+        assert_eq!(
+            lines(&out),
+            vec![l("y", 2, 2), l("last", 3, 4), l("new", 1, 0)]
+        );
+        assert!(
+            matches!(&out[2], FollowItem::Reset { reason } if reason.contains("rotated")),
+            "{out:?}"
+        );
+    }
+
+    async fn next(rx: &mut mpsc::Receiver<FollowItem>) -> FollowItem {
+        tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("no item within the deadline")
+            .expect("follower ended")
+    }
+
+    fn line_text(item: &FollowItem) -> String {
+        match item {
+            FollowItem::Line { bytes, .. } => String::from_utf8_lossy(bytes).into_owned(),
+            other => format!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn follow_lines_delivers_appends_and_survives_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ts.log");
+        append(&path, "first\n");
+        let mut rx = follow_lines(&path, Duration::from_millis(10));
+        assert_eq!(line_text(&next(&mut rx).await), "first");
+
+        append(&path, "second\nthi");
+        assert_eq!(line_text(&next(&mut rx).await), "second");
+        append(&path, "rd\n");
+        assert_eq!(line_text(&next(&mut rx).await), "third");
+
+        std::fs::rename(&path, dir.path().join("old.log")).unwrap();
+        append(&path, "fresh\n");
+        assert!(matches!(next(&mut rx).await, FollowItem::Reset { .. }));
+        let item = next(&mut rx).await;
+        assert_eq!(line_text(&item), "fresh");
+        assert!(matches!(
+            item,
+            FollowItem::Line {
+                line_no: 1,
+                byte_offset: 0,
+                ..
+            }
+        ));
+
+        std::fs::write(&path, "").unwrap();
+        assert!(matches!(next(&mut rx).await, FollowItem::Reset { .. }));
+        append(&path, "again\n");
+        assert_eq!(line_text(&next(&mut rx).await), "again");
+    }
+}
