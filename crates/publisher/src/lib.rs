@@ -7,8 +7,12 @@
 //! - [`hub`] and [`server`]: the tokio side, the only code that touches sockets.
 
 pub mod frame;
+pub mod hub;
+pub mod server;
 pub mod session;
 pub mod view;
 pub mod xml;
 
+pub use hub::{Hub, HubConfig, HubMetrics};
+pub use server::{serve, serve_connection};
 pub use view::{Change, MonitorInfo, StateView};

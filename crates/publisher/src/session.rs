@@ -59,6 +59,7 @@ struct Login {
 pub struct Session {
     client: String,
     login: Option<Login>,
+    logins: u64,
 }
 
 impl Session {
@@ -67,6 +68,7 @@ impl Session {
         Session {
             client: client_addr.into(),
             login: None,
+            logins: 0,
         }
     }
 
@@ -78,6 +80,11 @@ impl Session {
     /// The CallId of the current login: every message of the session carries it.
     pub fn call_id(&self) -> Option<&str> {
         self.login.as_ref().map(|l| l.call_id.as_str())
+    }
+
+    /// How many LoginReq this session has answered (whatever the outcome).
+    pub fn logins(&self) -> u64 {
+        self.logins
     }
 
     pub fn client(&self) -> &str {
@@ -211,6 +218,7 @@ impl Session {
         ready: bool,
     ) -> Vec<Output> {
         self.login = None;
+        self.logins += 1;
         let server_version = state
             .server_version()
             .unwrap_or(DEFAULT_SERVER_VERSION)

@@ -1,0 +1,234 @@
+//! The hub: the current state, whether the server is ready, and the logged-in clients by IVR.
+//!
+//! `publish` encodes each MonitorInfo element once and hands the same bytes (an `Arc`) to every
+//! client of that IVR with `try_send` on the client's bounded queue; each connection wraps them
+//! with its own CallId when it writes. A full queue disconnects that client (invariant 8: slow
+//! clients never stall the store): `publish` never waits for a client.
+//!
+//! Lock order, to keep pushes from being lost at login: a connection handles a LoginReq and
+//! registers its client while holding the state read lock; an update takes the write lock and
+//! publishes after releasing it. So a client either logged in before the update (and is
+//! registered when the change is published) or after it (and saw the new state at login).
+
+use crate::view::{Change, StateView};
+use crate::xml;
+use ivrstate_model::IvrName;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::time::Duration;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{mpsc, watch, Notify};
+use tracing::warn;
+
+/// Limits and timeouts of the server.
+#[derive(Clone, Debug)]
+pub struct HubConfig {
+    /// Pushes waiting for one client before it is disconnected.
+    pub queue_capacity: usize,
+    /// Connections beyond this are closed at once.
+    pub max_clients: usize,
+    /// A connection that has sent no LoginReq by then is closed.
+    pub login_timeout: Duration,
+    /// A connection that has sent nothing for this long is closed. `None` (the default): GLI
+    /// clients with keep-alive off are legitimately silent for hours.
+    pub idle_timeout: Option<Duration>,
+    /// A write that has not completed by then closes the connection (a client that stopped
+    /// reading while sending requests, which fills no push queue).
+    pub write_timeout: Duration,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            queue_capacity: 1024,
+            max_clients: 4096,
+            login_timeout: Duration::from_secs(30),
+            idle_timeout: None,
+            write_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Counters for metrics and tests.
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub struct HubMetrics {
+    /// Open connections (logged in or not).
+    pub connected: usize,
+    /// Logged-in clients per IVR, sorted by IVR.
+    pub logged_in: Vec<(IvrName, usize)>,
+    /// Frames written to clients.
+    pub messages_sent: u64,
+    /// Clients disconnected because their queue was full.
+    pub queue_drops: u64,
+    /// Connections refused over `max_clients`.
+    pub refused: u64,
+}
+
+/// A logged-in client as the hub sees it.
+pub(crate) struct ClientEntry {
+    pub(crate) id: u64,
+    pub(crate) addr: String,
+    pub(crate) tx: mpsc::Sender<Arc<[u8]>>,
+    /// Told when the hub disconnects the client (queue full).
+    pub(crate) kill: Notify,
+}
+
+pub struct Hub<S> {
+    config: HubConfig,
+    state: RwLock<S>,
+    ready: AtomicBool,
+    clients: Mutex<HashMap<IvrName, Vec<Arc<ClientEntry>>>>,
+    next_id: AtomicU64,
+    pub(crate) connected: AtomicUsize,
+    pub(crate) messages_sent: AtomicU64,
+    queue_drops: AtomicU64,
+    pub(crate) refused: AtomicU64,
+    /// Set to true when `serve` shuts down: every connection closes.
+    pub(crate) closing: watch::Sender<bool>,
+}
+
+impl<S: StateView + Default> Hub<S> {
+    pub fn new(config: HubConfig) -> Arc<Self> {
+        Self::with_state(config, S::default())
+    }
+}
+
+impl<S: StateView> Hub<S> {
+    pub fn with_state(config: HubConfig, state: S) -> Arc<Self> {
+        Arc::new(Hub {
+            config,
+            state: RwLock::new(state),
+            ready: AtomicBool::new(false),
+            clients: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            connected: AtomicUsize::new(0),
+            messages_sent: AtomicU64::new(0),
+            queue_drops: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            closing: watch::Sender::new(false),
+        })
+    }
+
+    pub fn config(&self) -> &HubConfig {
+        &self.config
+    }
+
+    /// Changes the state (e.g. folds new records). Publish the resulting changes afterwards.
+    pub fn update<R>(&self, f: impl FnOnce(&mut S) -> R) -> R {
+        // A panic elsewhere while holding the lock must not take the server down with it.
+        let mut guard = self.state.write().unwrap_or_else(|e| e.into_inner());
+        f(&mut guard)
+    }
+
+    /// Reads the state.
+    pub fn read<R>(&self, f: impl FnOnce(&S) -> R) -> R {
+        f(&self.read_state())
+    }
+
+    pub(crate) fn read_state(&self) -> RwLockReadGuard<'_, S> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Until ready, logins are answered `InitInProgress`.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Sends each change to the logged-in clients of its IVR, and only to them.
+    pub fn publish(&self, changes: &[Change]) {
+        let mut clients = self.lock_clients();
+        let mut dropped: Vec<(IvrName, u64)> = Vec::new();
+        for change in changes {
+            let Some(list) = clients.get(&change.ivr) else {
+                continue;
+            };
+            if list.is_empty() {
+                continue;
+            }
+            // Encoded once, shared by every client of the IVR.
+            let element: Arc<[u8]> = xml::encode_monitor_info(None, &change.info).into();
+            for c in list {
+                match c.tx.try_send(element.clone()) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(_)) => {
+                        warn!(client = %c.addr, ivr = %change.ivr, "outbound queue full; disconnecting the client");
+                        self.queue_drops.fetch_add(1, Ordering::Relaxed);
+                        c.kill.notify_one();
+                        dropped.push((change.ivr.clone(), c.id));
+                    }
+                    Err(TrySendError::Closed(_)) => dropped.push((change.ivr.clone(), c.id)),
+                }
+            }
+            if !dropped.is_empty() {
+                if let Some(list) = clients.get_mut(&change.ivr) {
+                    list.retain(|c| !dropped.iter().any(|(_, id)| *id == c.id));
+                }
+                dropped.clear();
+            }
+        }
+    }
+
+    pub fn metrics(&self) -> HubMetrics {
+        let mut logged_in: Vec<(IvrName, usize)> = self
+            .lock_clients()
+            .iter()
+            .filter(|(_, l)| !l.is_empty())
+            .map(|(ivr, l)| (ivr.clone(), l.len()))
+            .collect();
+        logged_in.sort();
+        HubMetrics {
+            connected: self.connected.load(Ordering::Relaxed),
+            logged_in,
+            messages_sent: self.messages_sent.load(Ordering::Relaxed),
+            queue_drops: self.queue_drops.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(crate) fn new_client(&self, addr: String) -> (Arc<ClientEntry>, mpsc::Receiver<Arc<[u8]>>) {
+        let (tx, rx) = mpsc::channel(self.config.queue_capacity.max(1));
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        (
+            Arc::new(ClientEntry {
+                id,
+                addr,
+                tx,
+                kill: Notify::new(),
+            }),
+            rx,
+        )
+    }
+
+    /// Moves a client from the IVR it was registered under to `now` (either may be none).
+    pub(crate) fn reregister(
+        &self,
+        client: &Arc<ClientEntry>,
+        before: Option<&IvrName>,
+        now: Option<&IvrName>,
+    ) {
+        if before == now {
+            return;
+        }
+        let mut clients = self.lock_clients();
+        if let Some(b) = before {
+            if let Some(list) = clients.get_mut(b) {
+                list.retain(|c| c.id != client.id);
+                if list.is_empty() {
+                    clients.remove(b);
+                }
+            }
+        }
+        if let Some(n) = now {
+            clients.entry(n.clone()).or_default().push(client.clone());
+        }
+    }
+
+    fn lock_clients(&self) -> std::sync::MutexGuard<'_, HashMap<IvrName, Vec<Arc<ClientEntry>>>> {
+        self.clients.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
