@@ -11,7 +11,7 @@
 //! tokio channel. A thread rather than a task because every step is blocking file I/O, and it
 //! ends by itself when the receiver is dropped.
 
-use crate::parse::MAX_LINE;
+use crate::parse::{Parsed, TlogParser, MAX_LINE};
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -318,6 +318,27 @@ pub fn follow_lines(path: impl Into<PathBuf>, poll: Duration) -> mpsc::Receiver<
     rx
 }
 
+/// Feeds one followed item to a T-Server log parser: lines are pushed, a reset ends the
+/// printout in progress. Errors are for the caller to log; they carry no input.
+pub fn feed_tlog<E: Extend<Parsed>>(item: &FollowItem, parser: &mut TlogParser, out: &mut E) {
+    match item {
+        FollowItem::Line {
+            bytes,
+            line_no,
+            byte_offset,
+            truncated: false,
+        } => parser.push_line(bytes, *line_no, *byte_offset, out),
+        FollowItem::Line {
+            bytes,
+            line_no,
+            byte_offset,
+            truncated: true,
+        } => parser.push_overlong(bytes, *line_no, *byte_offset, out),
+        FollowItem::Reset { .. } => parser.finish(out),
+        FollowItem::Error { .. } => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -478,6 +499,26 @@ mod tests {
         );
         assert!(
             matches!(&out[2], FollowItem::Reset { reason } if reason.contains("rotated")),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn followed_lines_feed_the_tlog_parser() {
+        let log = "@23:16:17.4586 [0] 8.1 message EventAgentReady\n\tAttributeTimeinSecs\t1439853377\n\tAttributeThisDN\t'7001'\n";
+        let mut s = LineSplitter::default();
+        let mut items = Vec::new();
+        s.push(log.as_bytes(), &mut items);
+        items.push(FollowItem::Reset {
+            reason: "rotated".into(),
+        });
+        let mut p = TlogParser::new("f", Some("TS".into()), ivrstate_model::Micros(0));
+        let mut out: Vec<Parsed> = Vec::new();
+        for item in &items {
+            feed_tlog(item, &mut p, &mut out);
+        }
+        assert!(
+            matches!(&out[..], [Parsed::Event(e)] if e.time.split().0 == 1_439_853_377),
             "{out:?}"
         );
     }

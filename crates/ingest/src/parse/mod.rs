@@ -14,7 +14,7 @@ use ivrstate_model::Envelope;
 use std::fmt;
 
 pub use lines::{Line, LineReader, MAX_LINE};
-pub use ndjson::{write_ndjson, NdjsonReader};
+pub use ndjson::{parse_ndjson_line, write_ndjson, NdjsonReader};
 pub use tlog::{TlogParser, TlogReader};
 
 /// One item of parser output.

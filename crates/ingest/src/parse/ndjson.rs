@@ -42,21 +42,36 @@ impl<R: BufRead> NdjsonReader<R> {
 }
 
 fn parse_line(file: &str, l: Line<'_>) -> Option<Parsed> {
-    let err = |reason: String| {
-        Some(Parsed::Malformed(ParseError {
+    if l.truncated {
+        return Some(Parsed::Malformed(ParseError {
             file: file.to_owned(),
             line: l.line_no,
             byte_offset: l.byte_offset,
+            reason: "line is longer than the line limit; skipped".into(),
+        }));
+    }
+    parse_ndjson_line(file, l.bytes, l.line_no, l.byte_offset)
+}
+
+/// One NDJSON line (for line-at-a-time sources such as a TCP feed): `None` for a blank line.
+pub fn parse_ndjson_line(
+    file: &str,
+    line: &[u8],
+    line_no: u64,
+    byte_offset: u64,
+) -> Option<Parsed> {
+    let err = |reason: String| {
+        Some(Parsed::Malformed(ParseError {
+            file: file.to_owned(),
+            line: line_no,
+            byte_offset,
             reason,
         }))
     };
-    if l.truncated {
-        return err("line is longer than the line limit; skipped".into());
-    }
-    if l.bytes.iter().all(u8::is_ascii_whitespace) {
+    if line.iter().all(u8::is_ascii_whitespace) {
         return None;
     }
-    match serde_json::from_slice::<Envelope>(l.bytes) {
+    match serde_json::from_slice::<Envelope>(line) {
         Ok(env) => Some(Parsed::Event(env)),
         Err(e) => err(format!("not an event record: {e}")),
     }

@@ -668,7 +668,10 @@ fn message_name(rest: &[u8]) -> Option<&[u8]> {
             .iter()
             .position(|c| !c.is_ascii_alphanumeric() && *c != b'_')
             .unwrap_or(word.len());
-        return (end > 0).then(|| &word[..end]);
+        // `message EventX`, `message RequestX`; not prose such as `message from client`.
+        if word.first().is_some_and(u8::is_ascii_uppercase) {
+            return Some(&word[..end]);
+        }
     }
     rest.split(|c| matches!(c, b' ' | b'\t'))
         .map(|w| {

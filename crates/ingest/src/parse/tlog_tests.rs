@@ -254,6 +254,7 @@ fn other_events_requests_and_log_lines_are_skipped() {
 \tAttributeOtherDN\t'unterminated
 23:16:17.300 Dbg 09900 something else
 @23:16:17.3000 [BSYNC] Trace: sync done
+@23:16:17.3100 [0] 8.1 got message from client 24
 {READY}"
     );
     let items = parse(log.as_bytes(), None);
