@@ -18,12 +18,12 @@
 
 use crate::change::{Applied, Change, EntityKey, FoldAnomaly, MonitorInfo};
 use crate::rules;
-use crate::state::{AgentState, PortRef, PortState, ServerState, State, TServerConfig};
+use crate::state::{AgentState, DnSlot, PortRef, PortState, ServerState, State, TServerConfig};
+use crate::table::SortedHashMap;
 use ivrstate_model::{
-    AgentEvent, AgentStatus, AnomalyKind, Availability, ConfigEvent, Dn, Event, IvrConfig, IvrName,
-    Micros, PortConfig, PortNum, Record, Seq, TLibEvent, TLibKind, TServerName,
+    AgentEvent, AnomalyKind, Availability, ConfigEvent, Dn, Event, IvrConfig, IvrName, Micros,
+    PortConfig, PortNum, Record, Seq, TLibEvent, TLibKind, TServerName,
 };
-use std::collections::BTreeMap;
 
 /// Where in the log a record is: passed down instead of the record so rules see only what they use.
 #[derive(Clone, Copy)]
@@ -84,7 +84,8 @@ impl State {
     }
 
     /// Runs `rule` on the state of (ts, dn), creating it (LoggedOut) on first sight, then records
-    /// the entity as touched and routes a status change to the ports that show this DN.
+    /// the entity as touched and routes a status change to the ports that show this DN. One
+    /// hash lookup finds both the state and the ports (`DnSlot`).
     fn apply_dn(
         &mut self,
         at: At,
@@ -93,51 +94,58 @@ impl State {
         out: &mut Applied,
         rule: impl FnOnce(&mut AgentState, bool, &mut Applied) -> rules::Outcome,
     ) {
-        if !self.agents.contains_key(ts.as_str()) {
-            // A T-Server seen in T-Library events is tracked even if never configured.
-            self.track_server(at, ts, out);
-            self.agents.insert(ts.clone(), BTreeMap::new());
+        // A T-Server seen in T-Library events is tracked even if never configured.
+        self.track_server(at, ts, out);
+        if !self.dns.contains_key(ts.as_str()) {
+            self.dns.insert(ts.clone(), SortedHashMap::default());
         }
-        let Some(dns) = self.agents.get_mut(ts.as_str()) else {
+        let Some(dns) = self.dns.get_mut(ts.as_str()) else {
             return;
         };
-        let outcome = if let Some(a) = dns.get_mut(dn.as_str()) {
-            rule(a, false, out)
-        } else {
-            let mut a = AgentState::logged_out(at.time, at.seq);
-            let mut o = rule(&mut a, true, out);
-            o.touched = true;
-            dns.insert(dn.clone(), a);
-            o
+        let (outcome, ports) = match dns.get_mut(dn.as_str()) {
+            Some(DnSlot {
+                agent: Some(a),
+                ports,
+            }) => (rule(a, false, out), &ports[..]),
+            Some(slot) => {
+                let mut a = AgentState::logged_out(at.time, at.seq);
+                let o = rule(&mut a, true, out);
+                slot.agent = Some(a);
+                (o.fresh(), &slot.ports[..])
+            }
+            None => {
+                let mut a = AgentState::logged_out(at.time, at.seq);
+                let o = rule(&mut a, true, out);
+                dns.insert(
+                    dn.clone(),
+                    DnSlot {
+                        agent: Some(a),
+                        ports: Vec::new(),
+                    },
+                );
+                (o.fresh(), &[][..])
+            }
         };
-        if outcome.touched {
+        if let Some(status) = outcome.new_status.filter(|_| out.collects_changes()) {
+            for r in ports {
+                out.changes.push(Change {
+                    ivr: r.ivr.clone(),
+                    info: MonitorInfo::Agent {
+                        port: r.port.clone(),
+                        status,
+                    },
+                });
+            }
+        }
+        if outcome.touched && out.collects_touched() {
             out.touched.push(EntityKey::Agent(ts.clone(), dn.clone()));
-        }
-        if let Some(status) = outcome.new_status {
-            self.route_agent(ts.as_str(), dn.as_str(), status, out);
-        }
-    }
-
-    /// One Agent change per (IVR, port) whose configured (T-Server, DN) is this one.
-    fn route_agent(&self, ts: &str, dn: &str, status: AgentStatus, out: &mut Applied) {
-        let Some(refs) = self.dn_ports.get(ts).and_then(|d| d.get(dn)) else {
-            return;
-        };
-        for r in refs {
-            out.changes.push(Change {
-                ivr: r.ivr.clone(),
-                info: MonitorInfo::Agent {
-                    port: r.port.clone(),
-                    status,
-                },
-            });
         }
     }
 
     /// Starts tracking a T-Server (Unavailable until EventLinkConnected) if it is not yet.
-    fn track_server(&mut self, at: At, name: &TServerName, out: &mut Applied) {
+    fn track_server(&mut self, at: At, name: &TServerName, out: &mut Applied) -> bool {
         if self.servers.contains_key(name.as_str()) {
-            return;
+            return false;
         }
         let cfg = self.config.tservers.get(name.as_str());
         self.servers.insert(
@@ -150,7 +158,8 @@ impl State {
                 configured: cfg.is_some(),
             },
         );
-        out.touched.push(EntityKey::Server(name.clone()));
+        out.touch(|| EntityKey::Server(name.clone()));
+        true
     }
 
     /// Applies `f` to a T-Server's state (tracking it first); records it as touched if it
@@ -162,9 +171,7 @@ impl State {
         out: &mut Applied,
         f: impl FnOnce(&mut ServerState),
     ) {
-        let before_len = out.touched.len();
-        self.track_server(at, name, out);
-        let fresh = out.touched.len() > before_len;
+        let fresh = self.track_server(at, name, out);
         let before = self.server_info(name);
         let Some(s) = self.servers.get_mut(name.as_str()) else {
             return;
@@ -179,7 +186,7 @@ impl State {
             s.seq = at.seq;
         }
         if !fresh {
-            out.touched.push(EntityKey::Server(name.clone()));
+            out.touch(|| EntityKey::Server(name.clone()));
         }
         let after = self.server_info(name);
         if after != before || fresh {
@@ -194,7 +201,7 @@ impl State {
             .values()
             .filter(|i| i.tservers.contains(name))
         {
-            out.changes.push(Change {
+            out.change(|| Change {
                 ivr: ivr.name.clone(),
                 info: info.clone(),
             });
@@ -314,7 +321,7 @@ impl State {
             if old.as_ref().is_some_and(|o| o.tservers.contains(ts)) {
                 continue;
             }
-            out.changes.push(Change {
+            out.change(|| Change {
                 ivr: cfg.name.clone(),
                 info: self.server_info(ts),
             });
@@ -356,7 +363,7 @@ impl State {
         self.configure_port(pc);
         self.set_port(at, pc, Availability::Ok, out);
         // A client sees the port come up, then the agent state of the DN it now shows.
-        out.changes.push(Change {
+        out.change(|| Change {
             ivr: pc.ivr.clone(),
             info: MonitorInfo::Port {
                 port: pc.port.clone(),
@@ -364,7 +371,7 @@ impl State {
             },
         });
         let status = self.dn_status(pc.tserver.as_str(), pc.dn.as_str());
-        out.changes.push(Change {
+        out.change(|| Change {
             ivr: pc.ivr.clone(),
             info: MonitorInfo::Agent {
                 port: pc.port.clone(),
@@ -385,7 +392,7 @@ impl State {
         }
         self.configure_port(pc);
         if self.set_port(at, pc, Availability::Unavailable, out) {
-            out.changes.push(Change {
+            out.change(|| Change {
                 ivr: pc.ivr.clone(),
                 info: MonitorInfo::Port {
                     port: pc.port.clone(),
@@ -412,12 +419,13 @@ impl State {
             .entry(pc.ivr.clone())
             .or_default()
             .insert(pc.port.clone(), pc.clone());
-        let refs = self
-            .dn_ports
+        let refs = &mut self
+            .dns
             .entry(pc.tserver.clone())
             .or_default()
             .entry(pc.dn.clone())
-            .or_default();
+            .or_default()
+            .ports;
         let r = PortRef {
             ivr: pc.ivr.clone(),
             port: pc.port.clone(),
@@ -427,18 +435,20 @@ impl State {
         refs.insert(pos, r);
     }
 
+    /// Removes a port from its DN's routing; forgets a DN slot left with neither agent nor port.
     fn unmap_port(&mut self, pc: &PortConfig) {
-        let Some(dns) = self.dn_ports.get_mut(pc.tserver.as_str()) else {
+        let Some(dns) = self.dns.get_mut(pc.tserver.as_str()) else {
             return;
         };
-        if let Some(refs) = dns.get_mut(pc.dn.as_str()) {
-            refs.retain(|r| !(r.ivr == pc.ivr && r.port == pc.port));
-            if refs.is_empty() {
+        if let Some(slot) = dns.get_mut(pc.dn.as_str()) {
+            slot.ports
+                .retain(|r| !(r.ivr == pc.ivr && r.port == pc.port));
+            if slot.ports.is_empty() && slot.agent.is_none() {
                 dns.remove(pc.dn.as_str());
             }
         }
         if dns.is_empty() {
-            self.dn_ports.remove(pc.tserver.as_str());
+            self.dns.remove(pc.tserver.as_str());
         }
     }
 
@@ -478,8 +488,7 @@ impl State {
                 true
             }
         };
-        out.touched
-            .push(EntityKey::Port(pc.ivr.clone(), pc.port.clone()));
+        out.touch(|| EntityKey::Port(pc.ivr.clone(), pc.port.clone()));
         status_changed
     }
 
@@ -498,8 +507,8 @@ impl State {
         p.status = Availability::Unavailable;
         p.since = at.time;
         p.seq = at.seq;
-        out.touched.push(EntityKey::Port(ivr.clone(), port.clone()));
-        out.changes.push(Change {
+        out.touch(|| EntityKey::Port(ivr.clone(), port.clone()));
+        out.change(|| Change {
             ivr: ivr.clone(),
             info: MonitorInfo::Port {
                 port: port.clone(),

@@ -17,6 +17,7 @@ mod history;
 mod rules;
 mod snapshot;
 mod state;
+mod table;
 
 pub use audit::{audit, AgentAudit, StatusSeconds, NONE_KEY};
 pub use change::{Applied, Change, EntityKey, FoldAnomaly, MonitorInfo};

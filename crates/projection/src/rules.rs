@@ -37,6 +37,14 @@ pub(crate) struct Outcome {
     pub(crate) new_status: Option<AgentStatus>,
 }
 
+impl Outcome {
+    /// The outcome for a DN seen for the first time: a new entity is always touched.
+    pub(crate) fn fresh(mut self) -> Self {
+        self.touched = true;
+        self
+    }
+}
+
 pub(crate) fn agent_event(
     a: &mut AgentState,
     at: At,

@@ -5,9 +5,11 @@
 //! snapshot bytes of equal states are equal (DESIGN.md invariant 1: rebuilt == stored, byte for
 //! byte). Maps are nested by the first id (`TServerName`, `IvrName`) rather than keyed by tuples
 //! so that the hot path looks entries up with borrowed `&str` keys, without building owned keys.
+//! The DN tables, the hot path, are hash maps that iterate and serialize sorted (`table.rs`).
 
 use crate::change::MonitorInfo;
 use crate::history::AgentSnapshot;
+use crate::table::SortedHashMap;
 use ivrstate_model::{
     AgentId, AgentStatus, Availability, Dn, IvrConfig, IvrName, Micros, PortConfig, PortNum, Seq,
     TServerName, WorkMode,
@@ -98,17 +100,25 @@ pub(crate) struct PortRef {
     pub(crate) port: PortNum,
 }
 
+/// Everything about one (T-Server, DN) in one place, so that an agent event is folded and
+/// routed with a single lookup.
+#[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct DnSlot {
+    /// None until a T-Library event names the DN (a DN known only from a port's configuration
+    /// is not an agent yet).
+    pub(crate) agent: Option<AgentState>,
+    /// The configured ports that show this DN, sorted by (IVR, port): the reverse of
+    /// `config.ports`, kept (and snapshotted) with the DN.
+    pub(crate) ports: Vec<PortRef>,
+}
+
 /// The whole folded state at `last_seq`.
 #[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
 pub struct State {
     pub(crate) config: Config,
     pub(crate) servers: BTreeMap<TServerName, ServerState>,
     pub(crate) ports: BTreeMap<IvrName, BTreeMap<PortNum, PortState>>,
-    pub(crate) agents: BTreeMap<TServerName, BTreeMap<Dn, AgentState>>,
-    /// The reverse of `config.ports`: (T-Server, DN) -> the configured ports that show it.
-    /// Derived from the configuration, kept (and snapshotted) so agent events route in two
-    /// lookups.
-    pub(crate) dn_ports: BTreeMap<TServerName, BTreeMap<Dn, Vec<PortRef>>>,
+    pub(crate) dns: BTreeMap<TServerName, SortedHashMap<Dn, DnSlot>>,
     pub(crate) last_seq: Seq,
     pub(crate) last_time: Option<Micros>,
 }
@@ -146,9 +156,11 @@ impl State {
 
     /// Every DN seen in T-Library agent or address events, sorted by (T-Server, DN).
     pub fn agents(&self) -> impl Iterator<Item = (&TServerName, &Dn, &AgentState)> {
-        self.agents
-            .iter()
-            .flat_map(|(ts, ds)| ds.iter().map(move |(d, s)| (ts, d, s)))
+        self.dns.iter().flat_map(|(ts, ds)| {
+            ds.sorted()
+                .into_iter()
+                .filter_map(move |(d, slot)| slot.agent.as_ref().map(|a| (ts, d, a)))
+        })
     }
 
     pub fn server(&self, name: &str) -> Option<&ServerState> {
@@ -160,14 +172,15 @@ impl State {
     }
 
     pub fn agent(&self, tserver: &str, dn: &str) -> Option<&AgentState> {
-        self.agents.get(tserver)?.get(dn)
+        self.dns.get(tserver)?.get(dn)?.agent.as_ref()
     }
 
     /// The agent state of a DN as a history transition (what the engine persists per touched
     /// agent entity; see [`crate::intervals`]).
     pub fn agent_snapshot(&self, tserver: &str, dn: &str) -> Option<AgentSnapshot> {
-        let (ts, ds) = self.agents.get_key_value(tserver)?;
-        let (dn, a) = ds.get_key_value(dn)?;
+        let (ts, ds) = self.dns.get_key_value(tserver)?;
+        let (dn, slot) = ds.get_key_value(dn)?;
+        let a = slot.agent.as_ref()?;
         Some(AgentSnapshot {
             agent_id: a.agent_id.clone(),
             tserver: ts.clone(),

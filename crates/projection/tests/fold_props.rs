@@ -213,6 +213,27 @@ proptest! {
     }
 
     #[test]
+    fn narrowed_collection_folds_the_same_state(recs in records()) {
+        let mut full = State::new();
+        let full_out = fold(&mut full, &recs);
+        for (mut out, keeps_touched) in [(Applied::without_changes(), true), (Applied::state_only(), false)] {
+            let mut s = State::new();
+            for (r, want) in recs.iter().zip(&full_out) {
+                out.clear();
+                s.apply(r, &mut out);
+                prop_assert!(out.changes.is_empty());
+                prop_assert_eq!(&out.anomalies, &want.anomalies);
+                if keeps_touched {
+                    prop_assert_eq!(&out.touched, &want.touched);
+                } else {
+                    prop_assert!(out.touched.is_empty());
+                }
+            }
+            prop_assert_eq!(&s, &full);
+        }
+    }
+
+    #[test]
     fn touched_names_every_changed_entity_and_state_stays_sane(recs in records()) {
         let mut s = State::new();
         for r in &recs {
