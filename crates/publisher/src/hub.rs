@@ -65,16 +65,23 @@ pub struct HubMetrics {
     pub refused: u64,
 }
 
+/// One MonitorInfo element encoded once for all clients of `ivr`. The IVR travels with it so
+/// that a client that re-logged in to another IVR while it was queued drops it.
+pub(crate) struct Push {
+    pub(crate) ivr: IvrName,
+    pub(crate) element: Vec<u8>,
+}
+
 /// A logged-in client as the hub sees it.
 pub(crate) struct ClientEntry {
     pub(crate) id: u64,
     pub(crate) addr: String,
-    pub(crate) tx: mpsc::Sender<Arc<[u8]>>,
+    pub(crate) tx: mpsc::Sender<Arc<Push>>,
     /// Told when the hub disconnects the client (queue full).
     pub(crate) kill: Notify,
 }
 
-pub struct Hub<S> {
+pub struct Hub<S = ivrstate_projection::State> {
     config: HubConfig,
     state: RwLock<S>,
     ready: AtomicBool,
@@ -151,7 +158,10 @@ impl<S: StateView> Hub<S> {
                 continue;
             }
             // Encoded once, shared by every client of the IVR.
-            let element: Arc<[u8]> = xml::encode_monitor_info(None, &change.info).into();
+            let element = Arc::new(Push {
+                ivr: change.ivr.clone(),
+                element: xml::encode_monitor_info(None, &change.info),
+            });
             for c in list {
                 match c.tx.try_send(element.clone()) {
                     Ok(()) => {}
@@ -190,7 +200,7 @@ impl<S: StateView> Hub<S> {
         }
     }
 
-    pub(crate) fn new_client(&self, addr: String) -> (Arc<ClientEntry>, mpsc::Receiver<Arc<[u8]>>) {
+    pub(crate) fn new_client(&self, addr: String) -> (Arc<ClientEntry>, mpsc::Receiver<Arc<Push>>) {
         let (tx, rx) = mpsc::channel(self.config.queue_capacity.max(1));
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         (

@@ -7,7 +7,7 @@
 //! order they were produced.
 
 use crate::frame::{self, FrameDecoder, FrameKind};
-use crate::hub::{ClientEntry, Hub};
+use crate::hub::{ClientEntry, Hub, Push};
 use crate::session::{Output, Session};
 use crate::view::StateView;
 use crate::xml;
@@ -147,7 +147,7 @@ struct Connection<S, IO> {
     hub: Arc<Hub<S>>,
     requests: mpsc::Sender<ClientRequest>,
     entry: Arc<ClientEntry>,
-    rx: mpsc::Receiver<Arc<[u8]>>,
+    rx: mpsc::Receiver<Arc<Push>>,
     session: Session,
     decoder: FrameDecoder,
     /// Bytes waiting to be written (reused).
@@ -182,8 +182,8 @@ where
                 biased;
                 _ = self.entry.kill.notified() => return End::Closed("outbound queue full".into()),
                 _ = self.closing.changed() => return End::Closed("server shutting down".into()),
-                Some(element) = self.rx.recv() => {
-                    self.push_element(&element);
+                Some(push) = self.rx.recv() => {
+                    self.push_element(&push);
                     if let Err(e) = self.flush_queue().await {
                         return e;
                     }
@@ -216,6 +216,8 @@ where
                     self.session.on_frame_error(&e)
                 }
                 Ok(frame) => {
+                    // Pushes queued so far belong to the login they were queued under.
+                    self.drain_queue();
                     // Session and registration under the state read lock: see hub.rs.
                     let state = self.hub.read_state();
                     let outputs = self.session.on_frame(frame, &*state, self.hub.is_ready());
@@ -238,8 +240,12 @@ where
                         self.hub.messages_sent.fetch_add(1, Ordering::Relaxed);
                     }
                     Output::Record(r) => {
-                        if self.requests.send(r).await.is_err() {
-                            warn!(client = %self.session.client(), "request not recorded: the recorder has stopped");
+                        // Waiting here slows only this client; a shutdown still ends it.
+                        tokio::select! {
+                            sent = self.requests.send(r) => if sent.is_err() {
+                                warn!(client = %self.session.client(), "request not recorded: the recorder has stopped");
+                            },
+                            _ = self.closing.changed() => return Err(End::Closed("server shutting down".into())),
                         }
                     }
                     Output::Close { reason } => close = Some(reason),
@@ -254,11 +260,15 @@ where
     }
 
     /// Wraps a pushed MonitorInfo element with this session's CallId into `out`.
-    fn push_element(&mut self, element: &[u8]) {
+    fn push_element(&mut self, push: &Push) {
+        // Logged out, or logged in to another IVR, since it was queued: not for us any more.
+        if self.session.logged_in_ivr() != Some(&push.ivr) {
+            return;
+        }
         let Some(call_id) = self.session.call_id() else {
-            // Logged out since it was queued.
             return;
         };
+        let element = &push.element;
         if self.prefix.is_empty() || self.prefix_call_id != call_id {
             self.prefix = xml::envelope_prefix(call_id);
             self.prefix_call_id = call_id.to_owned();
@@ -278,7 +288,7 @@ where
     fn drain_queue(&mut self) {
         while self.out.len() < WRITE_BATCH {
             match self.rx.try_recv() {
-                Ok(element) => self.push_element(&element),
+                Ok(push) => self.push_element(&push),
                 Err(_) => break,
             }
         }
@@ -306,7 +316,8 @@ where
             _ = self.closing.changed() => return Err(End::Closed("server shutting down".into())),
         };
         self.out.clear();
-        if self.out.capacity() > 4 * WRITE_BATCH {
+        // An idle client keeps no big buffer.
+        if self.out.capacity() > 2 * WRITE_BATCH {
             self.out = Vec::new();
         }
         match result {
