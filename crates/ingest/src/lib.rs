@@ -25,4 +25,6 @@ pub use log::{
 pub use store::{Store, StoreOptions, DEFAULT_CACHE_BYTES};
 
 #[cfg(test)]
+mod perf;
+#[cfg(test)]
 mod tests;
