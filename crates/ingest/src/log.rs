@@ -26,7 +26,9 @@ const CACHED_BLOCKS: usize = 8;
 /// Whether an append waits for the disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Durability {
-    /// One flush per append; the append returns after it (the default).
+    /// One flush per append; the append returns after it (the default). This is sled's flush:
+    /// on Linux sled 0.34 makes its log stable with `sync_file_range`, not `fdatasync`, so the
+    /// guarantee is sled's (data written out, not a drive-cache flush or a journalled file size).
     #[default]
     Full,
     /// No flush per append: sled's own timer (every 500 ms) and [`crate::Store::flush`] write
