@@ -26,6 +26,12 @@ fn config() -> bincode::config::Configuration {
     bincode::config::standard()
 }
 
+/// The most bytes a decode may claim in total. bincode allocates a string or a vector of the
+/// length the input claims before reading it, so a damaged length would otherwise abort the
+/// process on a petabyte allocation; with a limit it is a decode error. The same byte format as
+/// [`config`] (a limit is not part of the encoding); 1 GiB is far above any real state.
+const DECODE_LIMIT: usize = 1 << 30;
+
 impl State {
     /// Encodes the state (the same state always gives the same bytes: every map is ordered).
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -45,7 +51,10 @@ impl State {
         if version != SNAPSHOT_VERSION {
             return Err(SnapshotError::Version { found: version });
         }
-        let (state, used) = bincode::serde::decode_from_slice::<State, _>(body, config())?;
+        let (state, used) = bincode::serde::decode_from_slice::<State, _>(
+            body,
+            config().with_limit::<DECODE_LIMIT>(),
+        )?;
         if used != body.len() {
             return Err(SnapshotError::Trailing(body.len() - used));
         }

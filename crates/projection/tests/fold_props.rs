@@ -213,6 +213,18 @@ proptest! {
     }
 
     #[test]
+    fn damaged_snapshots_are_errors_not_panics(recs in records(), at in any::<prop::sample::Index>(), byte in any::<u8>(), cut in any::<prop::sample::Index>()) {
+        let mut s = State::new();
+        fold(&mut s, &recs);
+        let mut bytes = s.to_bytes();
+        let i = at.index(bytes.len());
+        bytes[i] = byte;
+        // Either it still decodes (a byte changed into another valid value) or it is an error.
+        let _ = State::from_bytes(&bytes);
+        let _ = State::from_bytes(&bytes[..cut.index(bytes.len())]);
+    }
+
+    #[test]
     fn narrowed_collection_folds_the_same_state(recs in records()) {
         let mut full = State::new();
         let full_out = fold(&mut full, &recs);
