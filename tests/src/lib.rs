@@ -1,1 +1,346 @@
-//! End-to-end tests live in `tests/tests/*.rs`; shared helpers in `tests/tests/common/`.
+//! Support for end-to-end tests: the real `ivrstate` binary on a temporary store, a GLI client
+//! over real TCP, and waiting on conditions with a deadline (never sleeping and hoping).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long any single wait in a test may take before the test fails. Generous: CI machines
+/// are slow and shared; a passing test never waits this long.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Polls `cond` until it returns Some or the deadline passes.
+pub fn wait_for<T>(what: &str, mut cond: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if let Some(v) = cond() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "timed out after {DEADLINE:?} waiting for {what}"
+        );
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// The repository root (for examples/).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// The binary and a temporary store directory.
+pub struct Ivrstate {
+    bin: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+impl Ivrstate {
+    pub fn new(bin: &str) -> Ivrstate {
+        Ivrstate {
+            bin: PathBuf::from(bin),
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.dir.path().join("db")
+    }
+
+    /// A path inside the temporary directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.arg("--db")
+            .arg(self.db())
+            .env_remove("IVRSTATE_DB")
+            .env("NO_COLOR", "1");
+        c
+    }
+
+    /// Runs to completion and returns the output whatever the exit status.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().expect("run ivrstate")
+    }
+
+    /// Runs, asserts success, returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "ivrstate {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 stdout")
+    }
+
+    /// Runs with `input` on stdin, asserts success, returns stdout.
+    pub fn ok_with_stdin(&self, args: &[&str], input: &[u8]) -> String {
+        let mut child = self
+            .command()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ivrstate");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input)
+            .expect("write stdin");
+        let out = child.wait_with_output().expect("wait");
+        assert!(
+            out.status.success(),
+            "ivrstate {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 stdout")
+    }
+
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.ok(args);
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("ivrstate {args:?}: not JSON ({e}): {out}"))
+    }
+
+    /// Starts `serve` (or any long-running command) and waits for the line announcing an
+    /// address: `<label> listening on ADDR`.
+    pub fn spawn(&self, args: &[&str]) -> Running {
+        let mut child = self
+            .command()
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn ivrstate");
+        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        Running {
+            child,
+            stdout,
+            addrs: Vec::new(),
+        }
+    }
+}
+
+/// A running `ivrstate` process, killed when dropped.
+pub struct Running {
+    pub child: Child,
+    stdout: BufReader<ChildStdout>,
+    addrs: Vec<(String, SocketAddr)>,
+}
+
+impl Running {
+    /// Reads stdout lines until one says `<label> listening on <addr>`.
+    pub fn addr(&mut self, label: &str) -> SocketAddr {
+        if let Some((_, a)) = self.addrs.iter().find(|(l, _)| l == label) {
+            return *a;
+        }
+        loop {
+            let mut line = String::new();
+            let n = self.stdout.read_line(&mut line).expect("read serve stdout");
+            assert!(
+                n > 0,
+                "ivrstate exited before announcing `{label} listening on`"
+            );
+            if let Some((l, rest)) = line.trim().split_once(" listening on ") {
+                let addr: SocketAddr = rest.trim().parse().expect("address");
+                self.addrs.push((l.to_owned(), addr));
+                if l == label {
+                    return addr;
+                }
+            }
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let status = wait_for("ivrstate to exit after SIGTERM", || {
+            self.child.try_wait().ok().flatten()
+        });
+        status
+    }
+
+    /// SIGKILL, no chance to clean up.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A GLI client: 6-byte frames around GctiMsg XML, as an IVR driver sends them.
+pub struct Gli {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+pub const DATA: u8 = 3;
+pub const KEEPALIVE_REQUEST: u8 = 0;
+pub const KEEPALIVE_RESPONSE: u8 = 1;
+pub const ERROR: u8 = 2;
+
+pub fn frame(kind: u8, body: &[u8]) -> Vec<u8> {
+    let len = (body.len() + 2) as u16;
+    let mut out = vec![0, kind];
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&[2, 0]);
+    out.extend_from_slice(body);
+    out
+}
+
+/// A GctiMsg with the usual prolog.
+pub fn gcti(call_id: &str, inner: &str) -> String {
+    format!("<?xml version='1.0' encoding='iso-8859-1'?><!DOCTYPE GctiMsg SYSTEM 'IServer.dtd'><GctiMsg><CallId>{call_id}</CallId>{inner}</GctiMsg>")
+}
+
+impl Gli {
+    pub fn connect(addr: SocketAddr) -> Gli {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        stream.set_nodelay(true).expect("nodelay");
+        Gli {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("send");
+    }
+
+    pub fn send(&mut self, call_id: &str, inner: &str) {
+        let body = gcti(call_id, inner);
+        self.send_raw(&frame(DATA, body.as_bytes()));
+    }
+
+    /// The next frame: (type, body). Panics after the deadline; None if the server closed.
+    pub fn recv_frame(&mut self) -> Option<(u8, Vec<u8>)> {
+        self.recv_frame_within(DEADLINE)
+    }
+
+    pub fn recv_frame_within(&mut self, limit: Duration) -> Option<(u8, Vec<u8>)> {
+        let start = Instant::now();
+        loop {
+            if self.buf.len() >= 4 {
+                let len = u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize;
+                if self.buf.len() >= 4 + len {
+                    let kind = self.buf[1];
+                    let body = self.buf[6..4 + len].to_vec();
+                    self.buf.drain(..4 + len);
+                    return Some((kind, body));
+                }
+            }
+            let mut chunk = [0u8; 65536];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    assert!(
+                        start.elapsed() < limit,
+                        "no frame from the server within {limit:?}"
+                    );
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// The next Data frame's XML as a string (ISO-8859-1 decoded).
+    pub fn recv_xml(&mut self) -> String {
+        loop {
+            let (kind, body) = self.recv_frame().expect("server closed the connection");
+            if kind == DATA {
+                return body.iter().map(|&b| b as char).collect();
+            }
+        }
+    }
+
+    /// Receives messages until one contains `needle`; returns it.
+    pub fn recv_until(&mut self, needle: &str) -> String {
+        let start = Instant::now();
+        loop {
+            let xml = self.recv_xml();
+            if xml.contains(needle) {
+                return xml;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "no message containing {needle:?}"
+            );
+        }
+    }
+
+    /// Logs in and returns the LoginResp XML.
+    pub fn login(&mut self, call_id: &str, client: &str, version: &str, monitor: bool) -> String {
+        let monitor = if monitor { " ServerMonitor='set'" } else { "" };
+        self.send(
+            call_id,
+            &format!("<LoginReq Version='{version}' ClientName='{client}'{monitor}/>"),
+        );
+        self.recv_until("LoginResp")
+    }
+
+    /// True when the server has closed the connection (reads EOF within the deadline).
+    pub fn closed(&mut self) -> bool {
+        let start = Instant::now();
+        loop {
+            let mut chunk = [0u8; 4096];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return true,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    if start.elapsed() > DEADLINE {
+                        return false;
+                    }
+                }
+                Err(_) => return true,
+            }
+        }
+    }
+}
+
+/// An XML attribute's value in a message (`attr(xml, "Status")`), for assertions.
+pub fn attr(xml: &str, name: &str) -> Option<String> {
+    for quote in ['\'', '"'] {
+        let pat = format!(" {name}={quote}");
+        if let Some(at) = xml.find(&pat) {
+            let rest = &xml[at + pat.len()..];
+            return rest.find(quote).map(|end| rest[..end].to_owned());
+        }
+    }
+    None
+}

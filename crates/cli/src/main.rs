@@ -1,1 +1,350 @@
-fn main() {}
+//! `ivrstate`: the command line. A thin layer: flags, output formats and progress bars over the
+//! engine (store + fold), the parsers and the publisher.
+
+mod ingest;
+mod metrics;
+mod output;
+mod progress;
+mod query;
+mod replay;
+mod serve;
+mod svg;
+
+use anyhow::{Context, Result};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use ivrstate_engine::Engine;
+use ivrstate_ingest::{Durability, StoreOptions};
+use ivrstate_model::{Micros, Seq};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const AFTER_HELP: &str = "\
+Examples:
+  ivrstate simulate --agents 200 --events 20000 > ts.log
+  ivrstate ingest --tserver TS_SIP ts.log
+  ivrstate config apply examples/ivr.toml
+  ivrstate status --at 2015-08-17T10:42:00Z
+  ivrstate history --agent 1001 --from 2015-08-17 --to 2015-08-18
+  ivrstate audit --from 2015-08-17 --to 2015-08-18 --csv
+  ivrstate serve --listen 127.0.0.1:7050 --config examples/ivr.toml --follow ts.log
+
+Exit status: 0 success, 1 error (one line on stderr saying what and where), 2 usage error.";
+
+#[derive(Parser)]
+#[command(
+    name = "ivrstate",
+    version,
+    about = "An event-sourced state store for Genesys IVR Server monitoring",
+    long_about = "Records T-Library agent and link events from T-Server logs or a live feed into a durable, \
+                  checksummed, deduplicated log; folds them into the server, port and agent state that the IVR \
+                  Server reports; serves it to IVR clients over GLI; and answers audit questions about any past moment.",
+    after_help = AFTER_HELP
+)]
+struct Cli {
+    /// The store directory (created on first use).
+    #[arg(
+        long,
+        global = true,
+        env = "IVRSTATE_DB",
+        default_value = "./ivrstate-data",
+        value_name = "DIR"
+    )]
+    db: PathBuf,
+    /// More diagnostics on stderr (-v info, -vv debug, -vvv trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Parse T-Server logs or NDJSON and append their events to the log.
+    ///
+    /// Example: ivrstate ingest --tserver TS_SIP examples/ts_sip.log
+    Ingest(ingest::IngestArgs),
+    /// Record or show the configuration (T-Servers, IVRs, ports).
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Serve GLI clients (IVRs) live: login, MonitorInfo pushes, AgentQuery.
+    ///
+    /// Example: ivrstate serve --listen 127.0.0.1:7050 --config examples/ivr.toml --follow ts.log
+    Serve(serve::ServeArgs),
+    /// Current or past state of servers, ports and agents.
+    ///
+    /// Example: ivrstate status --at 2015-08-17T10:42:00Z --json
+    Status(query::StatusArgs),
+    /// Agent-state intervals of one agent, DN or port.
+    ///
+    /// Example: ivrstate history --agent 1001 --from 2015-08-17T08:00:00Z --csv
+    History(query::HistoryArgs),
+    /// Per agent: time in each state, logins, NotReady time by reason and work mode.
+    ///
+    /// Example: ivrstate audit --from 2015-08-17 --to 2015-08-18
+    Audit(query::AuditArgs),
+    /// Re-emit what IVR clients were sent in a past window.
+    ///
+    /// Example: ivrstate replay --from 2015-08-17T08:00:00Z --to 2015-08-17T09:00:00Z --xml
+    Replay(replay::ReplayArgs),
+    /// Check every record's checksum, seq contiguity and that derived data equals a rebuild.
+    ///
+    /// Example: ivrstate verify
+    Verify(VerifyArgs),
+    /// Drop and recompute all derived data (history index, snapshots) from the log.
+    ///
+    /// Example: ivrstate rebuild
+    Rebuild,
+    /// Write the log as NDJSON (re-ingestable with `ingest --format ndjson`).
+    ///
+    /// Example: ivrstate export --from 2015-08-17 > backup.ndjson
+    Export(ExportArgs),
+    /// Write a realistic, deterministic T-Server log to stdout (for demos, load and tests).
+    ///
+    /// Example: ivrstate simulate --agents 300 --events 100000 --seed 7 > ts.log
+    Simulate(SimulateArgs),
+    /// Print shell completions.
+    ///
+    /// Example: ivrstate completions bash > /etc/bash_completion.d/ivrstate
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Record the difference between FILE and the stored configuration as events.
+    ///
+    /// Example: ivrstate config apply examples/ivr.toml
+    Apply { file: PathBuf },
+    /// Show the stored configuration.
+    ///
+    /// Example: ivrstate config show --json
+    Show {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    /// One JSON object on stdout instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    /// Only records whose event time is at or after TIME (RFC 3339 or epoch seconds).
+    #[arg(long, value_parser = parse_time, value_name = "TIME")]
+    from: Option<Micros>,
+    /// Only records whose event time is at or before TIME.
+    #[arg(long, value_parser = parse_time, value_name = "TIME")]
+    to: Option<Micros>,
+}
+
+#[derive(Args)]
+struct SimulateArgs {
+    /// Number of agents (DNs 7001.., agent ids 1001..).
+    #[arg(long, default_value_t = 300)]
+    agents: u32,
+    /// Number of state-carrying events to write.
+    #[arg(long, default_value_t = 10_000)]
+    events: u64,
+    /// Seed: the same seed gives the same bytes.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// The T-Server application name written in the header.
+    #[arg(long, default_value = "TS_SIP")]
+    tserver: String,
+    /// Time of the first event.
+    #[arg(long, value_parser = parse_time, default_value = "2015-08-17T08:00:00Z", value_name = "TIME")]
+    start: Micros,
+}
+
+/// `--durability`: `full` flushes every batch before reporting it stored; `relaxed` leaves
+/// flushing to sled's background timer (faster, loses the last half second on a crash).
+#[derive(Clone, Copy, ValueEnum, Default)]
+pub enum DurabilityArg {
+    #[default]
+    Full,
+    Relaxed,
+}
+
+pub fn parse_time(s: &str) -> Result<Micros, String> {
+    Micros::parse(s).map_err(|e| e.to_string())
+}
+
+pub fn now() -> Micros {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Micros(i64::try_from(since.as_micros()).unwrap_or(i64::MAX))
+}
+
+pub fn open_engine(db: &std::path::Path, durability: DurabilityArg) -> Result<Engine> {
+    let options = StoreOptions {
+        durability: match durability {
+            DurabilityArg::Full => Durability::Full,
+            DurabilityArg::Relaxed => Durability::Relaxed,
+        },
+        ..StoreOptions::default()
+    };
+    Engine::open(db, options).with_context(|| format!("cannot open store {}", db.display()))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose, cli.quiet);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            // One line: what went wrong and where, outermost context first.
+            let chain: Vec<String> = e.chain().map(ToString::to_string).collect();
+            eprintln!("error: {}", chain.join(": "));
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_tracing(verbose: u8, quiet: bool) {
+    let default = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, 2) => "debug",
+        _ => "trace",
+    };
+    // sled reports damaged files on its own log before returning the error we print; the
+    // error line says it all, so sled is quiet unless RUST_LOG asks for it.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},sled=off")));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let db = cli.db;
+    match cli.command {
+        Command::Ingest(args) => ingest::run(&db, args),
+        Command::Config(ConfigCommand::Apply { file }) => query::config_apply(&db, &file),
+        Command::Config(ConfigCommand::Show { json }) => query::config_show(&db, json),
+        Command::Serve(args) => serve::run(&db, args),
+        Command::Status(args) => query::status(&db, args),
+        Command::History(args) => query::history(&db, args),
+        Command::Audit(args) => query::audit(&db, args),
+        Command::Replay(args) => replay::run(&db, args),
+        Command::Verify(args) => verify(&db, args.json),
+        Command::Rebuild => rebuild(&db),
+        Command::Export(args) => export(&db, args),
+        Command::Simulate(args) => simulate(args),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "ivrstate",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn verify(db: &std::path::Path, json: bool) -> Result<ExitCode> {
+    let engine = open_engine(db, DurabilityArg::Full)?;
+    let last = engine.log().last_seq();
+    let bar = progress::bar(last, "verify log");
+    let report = engine.log().verify().context("verify")?;
+    bar.finish_and_clear();
+    let bar = progress::bar(last, "verify derived");
+    let derived = engine.verify_derived(|seq| bar.set_position(seq))?;
+    bar.finish_and_clear();
+    let mut faults: Vec<String> = report.faults.iter().map(ToString::to_string).collect();
+    faults.extend(derived);
+    if json {
+        let out = serde_json::json!({
+            "ok": faults.is_empty(),
+            "records": report.records,
+            "blocks": report.blocks,
+            "last_seq": last,
+            "faults": faults,
+        });
+        println!("{out}");
+    } else if faults.is_empty() {
+        println!("ok: {} records in {} blocks, seqs 1..={last} contiguous, checksums good, derived data matches the log", report.records, report.blocks);
+    } else {
+        for f in &faults {
+            println!("FAULT: {f}");
+        }
+    }
+    if faults.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "error: verify found {} fault(s) in {}; first: {}",
+            faults.len(),
+            db.display(),
+            faults[0]
+        );
+        Ok(ExitCode::from(1))
+    }
+}
+
+fn rebuild(db: &std::path::Path) -> Result<ExitCode> {
+    let mut engine = open_engine(db, DurabilityArg::Full)?;
+    let last = engine.log().last_seq();
+    let bar = progress::bar(last, "rebuild");
+    let started = std::time::Instant::now();
+    engine.rebuild(|seq| bar.set_position(seq))?;
+    bar.finish_and_clear();
+    eprintln!(
+        "rebuilt derived data from {last} records in {:.2?}",
+        started.elapsed()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn export(db: &std::path::Path, args: ExportArgs) -> Result<ExitCode> {
+    use std::io::Write;
+    let engine = open_engine(db, DurabilityArg::Full)?;
+    let last = engine.log().last_seq();
+    let bar = progress::bar(last, "export");
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut written: Seq = 0;
+    for record in engine.log().read(1, last) {
+        let record = record?;
+        bar.set_position(record.seq);
+        let t = record.envelope.time;
+        if args.from.is_some_and(|f| t < f) || args.to.is_some_and(|to| t > to) {
+            continue;
+        }
+        ivrstate_ingest::parse::ndjson::write_ndjson(&mut out, &record)?;
+        written += 1;
+    }
+    out.flush()?;
+    bar.finish_and_clear();
+    eprintln!("exported {written} of {last} records");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn simulate(args: SimulateArgs) -> Result<ExitCode> {
+    use std::io::Write;
+    let config = ivrstate_ingest::simulate::SimConfig {
+        agents: args.agents,
+        events: args.events,
+        seed: args.seed,
+        tserver: args.tserver,
+        start: args.start,
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    ivrstate_ingest::simulate::simulate(config, &mut out).context("writing the simulated log")?;
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}

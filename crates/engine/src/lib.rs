@@ -1,1 +1,643 @@
-//! placeholder
+//! The engine joins the store (ingest) and the fold (projection).
+//!
+//! The log is the only truth; everything in the derived tree is recomputable from it:
+//!
+//! - `T` + entity + time + seq -> the entity's state after that record (per-entity history; also
+//!   answers `status --at`, because each entity is changed only by its own source, in order);
+//! - `G` + agent id + time + seq -> the same agent state (history by agent without a scan);
+//! - `E` + entity -> () (the set of entities, so as-of knows what to look up);
+//! - `N` + seq -> the whole `State` as bytes (snapshots, for `status --seq` and fast open);
+//! - `M` `derived_seq` -> the last seq folded into the above.
+//!
+//! All of it lives in ONE sled tree so that each catch-up chunk (entries + `derived_seq`) is one
+//! atomic batch: after a crash the derived data is exactly what some prefix of the log gives, and
+//! catch-up continues from there (re-writing an entry gives the same bytes, so overlap is harmless).
+
+pub mod config;
+mod keys;
+mod views;
+
+pub use config::{Config, ConfigError};
+pub use ivrstate_projection::{AgentAudit, Interval};
+pub use views::{AgentView, PortView, ServerView, StatusView};
+
+use ivrstate_ingest::{
+    AppendReport, DerivedBatch, DerivedTree, EventLog, Store, StoreError, StoreOptions,
+};
+use ivrstate_model::{
+    AgentId, ConfigEvent, Dn, Envelope, Event, IvrName, Micros, PortNum, Record, Seq, TServerName,
+};
+use ivrstate_projection::{
+    AgentSnapshot, Applied, Change, EntityKey, PortState, ServerState, State,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::path::Path;
+
+/// A snapshot of the whole state every this many seqs.
+const SNAPSHOT_EVERY: Seq = 65_536;
+/// Records folded per atomic batch of derived entries.
+const CHUNK: usize = 16_384;
+const DERIVED_TREE: &str = "derived";
+const DERIVED_SEQ_KEY: &[u8] = b"Mderived_seq";
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("derived data is damaged: {0} (run `ivrstate rebuild`)")]
+    Derived(String),
+    #[error("{0}")]
+    Query(String),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+/// The state of one entity as stored in its history, with the ids that name it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+enum EntityState {
+    Server {
+        name: TServerName,
+        state: ServerState,
+    },
+    Port {
+        ivr: IvrName,
+        port: PortNum,
+        state: PortState,
+    },
+    Agent(AgentSnapshot),
+}
+
+/// A past window as IVR clients saw it: see [`Engine::replay_window`].
+pub struct ReplayWindow {
+    /// The state at the start of the window.
+    pub start: State,
+    /// The MonitorInfo pushes, oldest first.
+    pub pushes: Vec<Push>,
+}
+
+/// One MonitorInfo push of the past.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Push {
+    pub time: Micros,
+    pub seq: Seq,
+    pub change: Change,
+}
+
+/// Which agent-state history to show.
+#[derive(Clone, Debug)]
+pub enum HistorySelector {
+    Agent(AgentId),
+    Dn {
+        dn: Dn,
+        tserver: Option<TServerName>,
+    },
+    Port {
+        ivr: IvrName,
+        port: PortNum,
+    },
+}
+
+pub struct Engine {
+    store: Store,
+    derived: DerivedTree,
+    state: State,
+    entities: BTreeSet<Vec<u8>>,
+    applied: Applied,
+}
+
+impl Engine {
+    /// Opens (creating or migrating) the store in `dir` and brings derived data up to the log.
+    pub fn open(dir: &Path, options: StoreOptions) -> Result<Engine> {
+        let store = Store::open(dir, options)?;
+        let derived = store.derived(DERIVED_TREE)?;
+        let mut engine = Engine {
+            store,
+            derived,
+            state: State::default(),
+            entities: BTreeSet::new(),
+            applied: Applied::default(),
+        };
+        engine.load_derived()?;
+        engine.catch_up(|_, _| {})?;
+        Ok(engine)
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn log(&self) -> &EventLog {
+        self.store.log()
+    }
+
+    /// The state folded up to the last durable record.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// The seq the derived data reflects.
+    pub fn derived_seq(&self) -> Seq {
+        self.state.last_seq()
+    }
+
+    /// Appends (dedup + group commit: returns after the flush) and folds what was appended.
+    /// `on_change` sees every change the new records caused, in log order.
+    pub fn append(
+        &mut self,
+        envelopes: &[Envelope],
+        on_change: impl FnMut(&Record, &[Change]),
+    ) -> Result<AppendReport> {
+        let report = self.store.log().append(envelopes)?;
+        self.catch_up(on_change)?;
+        Ok(report)
+    }
+
+    fn load_derived(&mut self) -> Result<()> {
+        let derived_seq = match self.derived.get(DERIVED_SEQ_KEY)? {
+            Some(bytes) => keys::read_seq(&bytes)
+                .ok_or_else(|| EngineError::Derived("derived_seq is not 8 bytes".into()))?,
+            None => 0,
+        };
+        if derived_seq > self.log().last_seq() {
+            // Derived data ahead of the log cannot happen with one writer; if it does (a log
+            // restored from an older copy), the derived data is recomputed rather than trusted.
+            tracing::warn!(
+                derived_seq,
+                log = self.log().last_seq(),
+                "derived data ahead of log; rebuilding"
+            );
+            return self.reset_derived();
+        }
+        self.state = self.state_at_seq(derived_seq)?;
+        for entry in self.derived.scan_prefix(b"E") {
+            let (key, _) = entry?;
+            self.entities.insert(key[1..].to_vec());
+        }
+        Ok(())
+    }
+
+    fn reset_derived(&mut self) -> Result<()> {
+        self.derived.clear()?;
+        self.state = State::default();
+        self.entities.clear();
+        Ok(())
+    }
+
+    /// Drops all derived data and recomputes it from the log.
+    pub fn rebuild(&mut self, progress: impl FnMut(Seq)) -> Result<()> {
+        self.reset_derived()?;
+        self.store.drop_derived()?;
+        self.derived = self.store.derived(DERIVED_TREE)?;
+        self.catch_up_with_progress(|_, _| {}, progress)
+    }
+
+    /// Folds every record after `derived_seq` and persists what it derived.
+    pub fn catch_up(&mut self, on_change: impl FnMut(&Record, &[Change])) -> Result<()> {
+        self.catch_up_with_progress(on_change, |_| {})
+    }
+
+    fn catch_up_with_progress(
+        &mut self,
+        mut on_change: impl FnMut(&Record, &[Change]),
+        mut progress: impl FnMut(Seq),
+    ) -> Result<()> {
+        let last = self.log().last_seq();
+        let mut next = self.state.last_seq() + 1;
+        while next <= last {
+            let chunk_end = last.min(next + CHUNK as Seq - 1);
+            let mut batch = DerivedBatch::new();
+            for record in self.store.log().read(next, chunk_end) {
+                let record = record?;
+                self.applied.clear();
+                self.state.apply(&record, &mut self.applied);
+                for entity in &self.applied.touched {
+                    Self::derive_entry(
+                        &self.state,
+                        &mut self.entities,
+                        entity,
+                        &record,
+                        &mut batch,
+                    );
+                }
+                on_change(&record, &self.applied.changes);
+                if record.seq % SNAPSHOT_EVERY == 0 {
+                    batch.insert(&snapshot_key(record.seq), &self.state.to_bytes());
+                }
+            }
+            batch.insert(DERIVED_SEQ_KEY, &keys::seq_key(chunk_end));
+            self.derived.apply_batch(batch)?;
+            progress(chunk_end);
+            next = chunk_end + 1;
+        }
+        Ok(())
+    }
+
+    /// The history entries one touched entity gets for one record.
+    fn derive_entry(
+        state: &State,
+        entities: &mut BTreeSet<Vec<u8>>,
+        entity: &EntityKey,
+        record: &Record,
+        batch: &mut impl Extend<(Vec<u8>, Vec<u8>)>,
+    ) {
+        let value = match entity {
+            EntityKey::Server(name) => state.server(name.as_str()).map(|s| EntityState::Server {
+                name: name.clone(),
+                state: s.clone(),
+            }),
+            EntityKey::Port(ivr, port) => {
+                state
+                    .port(ivr.as_str(), port.as_str())
+                    .map(|s| EntityState::Port {
+                        ivr: ivr.clone(),
+                        port: port.clone(),
+                        state: s.clone(),
+                    })
+            }
+            EntityKey::Agent(ts, dn) => state
+                .agent_snapshot(ts.as_str(), dn.as_str())
+                .map(EntityState::Agent),
+        };
+        let Some(value) = value else { return };
+        let prefix = keys::entity_prefix(entity);
+        let time = record.envelope.time;
+        let bytes = encode(&value);
+        if let EntityState::Agent(agent) = &value {
+            if let Some(id) = &agent.agent_id {
+                let mut key = vec![b'G'];
+                key.extend(keys::agent_key(id, time, record.seq));
+                batch.extend([(key, bytes.clone())]);
+            }
+        }
+        let mut key = vec![b'T'];
+        key.extend(keys::transition_key(&prefix, time, record.seq));
+        batch.extend([(key, bytes)]);
+        if !entities.contains(&prefix) {
+            let mut key = vec![b'E'];
+            key.extend_from_slice(&prefix);
+            batch.extend([(key, Vec::new())]);
+            entities.insert(prefix);
+        }
+    }
+
+    /// The state right after record `seq` was folded: the nearest snapshot at or before it, then
+    /// the records after it.
+    pub fn state_at_seq(&self, seq: Seq) -> Result<State> {
+        let seq = seq.min(self.log().last_seq());
+        let snapshot = self
+            .derived
+            .range(snapshot_key(0)..=snapshot_key(seq))
+            .next_back()
+            .transpose()?;
+        let mut state = match snapshot {
+            Some((_, bytes)) => State::from_bytes(&bytes)
+                .map_err(|e| EngineError::Derived(format!("snapshot: {e}")))?,
+            None => State::default(),
+        };
+        let mut applied = Applied::state_only();
+        if state.last_seq() < seq {
+            for record in self.log().read(state.last_seq() + 1, seq) {
+                applied.clear();
+                state.apply(&record?, &mut applied);
+            }
+        }
+        Ok(state)
+    }
+
+    /// Current state as the `status` view.
+    pub fn status(&self) -> StatusView {
+        views::from_state(&self.state, None)
+    }
+
+    /// State after record `seq`.
+    pub fn status_at_seq(&self, seq: Seq) -> Result<StatusView> {
+        Ok(views::from_state(&self.state_at_seq(seq)?, None))
+    }
+
+    /// The state at event time `at`, from the per-entity history: for every entity, its last
+    /// transition at or before `at`. Cost: one reverse range lookup per entity.
+    pub fn status_at(&self, at: Micros) -> Result<StatusView> {
+        let mut servers = Vec::new();
+        let mut ports = Vec::new();
+        let mut agents = Vec::new();
+        let mut seq = 0;
+        for prefix in &self.entities {
+            let Some((key, value)) = self.last_transition_at(prefix, at)? else {
+                continue;
+            };
+            seq = seq.max(key_seq(&key));
+            match decode::<EntityState>(&value)? {
+                EntityState::Server { name, state } => servers.push(views::server(&name, &state)),
+                EntityState::Port { ivr, port, state } => {
+                    ports.push(views::port(&ivr, &port, &state))
+                }
+                EntityState::Agent(a) => agents.push(views::agent(&a)),
+            }
+        }
+        Ok(views::from_parts(seq, Some(at), servers, ports, agents))
+    }
+
+    fn last_transition_at(&self, prefix: &[u8], at: Micros) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        let mut start = vec![b'T'];
+        start.extend_from_slice(prefix);
+        let mut end = start.clone();
+        keys::push_time(&mut end, at);
+        keys::push_seq(&mut end, Seq::MAX);
+        Ok(self.derived.range(start..=end).next_back().transpose()?)
+    }
+
+    /// Agent-state intervals, oldest first, clipped to `[from, to]`.
+    pub fn history(
+        &self,
+        selector: &HistorySelector,
+        from: Option<Micros>,
+        to: Option<Micros>,
+    ) -> Result<Vec<Interval>> {
+        let prefixes: Vec<Vec<u8>> = match selector {
+            HistorySelector::Agent(id) => {
+                let mut prefix = vec![b'G'];
+                prefix.extend(keys::agent_prefix(id));
+                vec![prefix]
+            }
+            HistorySelector::Dn { dn, tserver } => self
+                .agent_entities()
+                .filter(|(ts, d)| d == dn && tserver.as_ref().is_none_or(|t| t == ts))
+                .map(|(ts, d)| {
+                    let mut prefix = vec![b'T'];
+                    prefix.extend(keys::entity_prefix(&EntityKey::Agent(ts, d)));
+                    prefix
+                })
+                .collect(),
+            HistorySelector::Port { ivr, port } => {
+                let Some(p) = self.state.config().port(ivr.as_str(), port.as_str()) else {
+                    return Err(EngineError::Query(format!(
+                        "no port {ivr}:{port} in the current configuration (see `ivrstate config show`)"
+                    )));
+                };
+                let mut prefix = vec![b'T'];
+                prefix.extend(keys::entity_prefix(&EntityKey::Agent(
+                    p.tserver.clone(),
+                    p.dn.clone(),
+                )));
+                vec![prefix]
+            }
+        };
+        let mut intervals = Vec::new();
+        for prefix in prefixes {
+            let transitions = self.transitions_in(&prefix, from, to)?;
+            intervals.extend(ivrstate_projection::intervals(transitions, from, to));
+        }
+        intervals.sort_by(|a, b| (a.start, a.start_seq).cmp(&(b.start, b.start_seq)));
+        Ok(intervals)
+    }
+
+    fn agent_entities(&self) -> impl Iterator<Item = (TServerName, Dn)> + '_ {
+        self.entities
+            .iter()
+            .filter_map(|p| match keys::decode_entity(p) {
+                Some(EntityKey::Agent(ts, dn)) => Some((ts, dn)),
+                _ => None,
+            })
+    }
+
+    /// The transitions of one history prefix that matter for `[from, to]`: the last one at or
+    /// before `from` (the state the window opens in), every one inside, and the first after `to`
+    /// (so the last interval knows it is closed).
+    fn transitions_in(
+        &self,
+        prefix: &[u8],
+        from: Option<Micros>,
+        to: Option<Micros>,
+    ) -> Result<Vec<AgentSnapshot>> {
+        let mut start = prefix.to_vec();
+        if let Some(from) = from {
+            let mut at = prefix.to_vec();
+            keys::push_time(&mut at, from);
+            keys::push_seq(&mut at, Seq::MAX);
+            if let Some((key, _)) = self
+                .derived
+                .range(prefix.to_vec()..=at)
+                .next_back()
+                .transpose()?
+            {
+                start = key;
+            }
+        }
+        let mut end = prefix.to_vec();
+        end.extend_from_slice(&[0xff; 17]);
+        let mut out = Vec::new();
+        for entry in self.derived.range(start..end) {
+            let (_, value) = entry?;
+            let EntityState::Agent(agent) = decode::<EntityState>(&value)? else {
+                continue;
+            };
+            let beyond = to.is_some_and(|to| agent.start > to);
+            out.push(agent);
+            if beyond {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Per agent: time in each status, logins, NotReady time by reason and work mode. Without
+    /// `to`, open intervals count up to the newest event time folded (never the wall clock).
+    pub fn audit(&self, from: Option<Micros>, to: Option<Micros>) -> Result<Vec<AgentAudit>> {
+        let to = to.or(self.state.last_time());
+        let intervals = self.history_all(from, to)?;
+        Ok(ivrstate_projection::audit(&intervals, from, to))
+    }
+
+    /// Every agent's intervals in `[from, to]` (one pass over the per-agent index).
+    pub fn history_all(&self, from: Option<Micros>, to: Option<Micros>) -> Result<Vec<Interval>> {
+        let mut intervals = Vec::new();
+        let mut current: Option<Vec<u8>> = None;
+        let mut transitions = Vec::new();
+        for entry in self.derived.scan_prefix(b"G") {
+            let (key, value) = entry?;
+            let agent_prefix = agent_prefix_of(&key)?;
+            if current.as_deref() != Some(agent_prefix) {
+                intervals.extend(ivrstate_projection::intervals(
+                    transitions.drain(..),
+                    from,
+                    to,
+                ));
+                current = Some(agent_prefix.to_vec());
+            }
+            let EntityState::Agent(agent) = decode::<EntityState>(&value)? else {
+                continue;
+            };
+            transitions.push(agent);
+        }
+        intervals.extend(ivrstate_projection::intervals(transitions, from, to));
+        Ok(intervals)
+    }
+
+    /// What IVR clients were sent between `from` and `to`, in event-time order, and the state
+    /// they started from. Each entity's events are in order in the log (its own source), so
+    /// folding the records before `from` in log order gives exactly the state at `from`, and
+    /// the window's records sorted by (time, seq) replay the pushes as they happened.
+    pub fn replay_window(&self, from: Option<Micros>, to: Option<Micros>) -> Result<ReplayWindow> {
+        let mut start = State::default();
+        let mut applied = Applied::state_only();
+        let mut window: Vec<Record> = Vec::new();
+        for record in self.log().read(1, self.log().last_seq()) {
+            let record = record?;
+            let t = record.envelope.time;
+            if from.is_some_and(|f| t < f) {
+                applied.clear();
+                start.apply(&record, &mut applied);
+            } else if to.is_none_or(|to| t <= to) {
+                window.push(record);
+            }
+        }
+        window.sort_by_key(|r| (r.envelope.time, r.seq));
+        let mut state = start.clone();
+        let mut applied = Applied::default();
+        let mut pushes = Vec::new();
+        for record in &window {
+            applied.clear();
+            state.apply(record, &mut applied);
+            for change in applied.changes.drain(..) {
+                pushes.push(Push {
+                    time: record.envelope.time,
+                    seq: record.seq,
+                    change,
+                });
+            }
+        }
+        Ok(ReplayWindow { start, pushes })
+    }
+
+    /// Records the difference between `config` and the stored configuration; returns the
+    /// events appended (none when nothing changed).
+    pub fn apply_config(&mut self, config: &Config, now: Micros) -> Result<Vec<ConfigEvent>> {
+        let events = config::diff(self.state.config(), config);
+        if !events.is_empty() {
+            let envelopes: Vec<Envelope> = events
+                .iter()
+                .map(|e| Envelope {
+                    time: now,
+                    recorded: now,
+                    event: Event::Config(e.clone()),
+                })
+                .collect();
+            self.append(&envelopes, |_, _| {})?;
+        }
+        Ok(events)
+    }
+
+    /// The configuration as the log says it is now.
+    pub fn stored_config(&self) -> &Config {
+        self.state.config()
+    }
+
+    /// Checks that the derived data equals what folding the log from scratch gives. Returns the
+    /// faults found (empty: all good). Memory stays constant: the two sides are compared as
+    /// order-independent digests of their entries plus the final state.
+    pub fn verify_derived(&self, mut progress: impl FnMut(Seq)) -> Result<Vec<String>> {
+        let mut faults = Vec::new();
+        let mut state = State::default();
+        let mut applied = Applied::without_changes();
+        let mut entities = BTreeSet::new();
+        let mut expected = Digest::default();
+        let mut batch: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let last = self.derived_seq();
+        for record in self.log().read(1, last) {
+            let record = record?;
+            applied.clear();
+            state.apply(&record, &mut applied);
+            for entity in &applied.touched {
+                Self::derive_entry(&state, &mut entities, entity, &record, &mut batch);
+            }
+            if record.seq % SNAPSHOT_EVERY == 0 {
+                batch.push((snapshot_key(record.seq), state.to_bytes()));
+                progress(record.seq);
+            }
+            for (k, v) in batch.drain(..) {
+                expected.add(&k, &v);
+            }
+        }
+        let mut stored = Digest::default();
+        for entry in self.derived.iter() {
+            let (k, v) = entry?;
+            if k != DERIVED_SEQ_KEY {
+                stored.add(&k, &v);
+            }
+        }
+        if stored != expected {
+            faults.push(format!(
+                "derived history differs from the log: stored {} entries, rebuilt {} (run `ivrstate rebuild`)",
+                stored.count, expected.count
+            ));
+        }
+        if state != self.state {
+            faults.push(format!(
+                "state at seq {last} differs from the state rebuilt from the log"
+            ));
+        }
+        Ok(faults)
+    }
+}
+
+/// Order-independent digest of (key, value) pairs: count and wrapping sum of per-pair hashes.
+#[derive(Default, PartialEq, Eq)]
+struct Digest {
+    count: u64,
+    sum: u64,
+}
+
+impl Digest {
+    fn add(&mut self, key: &[u8], value: &[u8]) {
+        let mut h = crc32fast::Hasher::new();
+        h.update(key);
+        let a = h.clone().finalize();
+        h.update(&[0]);
+        h.update(value);
+        let b = h.finalize();
+        self.count += 1;
+        self.sum = self.sum.wrapping_add((u64::from(a) << 32) | u64::from(b));
+    }
+}
+
+fn snapshot_key(seq: Seq) -> Vec<u8> {
+    let mut key = vec![b'N'];
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// The seq is the last 8 bytes of every history key.
+fn key_seq(key: &[u8]) -> Seq {
+    key.len()
+        .checked_sub(8)
+        .and_then(|at| keys::read_seq(&key[at..]))
+        .unwrap_or(0)
+}
+
+/// `G` + length-prefixed agent id: the part of a per-agent key that names the agent.
+fn agent_prefix_of(key: &[u8]) -> Result<&[u8]> {
+    let len = key
+        .get(1..3)
+        .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
+        .ok_or_else(|| EngineError::Derived("short agent key".into()))?;
+    key.get(..3 + len)
+        .ok_or_else(|| EngineError::Derived("short agent key".into()))
+}
+
+fn bincode_config() -> impl bincode::config::Config {
+    bincode::config::standard()
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Encoding plain data into a Vec cannot fail; an empty value would be caught by verify.
+    bincode::serde::encode_to_vec(value, bincode_config()).unwrap_or_default()
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T> {
+    bincode::serde::decode_from_slice(bytes, bincode_config())
+        .map(|(v, _)| v)
+        .map_err(|e| EngineError::Derived(format!("undecodable entry: {e}")))
+}

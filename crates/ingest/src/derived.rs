@@ -108,6 +108,15 @@ impl DerivedBatch {
     }
 }
 
+/// Lets code that produces (key, value) pairs write into a batch or into a plain Vec alike.
+impl Extend<(Vec<u8>, Vec<u8>)> for DerivedBatch {
+    fn extend<I: IntoIterator<Item = (Vec<u8>, Vec<u8>)>>(&mut self, iter: I) {
+        for (k, v) in iter {
+            self.inner.insert(k, v);
+        }
+    }
+}
+
 /// Entries of a derived tree, forwards or (with `.rev()`) backwards.
 pub struct DerivedIter {
     inner: sled::Iter,

@@ -1,0 +1,187 @@
+//! Prometheus text metrics for `serve --metrics ADDR`: counters kept with atomics by the
+//! appender and sources, plus the hub's client counts, rendered on any HTTP GET.
+
+use ivrstate_ingest::parse::Parsed;
+use ivrstate_model::Envelope;
+use ivrstate_publisher::hub::Hub;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// Bytes the store occupies on disk, updated by the appender after each commit.
+pub static STORE_BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// Upper bounds (seconds) of the commit latency histogram buckets.
+const BUCKETS: [f64; 10] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
+#[derive(Default)]
+pub struct Metrics {
+    ingested: AtomicU64,
+    appended: AtomicU64,
+    duplicates: AtomicU64,
+    malformed: AtomicU64,
+    skipped: AtomicU64,
+    commits: AtomicU64,
+    commit_us_sum: AtomicU64,
+    commit_buckets: [AtomicU64; BUCKETS.len()],
+}
+
+impl Metrics {
+    /// Counts parser output and returns the envelopes to append.
+    pub fn count_parsed(&self, parsed: Vec<Parsed>) -> Vec<Envelope> {
+        let mut envelopes = Vec::with_capacity(parsed.len());
+        for p in parsed {
+            match p {
+                Parsed::Event(e) => {
+                    self.ingested.fetch_add(1, Relaxed);
+                    envelopes.push(e);
+                }
+                Parsed::Skipped { .. } => {
+                    self.skipped.fetch_add(1, Relaxed);
+                }
+                Parsed::Malformed(error) => {
+                    tracing::warn!("{error}");
+                    self.malformed.fetch_add(1, Relaxed);
+                }
+            }
+        }
+        envelopes
+    }
+
+    pub fn committed(&self, appended: u64, duplicates: u64, took: Duration) {
+        self.appended.fetch_add(appended, Relaxed);
+        self.duplicates.fetch_add(duplicates, Relaxed);
+        self.commits.fetch_add(1, Relaxed);
+        self.commit_us_sum
+            .fetch_add(took.as_micros() as u64, Relaxed);
+        let secs = took.as_secs_f64();
+        for (bound, count) in BUCKETS.iter().zip(&self.commit_buckets) {
+            if secs <= *bound {
+                count.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    pub fn store_size(&self, bytes: u64) {
+        STORE_BYTES.store(bytes, Relaxed);
+    }
+
+    pub fn render(&self, hub: &Hub, store_bytes: u64) -> String {
+        let mut out = String::new();
+        let mut counter = |name: &str, help: &str, value: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
+        };
+        counter(
+            "ivrstate_events_ingested_total",
+            "Events parsed from sources.",
+            self.ingested.load(Relaxed),
+        );
+        counter(
+            "ivrstate_events_appended_total",
+            "Events appended to the log.",
+            self.appended.load(Relaxed),
+        );
+        counter(
+            "ivrstate_events_duplicate_total",
+            "Events already stored, not appended again.",
+            self.duplicates.load(Relaxed),
+        );
+        counter(
+            "ivrstate_input_malformed_total",
+            "Malformed printouts or lines.",
+            self.malformed.load(Relaxed),
+        );
+        counter(
+            "ivrstate_input_skipped_total",
+            "Printouts that carry no state.",
+            self.skipped.load(Relaxed),
+        );
+        let hub_metrics = hub.metrics();
+        counter(
+            "ivrstate_messages_sent_total",
+            "GLI messages sent to clients.",
+            hub_metrics.messages_sent,
+        );
+        counter(
+            "ivrstate_queue_drops_total",
+            "Clients disconnected because their queue was full.",
+            hub_metrics.queue_drops,
+        );
+        counter(
+            "ivrstate_connections_refused_total",
+            "Connections refused over the limit.",
+            hub_metrics.refused,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP ivrstate_commit_seconds Time to append, flush and fold one group commit."
+        );
+        let _ = writeln!(out, "# TYPE ivrstate_commit_seconds histogram");
+        for (bound, count) in BUCKETS.iter().zip(&self.commit_buckets) {
+            let _ = writeln!(
+                out,
+                "ivrstate_commit_seconds_bucket{{le=\"{bound}\"}} {}",
+                count.load(Relaxed)
+            );
+        }
+        let commits = self.commits.load(Relaxed);
+        let _ = writeln!(
+            out,
+            "ivrstate_commit_seconds_bucket{{le=\"+Inf\"}} {commits}"
+        );
+        let _ = writeln!(
+            out,
+            "ivrstate_commit_seconds_sum {}",
+            self.commit_us_sum.load(Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "ivrstate_commit_seconds_count {commits}");
+        let _ = writeln!(out, "# HELP ivrstate_clients_connected GLI connections open.\n# TYPE ivrstate_clients_connected gauge");
+        let _ = writeln!(out, "ivrstate_clients_connected {}", hub_metrics.connected);
+        let _ = writeln!(out, "# HELP ivrstate_clients_logged_in GLI clients logged in, per IVR.\n# TYPE ivrstate_clients_logged_in gauge");
+        for (ivr, n) in &hub_metrics.logged_in {
+            let _ = writeln!(
+                out,
+                "ivrstate_clients_logged_in{{ivr=\"{}\"}} {n}",
+                ivr.as_str().replace(['"', '\\', '\n'], "_")
+            );
+        }
+        let _ = writeln!(out, "# HELP ivrstate_store_bytes Bytes the store occupies on disk.\n# TYPE ivrstate_store_bytes gauge");
+        let _ = writeln!(out, "ivrstate_store_bytes {store_bytes}");
+        out
+    }
+}
+
+/// Answers every connection with the current metrics (a minimal HTTP/1.1 responder: scrapers
+/// send one GET and read until close).
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    hub: Arc<Hub>,
+    store_bytes: impl Fn() -> u64 + Send + Sync + 'static,
+) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let body = metrics.render(&hub, store_bytes());
+        tokio::spawn(async move {
+            let mut request = [0u8; 2048];
+            // Read the request head (bounded); its content does not matter.
+            let _ = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut request)).await;
+            let response = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        });
+    }
+}

@@ -1,0 +1,374 @@
+//! `status`, `history`, `audit` and `config`: questions about the state, now or at any moment.
+
+use crate::output::{paint, use_colour, Table, Tz};
+use crate::{now, open_engine, parse_time, DurabilityArg};
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use ivrstate_engine::{HistorySelector, StatusView};
+use ivrstate_model::{
+    AgentId, AgentStatus, Availability, Dn, IvrName, Micros, PortNum, Seq, TServerName,
+};
+use ivrstate_projection::{AgentAudit, Interval};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Args)]
+pub struct StatusArgs {
+    /// The state at this event time (RFC 3339 or epoch seconds).
+    #[arg(long, value_parser = parse_time, conflicts_with = "seq", value_name = "TIME")]
+    at: Option<Micros>,
+    /// The state right after this record of the log.
+    #[arg(long, value_name = "N")]
+    seq: Option<Seq>,
+    /// One JSON object on stdout (INTERFACE.md `status --json`).
+    #[arg(long)]
+    json: bool,
+    /// Show times in a fixed offset, e.g. `+02:00` (default UTC).
+    #[arg(long, value_parser = Tz::parse, default_value = "UTC")]
+    tz: Tz,
+}
+
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("who").required(true).args(["agent", "dn", "port"])))]
+pub struct HistoryArgs {
+    /// The agent's login id.
+    #[arg(long, value_name = "ID")]
+    agent: Option<String>,
+    /// A DN (with `--tserver` when several T-Servers have it).
+    #[arg(long, value_name = "DN")]
+    dn: Option<String>,
+    /// Restrict `--dn` to one T-Server.
+    #[arg(long, requires = "dn", value_name = "NAME")]
+    tserver: Option<String>,
+    /// An IVR port as IVR:PORT, mapped to its DN through the current configuration.
+    #[arg(long, value_name = "IVR:PORT")]
+    port: Option<String>,
+    #[command(flatten)]
+    window: Window,
+    #[command(flatten)]
+    format: TableFormat,
+    /// Also draw the intervals as an SVG timeline into FILE.
+    #[arg(long, value_name = "FILE")]
+    svg: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct AuditArgs {
+    #[command(flatten)]
+    window: Window,
+    #[command(flatten)]
+    format: TableFormat,
+    /// Also draw every agent's timeline as an SVG into FILE.
+    #[arg(long, value_name = "FILE")]
+    svg: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct Window {
+    /// Start of the window (RFC 3339 or epoch seconds).
+    #[arg(long, value_parser = parse_time, value_name = "TIME")]
+    from: Option<Micros>,
+    /// End of the window.
+    #[arg(long, value_parser = parse_time, value_name = "TIME")]
+    to: Option<Micros>,
+}
+
+#[derive(Args)]
+pub struct TableFormat {
+    /// JSON on stdout.
+    #[arg(long, conflicts_with = "csv")]
+    json: bool,
+    /// CSV on stdout.
+    #[arg(long)]
+    csv: bool,
+    /// Show times in a fixed offset, e.g. `+02:00` (default UTC).
+    #[arg(long, value_parser = Tz::parse, default_value = "UTC")]
+    tz: Tz,
+}
+
+impl Window {
+    fn check(&self) -> Result<()> {
+        if let (Some(from), Some(to)) = (self.from, self.to) {
+            if from > to {
+                bail!("--from {from} is after --to {to}");
+            }
+        }
+        Ok(())
+    }
+}
+
+pub fn status(db: &Path, args: StatusArgs) -> Result<ExitCode> {
+    let engine = open_engine(db, DurabilityArg::Full)?;
+    let view = match (args.at, args.seq) {
+        (Some(at), _) => engine.status_at(at)?,
+        (None, Some(seq)) => {
+            let last = engine.log().last_seq();
+            if seq > last {
+                bail!("--seq {seq} is beyond the end of the log (last seq {last})");
+            }
+            engine.status_at_seq(seq)?
+        }
+        (None, None) => engine.status(),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&view)?);
+    } else {
+        print!("{}", render_status(&view, args.tz, use_colour()));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn agent_colour(status: AgentStatus) -> u8 {
+    match status {
+        AgentStatus::Ready => 32,
+        AgentStatus::NotReady => 33,
+        AgentStatus::LoggedIn => 36,
+        AgentStatus::LoggedOut | AgentStatus::Unknown => 90,
+    }
+}
+
+fn availability_colour(a: Availability) -> u8 {
+    match a {
+        Availability::Ok => 32,
+        Availability::Unavailable => 31,
+    }
+}
+
+pub fn render_status(view: &StatusView, tz: Tz, colour: bool) -> String {
+    let mut out = String::new();
+    let at = view.at.map_or_else(|| "-".to_owned(), |t| tz.format(t));
+    out.push_str(&format!("state at {at} (seq {})\n\n", view.seq));
+    let mut servers = Table::new(&["T-SERVER", "SWITCH", "STATUS", "SINCE"]);
+    for s in &view.servers {
+        servers.row(vec![
+            s.name.clone(),
+            s.switch.clone().unwrap_or_default(),
+            paint(s.status.as_str(), availability_colour(s.status), colour),
+            tz.format(s.since),
+        ]);
+    }
+    let mut ports = Table::new(&["IVR", "PORT", "T-SERVER", "DN", "PORT STATUS", "AGENT"]);
+    for p in &view.ports {
+        ports.row(vec![
+            p.ivr.clone(),
+            p.port.clone(),
+            p.tserver.clone(),
+            p.dn.clone(),
+            paint(p.status.as_str(), availability_colour(p.status), colour),
+            paint(
+                p.agent_status.as_str(),
+                agent_colour(p.agent_status),
+                colour,
+            ),
+        ]);
+    }
+    let mut agents = Table::new(&[
+        "T-SERVER",
+        "DN",
+        "AGENT",
+        "STATUS",
+        "WORK MODE",
+        "REASON",
+        "SINCE",
+    ]);
+    for a in &view.agents {
+        agents.row(vec![
+            a.tserver.clone(),
+            a.dn.clone(),
+            a.agent_id.clone().unwrap_or_default(),
+            paint(a.status.as_str(), agent_colour(a.status), colour),
+            a.work_mode.clone().unwrap_or_default(),
+            a.reason.clone().unwrap_or_default(),
+            tz.format(a.since),
+        ]);
+    }
+    for (title, table) in [("Servers", servers), ("Ports", ports), ("Agents", agents)] {
+        out.push_str(&format!("{title}:\n"));
+        if table.is_empty() {
+            out.push_str("  (none)\n\n");
+        } else {
+            out.push_str(&table.render());
+            out.push('\n');
+        }
+    }
+    out
+}
+
+pub fn history(db: &Path, args: HistoryArgs) -> Result<ExitCode> {
+    args.window.check()?;
+    let selector = if let Some(agent) = &args.agent {
+        HistorySelector::Agent(AgentId::from(agent.as_str()))
+    } else if let Some(dn) = &args.dn {
+        HistorySelector::Dn {
+            dn: Dn::from(dn.as_str()),
+            tserver: args.tserver.as_deref().map(TServerName::from),
+        }
+    } else if let Some(port) = &args.port {
+        let Some((ivr, port)) = port.split_once(':') else {
+            bail!("--port {port:?}: expected IVR:PORT, e.g. --port IVR_1:01");
+        };
+        HistorySelector::Port {
+            ivr: IvrName::from(ivr),
+            port: PortNum::from(port),
+        }
+    } else {
+        bail!("one of --agent, --dn or --port is required");
+    };
+    let engine = open_engine(db, DurabilityArg::Full)?;
+    let intervals = engine.history(&selector, args.window.from, args.window.to)?;
+    if let Some(path) = &args.svg {
+        write_svg(path, &intervals, args.window.from, args.window.to)?;
+    }
+    let tz = args.format.tz;
+    if args.format.json {
+        println!("{}", serde_json::to_string_pretty(&intervals)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let table = interval_table(&intervals, tz, args.format.csv);
+    if args.format.csv {
+        print!("{}", table.csv());
+    } else if intervals.is_empty() {
+        println!("no intervals for this selection in this window");
+    } else {
+        print!("{}", table.render());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn interval_table(intervals: &[Interval], tz: Tz, csv: bool) -> Table {
+    let colour = !csv && use_colour();
+    let mut table = Table::new(&[
+        "AGENT",
+        "T-SERVER",
+        "DN",
+        "STATUS",
+        "WORK MODE",
+        "REASON",
+        "START",
+        "END",
+        "DURATION S",
+        "START SEQ",
+        "END SEQ",
+    ]);
+    let time = |t: Micros| if csv { t.to_rfc3339() } else { tz.format(t) };
+    for i in intervals {
+        table.row(vec![
+            i.agent_id
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            i.tserver.to_string(),
+            i.dn.to_string(),
+            paint(i.status.as_str(), agent_colour(i.status), colour),
+            i.work_mode.map(|m| m.name()).unwrap_or_default(),
+            i.reason.clone().unwrap_or_default(),
+            time(i.start),
+            i.end
+                .map(time)
+                .unwrap_or_else(|| if csv { String::new() } else { "(open)".into() }),
+            i.duration_s.map(|d| format!("{d:.3}")).unwrap_or_default(),
+            i.start_seq.to_string(),
+            i.end_seq.map(|s| s.to_string()).unwrap_or_default(),
+        ]);
+    }
+    table
+}
+
+pub fn audit(db: &Path, args: AuditArgs) -> Result<ExitCode> {
+    args.window.check()?;
+    let engine = open_engine(db, DurabilityArg::Full)?;
+    let rows = engine.audit(args.window.from, args.window.to)?;
+    if let Some(path) = &args.svg {
+        let intervals = engine.history_all(args.window.from, args.window.to)?;
+        write_svg(path, &intervals, args.window.from, args.window.to)?;
+    }
+    if args.format.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let table = audit_table(&rows);
+    if args.format.csv {
+        print!("{}", table.csv());
+    } else if rows.is_empty() {
+        println!("no agent activity in this window");
+    } else {
+        print!("{}", table.render());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn audit_table(rows: &[AgentAudit]) -> Table {
+    let mut table = Table::new(&[
+        "AGENT",
+        "LOGINS",
+        "LOGGED IN S",
+        "READY S",
+        "NOT READY S",
+        "LOGGED OUT S",
+        "NOT READY BY REASON",
+        "NOT READY BY WORK MODE",
+    ]);
+    let breakdown = |pairs: &std::collections::BTreeMap<String, f64>| {
+        pairs
+            .iter()
+            .map(|(k, v)| format!("{k}={v:.1}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    for a in rows {
+        table.row(vec![
+            a.agent_id.to_string(),
+            a.logins.to_string(),
+            format!("{:.1}", a.status_s.logged_in),
+            format!("{:.1}", a.status_s.ready),
+            format!("{:.1}", a.status_s.not_ready),
+            format!("{:.1}", a.status_s.logged_out),
+            breakdown(&a.not_ready_reason_s),
+            breakdown(&a.not_ready_work_mode_s),
+        ]);
+    }
+    table
+}
+
+fn write_svg(
+    path: &Path,
+    intervals: &[Interval],
+    from: Option<Micros>,
+    to: Option<Micros>,
+) -> Result<()> {
+    let svg = crate::svg::timeline(intervals, from, to);
+    std::fs::write(path, svg).with_context(|| format!("cannot write {}", path.display()))?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
+}
+
+pub fn config_apply(db: &Path, file: &Path) -> Result<ExitCode> {
+    let name = file.display().to_string();
+    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {name}"))?;
+    let config = ivrstate_engine::config::parse(&text, &name)?;
+    let mut engine = open_engine(db, DurabilityArg::Full)?;
+    let events = engine.apply_config(&config, now())?;
+    if events.is_empty() {
+        println!("configuration unchanged: nothing recorded");
+    } else {
+        println!("recorded {} configuration change(s):", events.len());
+        for e in &events {
+            println!("  {}", ivrstate_engine::config::describe(e));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn config_show(db: &Path, json: bool) -> Result<ExitCode> {
+    let engine = open_engine(db, DurabilityArg::Full)?;
+    let config = engine.stored_config();
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&ivrstate_engine::config::to_json(config))?
+        );
+    } else {
+        print!("{}", ivrstate_engine::config::to_toml(config));
+    }
+    Ok(ExitCode::SUCCESS)
+}

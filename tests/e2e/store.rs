@@ -1,0 +1,176 @@
+//! The store end to end: simulate -> ingest -> verify -> re-ingest -> export -> ingest again.
+
+use ivrstate_tests::Ivrstate;
+
+fn ivrstate() -> Ivrstate {
+    Ivrstate::new(env!("CARGO_BIN_EXE_ivrstate"))
+}
+
+fn simulate(t: &Ivrstate, name: &str, args: &[&str]) -> String {
+    let mut all = vec!["simulate"];
+    all.extend_from_slice(args);
+    let log = t.ok(&all);
+    let path = t.path(name);
+    std::fs::write(&path, &log).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn ingest_is_idempotent_and_verifies() {
+    let t = ivrstate();
+    let log = simulate(
+        &t,
+        "ts.log",
+        &["--agents", "50", "--events", "3000", "--seed", "3"],
+    );
+    let first = t.json(&["ingest", "--json", &log]);
+    let read = first["read"].as_u64().unwrap();
+    assert!(read >= 3000, "{first}");
+    assert_eq!(first["malformed"], 0, "{first}");
+    // The simulator prints a few exact duplicates: they are read but not appended twice.
+    let appended = first["appended"].as_u64().unwrap();
+    let dups = first["duplicates"].as_u64().unwrap();
+    assert!(
+        dups > 0,
+        "the simulated log has duplicate printouts: {first}"
+    );
+    assert_eq!(appended + dups, read, "{first}");
+    assert!(
+        first["skipped"].as_u64().unwrap() > 0,
+        "stateless events are skipped: {first}"
+    );
+
+    let again = t.json(&["ingest", "--json", &log]);
+    assert_eq!(again["appended"], 0, "{again}");
+    assert_eq!(again["duplicates"], read, "{again}");
+
+    let verify = t.json(&["verify", "--json"]);
+    assert_eq!(verify["ok"], true, "{verify}");
+    assert_eq!(verify["records"], appended, "{verify}");
+    assert_eq!(verify["last_seq"], appended, "{verify}");
+}
+
+#[test]
+fn export_then_ingest_gives_the_same_state() {
+    let t = ivrstate();
+    let log = simulate(
+        &t,
+        "ts.log",
+        &["--agents", "40", "--events", "2000", "--seed", "9"],
+    );
+    t.ok(&["ingest", &log]);
+    let ndjson = t.ok(&["export"]);
+    let path = t.path("export.ndjson");
+    std::fs::write(&path, &ndjson).unwrap();
+
+    let other = ivrstate();
+    let summary = other.json(&["ingest", "--json", path.to_str().unwrap()]);
+    assert_eq!(summary["malformed"], 0, "{summary}");
+    assert_eq!(other.ok(&["status", "--json"]), t.ok(&["status", "--json"]));
+    assert_eq!(
+        other.ok(&["export"]),
+        ndjson,
+        "export is stable through a round trip"
+    );
+    // And exporting again into the same store adds nothing.
+    let again = other.json(&["ingest", "--json", path.to_str().unwrap()]);
+    assert_eq!(again["appended"], 0, "{again}");
+}
+
+#[test]
+fn stdin_and_malformed_printouts_are_located_and_the_rest_kept() {
+    let t = ivrstate();
+    let log = "\
+@08:00:00.0000 [0] 8.1.101.33 distribute_event: message EventAgentLogin
+\tAttributeEventSequenceNumber\t0000000000000001
+\tAttributeTimeinuSecs\t0
+\tAttributeTimeinSecs\t1439798400 (08:00:00)
+\tAttributeThisDN\t'7001'
+\tAttributeAgentID\t'1001'
+
+@08:00:01.0000 [0] 8.1.101.33 distribute_event: message EventAgentReady
+\tAttributeEventSequenceNumber\t0000000000000002
+\tAttributeTimeinuSecs\t0
+\tAttributeTimeinSecs\t1439798401 (08:00:01)
+\tAttributeThisDN\t'7001
+\tAttributeAgentID\t'1001'
+
+@08:00:02.0000 [0] 8.1.101.33 distribute_event: message EventAgentNotReady
+\tAttributeEventSequenceNumber\t0000000000000003
+\tAttributeTimeinuSecs\t0
+\tAttributeTimeinSecs\t1439798402 (08:00:02)
+\tAttributeThisDN\t'7001'
+\tAttributeAgentID\t'1001'
+\tAttributeAgentWorkMode\t3 (AfterCallWork)
+";
+    let out = t.ok_with_stdin(
+        &["ingest", "--json", "--tserver", "TS_SIP", "-"],
+        log.as_bytes(),
+    );
+    let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(summary["appended"], 2, "{summary}");
+    assert_eq!(summary["malformed"], 1, "{summary}");
+    let error = &summary["errors"][0];
+    assert_eq!(error["file"], "-", "{summary}");
+    assert_eq!(
+        error["line"], 8,
+        "the malformed printout starts at line 8: {summary}"
+    );
+
+    let status = t.json(&["status", "--json"]);
+    let agent = &status["agents"][0];
+    assert_eq!(agent["status"], "NotReady", "{status}");
+    assert_eq!(agent["work_mode"], "AfterCallWork", "{status}");
+}
+
+#[test]
+fn a_missing_tserver_name_is_a_clear_error() {
+    let t = ivrstate();
+    let log = "@08:00:00.0000 [0] distribute_event: message EventAgentLogin\n\tAttributeThisDN\t'7001'\n\tAttributeTimeinSecs\t1439798400\n";
+    let out = t.ok_with_stdin(&["ingest", "--json", "-"], log.as_bytes());
+    let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(summary["appended"], 0, "{summary}");
+    assert_eq!(summary["malformed"], 1, "{summary}");
+    assert!(
+        summary["errors"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("--tserver"),
+        "{summary}"
+    );
+}
+
+#[test]
+fn unreadable_inputs_and_stores_fail_with_one_line() {
+    let t = ivrstate();
+    let out = t.run(&["ingest", "/nonexistent/ts.log"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("/nonexistent/ts.log"), "{stderr}");
+
+    // A directory that is not a store.
+    let foreign = t.path("foreign");
+    std::fs::create_dir_all(&foreign).unwrap();
+    std::fs::write(foreign.join("conf"), b"\x00\x01garbage").unwrap();
+    std::fs::write(foreign.join("db"), b"not a sled database at all").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ivrstate"))
+        .args(["--db", foreign.to_str().unwrap(), "status"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    let out = t.run(&["status", "--at", "yesterday"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a bad flag value is a usage error"
+    );
+}
