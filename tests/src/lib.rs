@@ -170,10 +170,9 @@ impl Running {
     pub fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let status = wait_for("ivrstate to exit after SIGTERM", || {
+        wait_for("ivrstate to exit after SIGTERM", || {
             self.child.try_wait().ok().flatten()
-        });
-        status
+        })
     }
 
     /// SIGKILL, no chance to clean up.

@@ -119,7 +119,13 @@ enum ConfigCommand {
     /// Record the difference between FILE and the stored configuration as events.
     ///
     /// Example: ivrstate config apply examples/ivr.toml
-    Apply { file: PathBuf },
+    Apply {
+        file: PathBuf,
+        /// Record the changes as in force from TIME instead of now (for importing a past
+        /// setup beside past T-Server logs, so that `status --at` and `replay` see its ports).
+        #[arg(long, value_parser = parse_time, value_name = "TIME")]
+        effective: Option<Micros>,
+    },
     /// Show the stored configuration.
     ///
     /// Example: ivrstate config show --json
@@ -193,7 +199,18 @@ pub fn open_engine(db: &std::path::Path, durability: DurabilityArg) -> Result<En
         },
         ..StoreOptions::default()
     };
-    Engine::open(db, options).with_context(|| format!("cannot open store {}", db.display()))
+    Engine::open(db, options).map_err(|e| {
+        // sled holds an exclusive lock on an open store: say who probably has it.
+        if e.to_string().contains("could not acquire lock") {
+            anyhow::anyhow!(
+                "cannot open store {}: it is in use by another ivrstate process (a running `serve`?); \
+                 stop it, or ask the running server over GLI",
+                db.display()
+            )
+        } else {
+            anyhow::Error::new(e).context(format!("cannot open store {}", db.display()))
+        }
+    })
 }
 
 fn main() -> ExitCode {
@@ -232,7 +249,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
     let db = cli.db;
     match cli.command {
         Command::Ingest(args) => ingest::run(&db, args),
-        Command::Config(ConfigCommand::Apply { file }) => query::config_apply(&db, &file),
+        Command::Config(ConfigCommand::Apply { file, effective }) => {
+            query::config_apply(&db, &file, effective)
+        }
         Command::Config(ConfigCommand::Show { json }) => query::config_show(&db, json),
         Command::Serve(args) => serve::run(&db, args),
         Command::Status(args) => query::status(&db, args),

@@ -342,12 +342,12 @@ fn write_svg(
     Ok(())
 }
 
-pub fn config_apply(db: &Path, file: &Path) -> Result<ExitCode> {
+pub fn config_apply(db: &Path, file: &Path, effective: Option<Micros>) -> Result<ExitCode> {
     let name = file.display().to_string();
     let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {name}"))?;
     let config = ivrstate_engine::config::parse(&text, &name)?;
     let mut engine = open_engine(db, DurabilityArg::Full)?;
-    let events = engine.apply_config(&config, now())?;
+    let events = engine.apply_config(&config, effective.unwrap_or_else(now))?;
     if events.is_empty() {
         println!("configuration unchanged: nothing recorded");
     } else {

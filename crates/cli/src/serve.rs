@@ -22,6 +22,7 @@ use ivrstate_projection::{Applied, Change};
 use ivrstate_publisher::hub::{Hub, HubConfig};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -123,14 +124,20 @@ async fn serve(
     let metrics = Arc::new(Metrics::default());
 
     let (jobs_tx, jobs_rx) = mpsc::channel::<Job>(256);
+    let stopping = Arc::new(AtomicBool::new(false));
     let (ready_tx, ready_rx) = oneshot::channel::<Result<(), String>>();
     let appender = {
-        let hub = hub.clone();
-        let metrics = metrics.clone();
-        let durability = args.durability;
+        let ctx = Appender {
+            db,
+            durability: args.durability,
+            config,
+            hub: hub.clone(),
+            metrics: metrics.clone(),
+            stopping: stopping.clone(),
+        };
         std::thread::Builder::new()
             .name("appender".into())
-            .spawn(move || appender(&db, durability, config, hub, metrics, jobs_rx, ready_tx))
+            .spawn(move || appender(ctx, jobs_rx, ready_tx))
             .context("starting the appender thread")?
     };
 
@@ -210,7 +217,7 @@ async fn serve(
             db_dir_size_fn(),
         ));
     }
-    drop(jobs_tx);
+    let wake_appender = jobs_tx;
 
     // Opening the store happens on the appender thread; meanwhile logins get InitInProgress.
     // A store that cannot be opened ends serve with its error.
@@ -245,8 +252,15 @@ async fn serve(
     };
     let _ = stop_tx.send(());
     let _ = server.await;
-    // The followers and feed tasks hold job senders; the appender ends when it has drained
-    // what is queued and every sender is gone, or at once if the process is told to stop.
+    // Sources keep their senders until the runtime ends; tell the appender to commit what is
+    // queued and stop, and wake it with an empty job.
+    stopping.store(true, Ordering::SeqCst);
+    let _ = wake_appender
+        .send(Job {
+            envelopes: Vec::new(),
+            ack: None,
+        })
+        .await;
     let joined = tokio::task::spawn_blocking(move || appender.join()).await;
     if let Ok(Ok(Err(e))) = joined {
         tracing::error!("appender: {e}");
@@ -288,18 +302,33 @@ async fn shutdown_signal() {
     }
 }
 
-/// The appender thread: opens the store (the hub answers InitInProgress meanwhile), applies the
-/// configuration, then appends and publishes until every job sender is gone.
-fn appender(
-    db: &Path,
+/// What the appender thread works with.
+struct Appender {
+    db: PathBuf,
     durability: DurabilityArg,
     config: Option<ivrstate_engine::Config>,
     hub: Arc<Hub>,
     metrics: Arc<Metrics>,
+    /// Set when serve is shutting down: commit what is queued, then stop.
+    stopping: Arc<AtomicBool>,
+}
+
+/// The appender thread: opens the store (the hub answers InitInProgress meanwhile), applies the
+/// configuration, then appends and publishes until told to stop.
+fn appender(
+    ctx: Appender,
     mut jobs: mpsc::Receiver<Job>,
     ready: oneshot::Sender<Result<(), String>>,
 ) -> Result<()> {
-    let opened = open_engine(db, durability).and_then(|mut engine| {
+    let Appender {
+        db,
+        durability,
+        config,
+        hub,
+        metrics,
+        stopping,
+    } = ctx;
+    let opened = open_engine(&db, durability).and_then(|mut engine| {
         if let Some(config) = &config {
             let events = engine.apply_config(config, now())?;
             tracing::info!(changes = events.len(), "configuration applied");
@@ -335,6 +364,14 @@ fn appender(
             }
         }
         commit(&mut engine, &hub, &metrics, batch, &mut applied);
+        if stopping.load(Ordering::SeqCst) {
+            jobs.close();
+            let rest: Vec<Job> = std::iter::from_fn(|| jobs.try_recv().ok()).collect();
+            if !rest.is_empty() {
+                commit(&mut engine, &hub, &metrics, rest, &mut applied);
+            }
+            break;
+        }
     }
     engine.store().flush()?;
     Ok(())
