@@ -50,8 +50,7 @@ struct FileTServer {
 #[serde(deny_unknown_fields)]
 struct FileIvr {
     name: String,
-    #[serde(default)]
-    tservers: Vec<String>,
+    tservers: Option<toml::Spanned<Vec<String>>>,
     #[serde(default)]
     options: toml::Table,
     #[serde(default)]
@@ -119,12 +118,13 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
         let tservers: Vec<TServerName> = ivr
             .tservers
             .iter()
+            .flat_map(|t| t.get_ref())
             .map(|t| TServerName::from(t.as_str()))
             .collect();
         for ts in &tservers {
             if !config.tservers.contains_key(ts) {
                 return Err(err(
-                        at.clone(),
+                        ivr.tservers.as_ref().map(toml::Spanned::span).or(at.clone()),
                         format!("[[ivr]] `{name}`: field `tservers` names `{ts}`, which no [[tserver]] defines"),
                     ));
             }
@@ -513,7 +513,7 @@ tserver = "TS_SIP"
             e.message.contains("tservers") && e.message.contains("TS_X"),
             "{e}"
         );
-        assert_eq!(e.line, 10, "{e}");
+        assert_eq!(e.line, 11, "the line of the field: {e}");
 
         let bad = SAMPLE.replace("tservers = [\"TS_SIP\"]", "tservers = []");
         let e = parse(&bad, "ivr.toml").unwrap_err();

@@ -390,7 +390,7 @@ impl Engine {
             let transitions = self.transitions_in(&prefix, from, to)?;
             intervals.extend(ivrstate_projection::intervals(transitions, from, to));
         }
-        intervals.sort_by(|a, b| (a.start, a.start_seq).cmp(&(b.start, b.start_seq)));
+        intervals.sort_by_key(|i| (i.start, i.start_seq));
         Ok(intervals)
     }
 
@@ -581,6 +581,11 @@ impl Engine {
         }
         Ok(faults)
     }
+}
+
+/// The `status` view of any state (`at`: the moment it is for; default its newest event time).
+pub fn status_of(state: &State, at: Option<Micros>) -> StatusView {
+    views::from_state(state, at)
 }
 
 /// Order-independent digest of (key, value) pairs: count and wrapping sum of per-pair hashes.

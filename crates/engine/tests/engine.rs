@@ -1,0 +1,397 @@
+//! The engine over a real store: as-of equals folding the records up to that time, derived data
+//! catches up on open, rebuild reproduces it, verify catches damage.
+
+use ivrstate_engine::{Engine, HistorySelector, StatusView};
+use ivrstate_ingest::StoreOptions;
+use ivrstate_model::*;
+use ivrstate_projection::{Applied, State};
+use proptest::prelude::*;
+
+fn agent(
+    tserver: &str,
+    seq: u64,
+    secs: i64,
+    kind: AgentEventKind,
+    dn: &str,
+    id: &str,
+    reason: Option<&str>,
+) -> Envelope {
+    let reasons = KvList(
+        reason
+            .map(|r| vec![("ReasonCode".to_owned(), r.to_owned())])
+            .unwrap_or_default(),
+    );
+    Envelope {
+        time: Micros::from_secs(secs),
+        recorded: Micros::from_secs(2_000_000_000),
+        event: Event::TLib(TLibEvent {
+            tserver: TServerName::from(tserver),
+            source_seq: Some(seq),
+            kind: TLibKind::Agent(AgentEvent {
+                kind,
+                dn: Dn::from(dn),
+                agent_id: Some(AgentId::from(id)),
+                queue: None,
+                work_mode: None,
+                reasons,
+                extensions: KvList::default(),
+            }),
+        }),
+    }
+}
+
+fn link(tserver: &str, seq: u64, secs: i64, up: bool) -> Envelope {
+    Envelope {
+        time: Micros::from_secs(secs),
+        recorded: Micros::from_secs(2_000_000_000),
+        event: Event::TLib(TLibEvent {
+            tserver: TServerName::from(tserver),
+            source_seq: Some(seq),
+            kind: if up {
+                TLibKind::LinkConnected
+            } else {
+                TLibKind::LinkDisconnected
+            },
+        }),
+    }
+}
+
+const CONFIG: &str = r#"
+[[tserver]]
+name = "TS_A"
+[[tserver]]
+name = "TS_B"
+[[ivr]]
+name = "IVR_1"
+tservers = ["TS_A", "TS_B"]
+[[ivr.port]]
+num = "01"
+dn = "7001"
+tserver = "TS_A"
+[[ivr.port]]
+num = "02"
+dn = "7001"
+tserver = "TS_B"
+"#;
+
+fn open(dir: &std::path::Path) -> Engine {
+    Engine::open(dir, StoreOptions::default()).unwrap()
+}
+
+/// The state at `at` by definition: fold, in log order, every record whose time is <= at.
+fn fold_until(engine: &Engine, at: Micros) -> StatusView {
+    let mut state = State::default();
+    let mut applied = Applied::state_only();
+    for record in engine.log().read(1, engine.log().last_seq()) {
+        let record = record.unwrap();
+        if record.envelope.time <= at {
+            applied.clear();
+            state.apply(&record, &mut applied);
+        }
+    }
+    ivrstate_engine::status_of(&state, Some(at))
+}
+
+fn without_seq(mut v: StatusView) -> StatusView {
+    v.seq = 0;
+    v
+}
+
+/// One T-Server's events: a link-up then agent events on its DNs, times increasing.
+fn source(tserver: &'static str, n: usize, start: i64) -> impl Strategy<Value = Vec<Envelope>> {
+    let kinds = prop::sample::select(vec![
+        AgentEventKind::Login,
+        AgentEventKind::Logout,
+        AgentEventKind::Ready,
+        AgentEventKind::NotReady,
+        AgentEventKind::AfterCallWork,
+    ]);
+    let step = (
+        kinds,
+        prop::sample::select(vec!["7001", "7002"]),
+        prop::sample::select(vec!["1001", "1002", "1003"]),
+        1i64..300,
+        prop::option::of(prop::sample::select(vec!["Break", "Lunch"])),
+        prop::bool::weighted(0.05),
+    );
+    prop::collection::vec(step, 1..n).prop_map(move |steps| {
+        let mut t = start;
+        let mut out = vec![link(tserver, 1, t, true)];
+        for (i, (kind, dn, id, dt, reason, link_flip)) in steps.into_iter().enumerate() {
+            t += dt;
+            let seq = i as u64 + 2;
+            if link_flip {
+                out.push(link(tserver, seq, t, i % 2 == 0));
+            } else {
+                out.push(agent(tserver, seq, t, kind, dn, id, reason));
+            }
+        }
+        out
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Two T-Servers ingested in batches, interleaved in any order: status_at(T) is the fold of
+    /// the records up to T, whatever the ingestion order.
+    #[test]
+    fn as_of_equals_folding_records_up_to_that_time(
+        a in source("TS_A", 60, 1_000),
+        b in source("TS_B", 60, 1_100),
+        chunk in 1usize..20,
+        a_first in any::<bool>(),
+        probes in prop::collection::vec(900i64..20_000, 8),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut engine = open(dir.path());
+        let config = ivrstate_engine::config::parse(CONFIG, "c.toml").unwrap();
+        engine.apply_config(&config, Micros::from_secs(0)).unwrap();
+        let (first, second) = if a_first { (&a, &b) } else { (&b, &a) };
+        for batch in first.chunks(chunk).chain(second.chunks(chunk)) {
+            engine.append(batch, |_, _| {}).unwrap();
+        }
+        for secs in probes {
+            let at = Micros::from_secs(secs);
+            prop_assert_eq!(without_seq(engine.status_at(at).unwrap()), without_seq(fold_until(&engine, at)), "at {}", at);
+        }
+        // At the newest time, as-of is the current state.
+        let now = engine.state().last_time().unwrap();
+        prop_assert_eq!(without_seq(engine.status_at(now).unwrap()), without_seq(engine.status()));
+        let faults = engine.verify_derived(|_| {}).unwrap();
+        prop_assert!(faults.is_empty(), "{:?}", faults);
+    }
+}
+
+#[test]
+fn derived_data_catches_up_on_open_and_rebuild_reproduces_it() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut engine = open(dir.path());
+        engine
+            .append(
+                &[agent(
+                    "TS_A",
+                    1,
+                    100,
+                    AgentEventKind::Login,
+                    "7001",
+                    "1001",
+                    None,
+                )],
+                |_, _| {},
+            )
+            .unwrap();
+        // Appended behind the engine's back (as a crash between append and fold would leave it).
+        engine
+            .log()
+            .append(&[agent(
+                "TS_A",
+                2,
+                200,
+                AgentEventKind::Ready,
+                "7001",
+                "1001",
+                None,
+            )])
+            .unwrap();
+    }
+    let mut engine = open(dir.path());
+    assert_eq!(engine.derived_seq(), 2);
+    let history = engine
+        .history(&HistorySelector::Agent(AgentId::from("1001")), None, None)
+        .unwrap();
+    let statuses: Vec<AgentStatus> = history.iter().map(|i| i.status).collect();
+    assert_eq!(statuses, [AgentStatus::LoggedIn, AgentStatus::Ready]);
+    let before = engine.status();
+    engine.rebuild(|_| {}).unwrap();
+    assert_eq!(engine.status(), before);
+    assert_eq!(
+        engine
+            .history(&HistorySelector::Agent(AgentId::from("1001")), None, None)
+            .unwrap(),
+        history
+    );
+    assert!(engine.verify_derived(|_| {}).unwrap().is_empty());
+}
+
+#[test]
+fn history_by_agent_follows_the_agent_across_dns_and_by_port_maps_through_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut engine = open(dir.path());
+    let config = ivrstate_engine::config::parse(CONFIG, "c.toml").unwrap();
+    engine.apply_config(&config, Micros::from_secs(0)).unwrap();
+    let events = [
+        agent("TS_A", 1, 100, AgentEventKind::Login, "7001", "1001", None),
+        agent(
+            "TS_A",
+            2,
+            110,
+            AgentEventKind::NotReady,
+            "7001",
+            "1001",
+            Some("Break"),
+        ),
+        agent("TS_A", 3, 130, AgentEventKind::Logout, "7001", "1001", None),
+        agent("TS_B", 1, 140, AgentEventKind::Login, "7001", "1001", None),
+        agent("TS_B", 2, 150, AgentEventKind::Ready, "7001", "1001", None),
+        agent("TS_A", 4, 160, AgentEventKind::Login, "7001", "2002", None),
+    ];
+    engine.append(&events, |_, _| {}).unwrap();
+    let by_agent = engine
+        .history(&HistorySelector::Agent(AgentId::from("1001")), None, None)
+        .unwrap();
+    let summary: Vec<(&str, AgentStatus)> = by_agent
+        .iter()
+        .map(|i| (i.tserver.as_str(), i.status))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("TS_A", AgentStatus::LoggedIn),
+            ("TS_A", AgentStatus::NotReady),
+            ("TS_A", AgentStatus::LoggedOut),
+            ("TS_B", AgentStatus::LoggedIn),
+            ("TS_B", AgentStatus::Ready),
+        ]
+    );
+    assert_eq!(by_agent[1].reason.as_deref(), Some("Break"));
+    assert_eq!(by_agent[1].duration_s, Some(20.0));
+
+    let by_port = engine
+        .history(
+            &HistorySelector::Port {
+                ivr: IvrName::from("IVR_1"),
+                port: PortNum::from("02"),
+            },
+            None,
+            None,
+        )
+        .unwrap();
+    assert!(
+        by_port.iter().all(|i| i.tserver.as_str() == "TS_B"),
+        "{by_port:?}"
+    );
+    let by_dn = engine
+        .history(
+            &HistorySelector::Dn {
+                dn: Dn::from("7001"),
+                tserver: None,
+            },
+            None,
+            None,
+        )
+        .unwrap();
+    assert_eq!(by_dn.len(), 6, "{by_dn:?}");
+    // Clipped: only what overlaps [115, 145].
+    let clipped = engine
+        .history(
+            &HistorySelector::Agent(AgentId::from("1001")),
+            Some(Micros::from_secs(115)),
+            Some(Micros::from_secs(145)),
+        )
+        .unwrap();
+    assert_eq!(
+        clipped.first().map(|i| (i.status, i.start)),
+        Some((AgentStatus::NotReady, Micros::from_secs(115)))
+    );
+    assert!(clipped
+        .iter()
+        .all(|i| i.end.is_none_or(|e| e <= Micros::from_secs(145))));
+    let unknown = engine.history(
+        &HistorySelector::Port {
+            ivr: IvrName::from("IVR_9"),
+            port: PortNum::from("01"),
+        },
+        None,
+        None,
+    );
+    assert!(unknown.is_err());
+}
+
+#[test]
+fn audit_counts_to_the_newest_event_without_a_window_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut engine = open(dir.path());
+    let events = [
+        agent("TS_A", 1, 100, AgentEventKind::Login, "7001", "1001", None),
+        agent("TS_A", 2, 100, AgentEventKind::Ready, "7001", "1001", None),
+        agent(
+            "TS_A",
+            3,
+            160,
+            AgentEventKind::NotReady,
+            "7001",
+            "1001",
+            Some("Lunch"),
+        ),
+        agent("TS_A", 4, 190, AgentEventKind::Ready, "7001", "1001", None),
+        agent("TS_A", 5, 200, AgentEventKind::Ready, "7002", "1002", None),
+    ];
+    engine.append(&events, |_, _| {}).unwrap();
+    let audit = engine.audit(None, None).unwrap();
+    let a = audit
+        .iter()
+        .find(|a| a.agent_id.as_str() == "1001")
+        .unwrap();
+    assert_eq!(a.logins, 1);
+    assert_eq!(a.status_s.ready, 70.0);
+    assert_eq!(a.status_s.not_ready, 30.0);
+    assert_eq!(a.not_ready_reason_s.get("Lunch"), Some(&30.0));
+}
+
+#[test]
+fn status_at_seq_uses_snapshots_and_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut engine = open(dir.path());
+    let events: Vec<Envelope> = (0..300)
+        .map(|i| {
+            let kind = if i % 2 == 0 {
+                AgentEventKind::Ready
+            } else {
+                AgentEventKind::NotReady
+            };
+            agent("TS_A", i + 1, 100 + i as i64, kind, "7001", "1001", None)
+        })
+        .collect();
+    engine.append(&events, |_, _| {}).unwrap();
+    for seq in [1u64, 2, 150, 299, 300] {
+        let view = engine.status_at_seq(seq).unwrap();
+        assert_eq!(view.seq, seq);
+        let expected = if seq % 2 == 1 {
+            AgentStatus::Ready
+        } else {
+            AgentStatus::NotReady
+        };
+        assert_eq!(view.agents[0].status, expected, "seq {seq}");
+    }
+}
+
+#[test]
+fn verify_reports_derived_data_that_differs_from_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut engine = open(dir.path());
+    engine
+        .append(
+            &[
+                agent("TS_A", 1, 100, AgentEventKind::Login, "7001", "1001", None),
+                agent("TS_A", 2, 110, AgentEventKind::Ready, "7001", "1001", None),
+            ],
+            |_, _| {},
+        )
+        .unwrap();
+    assert!(engine.verify_derived(|_| {}).unwrap().is_empty());
+    let tree = engine.store().derived("derived").unwrap();
+    // An invented history entry, and a damaged one.
+    tree.insert(b"Tinvented", b"x").unwrap();
+    let faults = engine.verify_derived(|_| {}).unwrap();
+    assert_eq!(faults.len(), 1, "{faults:?}");
+    assert!(faults[0].contains("rebuild"), "{faults:?}");
+    tree.remove(b"Tinvented").unwrap();
+    let (key, mut value) = tree.scan_prefix(b"T").next().unwrap().unwrap();
+    value[0] ^= 0xff;
+    tree.insert(&key, &value).unwrap();
+    assert_eq!(engine.verify_derived(|_| {}).unwrap().len(), 1);
+    engine.rebuild(|_| {}).unwrap();
+    assert!(engine.verify_derived(|_| {}).unwrap().is_empty());
+}
