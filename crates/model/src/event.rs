@@ -5,7 +5,9 @@
 //! (from T-Server logs or a live feed), configuration events (from `config apply`), requests that
 //! IVR clients made (kept for audit), and anomalies: input that was understood but inconsistent.
 
-use crate::{AgentId, AgentStatus, Dn, IvrName, Micros, PortNum, Queue, Seq, TServerName, WorkMode};
+use crate::{
+    AgentId, AgentStatus, Dn, IvrName, Micros, PortNum, Queue, Seq, TServerName, WorkMode,
+};
 use serde::{Deserialize, Serialize};
 
 /// One event as appended to the log.
@@ -147,7 +149,8 @@ pub struct AddressInfo {
 
 impl AddressInfo {
     pub fn status(&self) -> AgentStatus {
-        self.agent_status.map_or(AgentStatus::Unknown, AgentStatus::from_address_info_code)
+        self.agent_status
+            .map_or(AgentStatus::Unknown, AgentStatus::from_address_info_code)
     }
 }
 
@@ -159,7 +162,10 @@ pub struct KvList(pub Vec<(String, String)>);
 
 impl KvList {
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
@@ -171,16 +177,31 @@ impl KvList {
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub enum ConfigEvent {
     /// `[server]`: the version reported in LoginResp.
-    ServerSettings { version: Option<String> },
-    TServerAdded { name: TServerName, switch: Option<String> },
-    TServerChanged { name: TServerName, switch: Option<String> },
-    TServerRemoved { name: TServerName },
+    ServerSettings {
+        version: Option<String>,
+    },
+    TServerAdded {
+        name: TServerName,
+        switch: Option<String>,
+    },
+    TServerChanged {
+        name: TServerName,
+        switch: Option<String>,
+    },
+    TServerRemoved {
+        name: TServerName,
+    },
     IvrAdded(IvrConfig),
     IvrChanged(IvrConfig),
-    IvrRemoved { name: IvrName },
+    IvrRemoved {
+        name: IvrName,
+    },
     PortAdded(PortConfig),
     PortChanged(PortConfig),
-    PortRemoved { ivr: IvrName, port: PortNum },
+    PortRemoved {
+        ivr: IvrName,
+        port: PortNum,
+    },
 }
 
 /// An IVR object: the client that logs in with `ClientName = name`.
@@ -286,7 +307,13 @@ mod tests {
     use super::*;
 
     fn ready(reasons: &[(&str, &str)], extensions: &[(&str, &str)]) -> AgentEvent {
-        let kv = |p: &[(&str, &str)]| KvList(p.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+        let kv = |p: &[(&str, &str)]| {
+            KvList(
+                p.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            )
+        };
         AgentEvent {
             kind: AgentEventKind::NotReady,
             dn: Dn::from("7001"),
@@ -300,8 +327,14 @@ mod tests {
 
     #[test]
     fn reason_prefers_reasons_then_extensions_reason_code() {
-        assert_eq!(ready(&[("ReasonCode", "Break")], &[("ReasonCode", "Lunch")]).reason(), Some("Break"));
-        assert_eq!(ready(&[], &[("ReasonCode", "Lunch")]).reason(), Some("Lunch"));
+        assert_eq!(
+            ready(&[("ReasonCode", "Break")], &[("ReasonCode", "Lunch")]).reason(),
+            Some("Break")
+        );
+        assert_eq!(
+            ready(&[], &[("ReasonCode", "Lunch")]).reason(),
+            Some("Lunch")
+        );
         assert_eq!(ready(&[("Pause", "Coffee")], &[]).reason(), Some("Coffee"));
         assert_eq!(ready(&[], &[("Other", "x")]).reason(), None);
     }
@@ -337,6 +370,9 @@ mod tests {
         assert!(line.contains("\"seq\":7"), "{line}");
         assert!(line.contains("2015-08-17T23:16:17.458658Z"), "{line}");
         assert_eq!(serde_json::from_str::<Record>(&line).unwrap(), rec);
-        assert_eq!(rec.envelope.source_key(), Some((&TServerName::from("TS_SIP"), 0x10c9288)));
+        assert_eq!(
+            rec.envelope.source_key(),
+            Some((&TServerName::from("TS_SIP"), 0x10c9288))
+        );
     }
 }

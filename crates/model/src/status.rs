@@ -166,12 +166,21 @@ mod tests {
 
     #[test]
     fn address_info_codes_follow_the_protocol_table() {
-        assert_eq!(AgentStatus::from_address_info_code(-1), AgentStatus::Unknown);
+        assert_eq!(
+            AgentStatus::from_address_info_code(-1),
+            AgentStatus::Unknown
+        );
         assert_eq!(AgentStatus::from_address_info_code(0), AgentStatus::Unknown);
-        assert_eq!(AgentStatus::from_address_info_code(1), AgentStatus::LoggedIn);
+        assert_eq!(
+            AgentStatus::from_address_info_code(1),
+            AgentStatus::LoggedIn
+        );
         assert_eq!(AgentStatus::from_address_info_code(2), AgentStatus::Ready);
         for c in 3..=5 {
-            assert_eq!(AgentStatus::from_address_info_code(c), AgentStatus::NotReady);
+            assert_eq!(
+                AgentStatus::from_address_info_code(c),
+                AgentStatus::NotReady
+            );
         }
         assert_eq!(AgentStatus::from_address_info_code(6), AgentStatus::Unknown);
     }

@@ -55,7 +55,9 @@ impl Micros {
 
     pub fn from_civil(c: &Civil) -> Self {
         let days = days_from_civil(c.year, c.month, c.day);
-        let secs = days * SECS_PER_DAY + i64::from(c.hour) * 3600 + i64::from(c.minute) * 60
+        let secs = days * SECS_PER_DAY
+            + i64::from(c.hour) * 3600
+            + i64::from(c.minute) * 60
             + i64::from(c.second);
         Micros::from_secs_micros(secs, i64::from(c.micros))
     }
@@ -80,7 +82,10 @@ impl Micros {
         if s.is_empty() {
             return Err(err());
         }
-        if s.bytes().all(|b| b.is_ascii_digit() || b == b'.' || b == b'-') && !s[1..].contains('-') {
+        if s.bytes()
+            .all(|b| b.is_ascii_digit() || b == b'.' || b == b'-')
+            && !s[1..].contains('-')
+        {
             return parse_epoch(s).ok_or_else(err);
         }
         parse_rfc3339(s).ok_or_else(err)
@@ -218,7 +223,15 @@ fn parse_rfc3339(s: &str) -> Option<Micros> {
     if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
         return None;
     }
-    let mut civil = Civil { year, month, day, hour: 0, minute: 0, second: 0, micros: 0 };
+    let mut civil = Civil {
+        year,
+        month,
+        day,
+        hour: 0,
+        minute: 0,
+        second: 0,
+        micros: 0,
+    };
     if b.len() == 10 {
         return Some(Micros::from_civil(&civil));
     }
@@ -262,12 +275,20 @@ fn parse_rfc3339(s: &str) -> Option<Micros> {
                 2 => (&z[0..2], "00"),
                 _ => return None,
             };
-            let h: i64 = h.parse().ok().filter(|_| h.bytes().all(|c| c.is_ascii_digit()))?;
-            let m: i64 = m.parse().ok().filter(|_| m.bytes().all(|c| c.is_ascii_digit()))?;
+            let h: i64 = h
+                .parse()
+                .ok()
+                .filter(|_| h.bytes().all(|c| c.is_ascii_digit()))?;
+            let m: i64 = m
+                .parse()
+                .ok()
+                .filter(|_| m.bytes().all(|c| c.is_ascii_digit()))?;
             sign * (h * 3600 + m * 60)
         }
     };
-    Some(Micros(Micros::from_civil(&civil).0 - offset_secs * US_PER_SEC))
+    Some(Micros(
+        Micros::from_civil(&civil).0 - offset_secs * US_PER_SEC,
+    ))
 }
 
 fn is_leap(year: i64) -> bool {
@@ -328,13 +349,27 @@ mod tests {
         assert_eq!(Micros::parse("2015-08-17T23:16:17Z"), Ok(t));
         assert_eq!(Micros::parse("2015-08-17 23:16:17"), Ok(t));
         assert_eq!(Micros::parse("2015-08-18T01:16:17+02:00"), Ok(t));
-        assert_eq!(Micros::parse("2015-08-17T23:16"), Ok(Micros(t.0 - 17_000_000)));
-        assert_eq!(Micros::parse("2015-08-17"), Ok(Micros::from_secs(1_439_769_600)));
+        assert_eq!(
+            Micros::parse("2015-08-17T23:16"),
+            Ok(Micros(t.0 - 17_000_000))
+        );
+        assert_eq!(
+            Micros::parse("2015-08-17"),
+            Ok(Micros::from_secs(1_439_769_600))
+        );
     }
 
     #[test]
     fn rejects_nonsense() {
-        for bad in ["", "yesterday", "2015-13-01", "2015-02-30", "2015-08-17T25:00:00Z", "12ab", "2015-08-17T23:16:17+2"] {
+        for bad in [
+            "",
+            "yesterday",
+            "2015-13-01",
+            "2015-02-30",
+            "2015-08-17T25:00:00Z",
+            "12ab",
+            "2015-08-17T23:16:17+2",
+        ] {
             assert!(Micros::parse(bad).is_err(), "{bad:?} should not parse");
         }
     }
@@ -345,7 +380,10 @@ mod tests {
         let json = serde_json::to_string(&t).unwrap();
         assert_eq!(json, "\"2015-08-17T23:16:17.458658Z\"");
         assert_eq!(serde_json::from_str::<Micros>(&json).unwrap(), t);
-        assert_eq!(serde_json::from_str::<Micros>("1439853377458658").unwrap(), t);
+        assert_eq!(
+            serde_json::from_str::<Micros>("1439853377458658").unwrap(),
+            t
+        );
     }
 
     proptest! {
