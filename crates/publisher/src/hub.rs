@@ -13,7 +13,7 @@
 use crate::view::{Change, StateView};
 use crate::xml;
 use ivrstate_model::IvrName;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::Duration;
@@ -36,6 +36,10 @@ pub struct HubConfig {
     /// A write that has not completed by then closes the connection (a client that stopped
     /// reading while sending requests, which fills no push queue).
     pub write_timeout: Duration,
+    /// Client names (IVR names) that may log in, as the original IVR Server's client list;
+    /// any other ClientName is answered `NoSuchClient` and closed. `None` (the default): every
+    /// IVR of the configuration may log in.
+    pub allowed_clients: Option<Vec<IvrName>>,
 }
 
 impl Default for HubConfig {
@@ -46,6 +50,7 @@ impl Default for HubConfig {
             login_timeout: Duration::from_secs(30),
             idle_timeout: None,
             write_timeout: Duration::from_secs(30),
+            allowed_clients: None,
         }
     }
 }
@@ -83,6 +88,8 @@ pub(crate) struct ClientEntry {
 
 pub struct Hub<S = ivrstate_projection::State> {
     config: HubConfig,
+    /// `config.allowed_clients` as a set, shared by every session.
+    allowed: Option<Arc<HashSet<IvrName>>>,
     state: RwLock<S>,
     ready: AtomicBool,
     clients: Mutex<HashMap<IvrName, Vec<Arc<ClientEntry>>>>,
@@ -103,8 +110,13 @@ impl<S: StateView + Default> Hub<S> {
 
 impl<S: StateView> Hub<S> {
     pub fn with_state(config: HubConfig, state: S) -> Arc<Self> {
+        let allowed = config
+            .allowed_clients
+            .as_ref()
+            .map(|l| Arc::new(l.iter().cloned().collect()));
         Arc::new(Hub {
             config,
+            allowed,
             state: RwLock::new(state),
             ready: AtomicBool::new(false),
             clients: Mutex::new(HashMap::new()),
@@ -119,6 +131,11 @@ impl<S: StateView> Hub<S> {
 
     pub fn config(&self) -> &HubConfig {
         &self.config
+    }
+
+    /// The allow-list of client names, for a new session.
+    pub(crate) fn allowed_clients(&self) -> Option<Arc<HashSet<IvrName>>> {
+        self.allowed.clone()
     }
 
     /// Changes the state (e.g. folds new records). Publish the resulting changes afterwards.

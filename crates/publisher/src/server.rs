@@ -9,6 +9,7 @@
 use crate::frame::{self, FrameDecoder, FrameKind};
 use crate::hub::{ClientEntry, Hub, Push};
 use crate::session::{Output, Session};
+use crate::tls::TlsConfig;
 use crate::view::StateView;
 use crate::xml;
 use ivrstate_model::ClientRequest;
@@ -18,7 +19,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::{sleep_until, Instant};
@@ -35,6 +36,22 @@ pub async fn serve<S>(
     listener: TcpListener,
     hub: Arc<Hub<S>>,
     requests: mpsc::Sender<ClientRequest>,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()>
+where
+    S: StateView + Send + Sync + 'static,
+{
+    serve_tls(listener, hub, requests, None, shutdown).await
+}
+
+/// [`serve`], with every connection wrapped in TLS when `tls` is given. The handshake runs in
+/// the connection's own task (a slow handshake holds up no one else) and must complete within
+/// the login timeout.
+pub async fn serve_tls<S>(
+    listener: TcpListener,
+    hub: Arc<Hub<S>>,
+    requests: mpsc::Sender<ClientRequest>,
+    tls: Option<TlsConfig>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()>
 where
@@ -70,9 +87,17 @@ where
                 let guard = ConnectedGuard::new(hub.clone());
                 let hub = hub.clone();
                 let requests = requests.clone();
+                let tls = tls.clone();
                 tasks.spawn(async move {
                     let _guard = guard;
-                    serve_connection(stream, addr, hub, requests).await;
+                    match tls {
+                        None => serve_connection(stream, addr, hub, requests).await,
+                        Some(tls) => {
+                            if let Some(stream) = handshake(&tls, stream, addr, &hub).await {
+                                serve_connection(stream, addr, hub, requests).await;
+                            }
+                        }
+                    }
                 });
             }
         }
@@ -81,6 +106,31 @@ where
     hub.closing.send_replace(true);
     while tasks.join_next().await.is_some() {}
     Ok(())
+}
+
+/// The server side of a TLS handshake, bounded by the login timeout and the shutdown.
+async fn handshake<S: StateView>(
+    tls: &TlsConfig,
+    stream: TcpStream,
+    addr: SocketAddr,
+    hub: &Hub<S>,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let mut closing = hub.closing.subscribe();
+    let limit = hub.config().login_timeout;
+    tokio::select! {
+        r = tokio::time::timeout(limit, tls.acceptor().accept(stream)) => match r {
+            Ok(Ok(s)) => Some(s),
+            Ok(Err(e)) => {
+                info!(client = %addr, "TLS handshake failed: {e}");
+                None
+            }
+            Err(_) => {
+                info!(client = %addr, "TLS handshake not completed within the login timeout");
+                None
+            }
+        },
+        _ = closing.changed() => None,
+    }
 }
 
 /// Counts a connection as open for as long as it lives.
@@ -123,7 +173,7 @@ pub async fn serve_connection<S, IO>(
         requests,
         entry: entry.clone(),
         rx,
-        session: Session::new(addr.to_string()),
+        session: Session::new(addr.to_string()).with_allowed_clients(hub.allowed_clients()),
         decoder: FrameDecoder::new(),
         out: Vec::new(),
         prefix: Vec::new(),

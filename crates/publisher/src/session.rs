@@ -21,11 +21,18 @@
 //! - Each LoginReq is evaluated afresh and its outcome replaces the previous login: a login that
 //!   does not end in `Status='OK'` leaves the session logged out (and receiving no pushes).
 //! - Error frames carry one byte: [`ERROR_BAD_FRAME`] or [`ERROR_BAD_XML`].
+//! - With an allow-list of client names ([`Session::with_allowed_clients`]), a LoginReq whose
+//!   ClientName is not on it is answered `Status='NoSuchClient'` and the connection is closed,
+//!   whether or not the server is ready (the list is static configuration, known before the
+//!   store is): a client that is not expected gets nothing more than a configured-but-unknown
+//!   name would, and cannot keep probing on the same connection.
 
 use crate::frame::{encode_frame, FrameError, FrameKind};
 use crate::view::{MonitorInfo, StateView};
 use crate::xml::{self, GctiMsg, LoginResult, LoginStatus, Message};
 use ivrstate_model::{ClientRequest, IvrName};
+use std::collections::HashSet;
+use std::sync::Arc;
 use tracing::{debug, warn};
 
 /// The Error frame code sent for a frame that could not be decoded.
@@ -60,6 +67,8 @@ pub struct Session {
     client: String,
     login: Option<Login>,
     logins: u64,
+    /// Client names that may log in; `None`: any configured IVR.
+    allowed: Option<Arc<HashSet<IvrName>>>,
 }
 
 impl Session {
@@ -69,7 +78,15 @@ impl Session {
             client: client_addr.into(),
             login: None,
             logins: 0,
+            allowed: None,
         }
+    }
+
+    /// Only these client names may log in (shared by every session of a server); `None`
+    /// leaves logins to the configuration alone.
+    pub fn with_allowed_clients(mut self, allowed: Option<Arc<HashSet<IvrName>>>) -> Self {
+        self.allowed = allowed;
+        self
     }
 
     /// The IVR this session is logged in to with `Status='OK'`: pushes for it go here.
@@ -238,13 +255,26 @@ impl Session {
             };
             return send(call_id, m);
         }
+        let ivr_name = IvrName::from(client_name);
+        if let Some(allowed) = &self.allowed {
+            if !allowed.contains(&ivr_name) {
+                warn!(client = %self.client, client_name, "login refused: ClientName is not on the allow-list");
+                let mut out = send(
+                    call_id,
+                    resp(LoginResult::Success, LoginStatus::NoSuchClient, None),
+                );
+                out.push(Output::Close {
+                    reason: format!("ClientName '{client_name}' is not on the allow-list"),
+                });
+                return out;
+            }
+        }
         if !ready {
             return send(
                 call_id,
                 resp(LoginResult::Success, LoginStatus::InitInProgress, None),
             );
         }
-        let ivr_name = IvrName::from(client_name);
         let Some(ivr) = state.ivr(&ivr_name) else {
             return send(
                 call_id,

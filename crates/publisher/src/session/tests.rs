@@ -215,6 +215,34 @@ fn unknown_client_name_gets_no_such_client() {
 }
 
 #[test]
+fn client_not_on_the_allow_list_gets_no_such_client_and_is_closed() {
+    let st = FakeState::default();
+    let allowed: std::collections::HashSet<IvrName> = [IvrName::from("IVR_1")].into();
+    let allowed = Some(std::sync::Arc::new(allowed));
+    // IVR_2 is configured but not allowed; the refusal comes before readiness is considered.
+    for ready in [true, false] {
+        let mut s = Session::new("10.0.0.9:4000").with_allowed_clients(allowed.clone());
+        let out = s.on_frame(login("1", "4.0", "IVR_2", true), &st, ready);
+        let msgs = sent(&out);
+        assert_eq!(msgs.len(), 1, "no server statuses for a refused client");
+        assert!(matches!(
+            msgs[0].msg,
+            Message::LoginResp {
+                status: Some(LoginStatus::NoSuchClient),
+                ..
+            }
+        ));
+        assert!(matches!(out.last(), Some(Output::Close { reason }) if reason.contains("IVR_2")));
+        assert_eq!(s.logged_in_ivr(), None);
+    }
+    // A name on the list logs in as usual.
+    let mut s = Session::new("c").with_allowed_clients(allowed);
+    let out = s.on_frame(login("1", "4.0", "IVR_1", false), &st, true);
+    assert!(!out.iter().any(|o| matches!(o, Output::Close { .. })));
+    assert_eq!(s.logged_in_ivr(), Some(&IvrName::from("IVR_1")));
+}
+
+#[test]
 fn not_ready_gets_init_in_progress() {
     let st = FakeState::default();
     let mut s = Session::new("c");
