@@ -4,8 +4,8 @@
 use crate::{open_engine, parse_time, DurabilityArg};
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use ivrstate_engine::Push;
-use ivrstate_model::Micros;
+use ivrstate_model::{Micros, Record};
+use ivrstate_projection::{Applied, Change};
 use ivrstate_publisher::hub::{Hub, HubConfig};
 use std::io::Write;
 use std::path::Path;
@@ -44,27 +44,37 @@ pub fn run(db: &Path, args: ReplayArgs) -> Result<ExitCode> {
         bail!("--speed {} must be a positive number", args.speed);
     }
     let engine = open_engine(db, DurabilityArg::Full)?;
-    let mut window = engine.replay_window(args.from, args.to)?;
-    if let Some(ivr) = &args.ivr {
-        window.pushes.retain(|p| p.change.ivr.as_str() == ivr);
-    }
+    let window = engine.replay_window(args.from, args.to)?;
+    let only = args.ivr.clone();
+    let wanted = move |c: &Change| only.as_ref().is_none_or(|ivr| c.ivr.as_str() == ivr);
     let pace = Pace {
         speed: if args.max { None } else { Some(args.speed) },
-        first: window.pushes.first().map(|p| p.time),
+        first: window.records.first().map(|r| r.envelope.time),
     };
+    let mut applied = Applied::default();
     if args.xml {
         let stdout = std::io::stdout();
         let mut out = std::io::BufWriter::new(stdout.lock());
         let started = std::time::Instant::now();
-        for push in &window.pushes {
-            pace.wait_blocking(push.time, started);
-            writeln!(out, "{}", xml_line(push))?;
+        let mut state = window.start;
+        let mut sent = 0;
+        for record in &window.records {
+            applied.clear();
+            state.apply(record, &mut applied);
+            for change in applied.changes.iter().filter(|c| wanted(c)) {
+                pace.wait_blocking(record.envelope.time, started);
+                writeln!(out, "{}", xml_line(record, change))?;
+                sent += 1;
+            }
             if pace.speed.is_some() {
                 out.flush()?;
             }
         }
         out.flush()?;
-        eprintln!("replayed {} messages", window.pushes.len());
+        eprintln!(
+            "replayed {sent} messages from {} records",
+            window.records.len()
+        );
         return Ok(ExitCode::SUCCESS);
     }
     let Some(listen) = args.listen else {
@@ -99,15 +109,24 @@ pub fn run(db: &Path, args: ReplayArgs) -> Result<ExitCode> {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let started = std::time::Instant::now();
-        let mut applied = ivrstate_projection::Applied::state_only();
-        for push in &window.pushes {
-            if let Some(delay) = pace.delay(push.time, started) {
+        let mut sent = 0;
+        for record in &window.records {
+            if let Some(delay) = pace.delay(record.envelope.time, started) {
                 tokio::time::sleep(delay).await;
             }
-            hub.update(|_| applied.clear());
-            hub.publish(std::slice::from_ref(&push.change));
+            // The hub's state moves with the replay, so AgentQuery answers as it did then.
+            hub.update(|state| {
+                applied.clear();
+                state.apply(record, &mut applied);
+            });
+            applied.changes.retain(|c| wanted(c));
+            sent += applied.changes.len();
+            hub.publish(&applied.changes);
         }
-        eprintln!("replayed {} messages", window.pushes.len());
+        eprintln!(
+            "replayed {sent} messages from {} records",
+            window.records.len()
+        );
         // Let the clients read what was queued, then close.
         while hub.metrics().logged_in.iter().any(|(_, n)| *n > 0)
             && started.elapsed() < Duration::from_secs(1)
@@ -140,11 +159,11 @@ impl Pace {
     }
 }
 
-fn xml_line(push: &Push) -> String {
-    let body = ivrstate_publisher::xml::encode_monitor_info(None, &push.change.info);
+fn xml_line(record: &Record, change: &Change) -> String {
+    let body = ivrstate_publisher::xml::encode_monitor_info(None, &change.info);
     let body = String::from_utf8_lossy(&body);
     format!(
         "<!-- {} {} seq {} --><GctiMsg><CallId>replay</CallId>{body}</GctiMsg>",
-        push.time, push.change.ivr, push.seq
+        record.envelope.time, change.ivr, record.seq
     )
 }

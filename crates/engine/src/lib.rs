@@ -74,16 +74,8 @@ enum EntityState {
 pub struct ReplayWindow {
     /// The state at the start of the window.
     pub start: State,
-    /// The MonitorInfo pushes, oldest first.
-    pub pushes: Vec<Push>,
-}
-
-/// One MonitorInfo push of the past.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Push {
-    pub time: Micros,
-    pub seq: Seq,
-    pub change: Change,
+    /// The window's records, oldest first (by event time, then seq).
+    pub records: Vec<Record>,
 }
 
 /// Which agent-state history to show.
@@ -476,14 +468,14 @@ impl Engine {
         Ok(intervals)
     }
 
-    /// What IVR clients were sent between `from` and `to`, in event-time order, and the state
-    /// they started from. Each entity's events are in order in the log (its own source), so
+    /// A past window as IVR clients saw it: the state at `from`, and the window's records in
+    /// event-time order. Each entity's events are in order in the log (its own source), so
     /// folding the records before `from` in log order gives exactly the state at `from`, and
-    /// the window's records sorted by (time, seq) replay the pushes as they happened.
+    /// folding the window's records sorted by (time, seq) reproduces the pushes as they happened.
     pub fn replay_window(&self, from: Option<Micros>, to: Option<Micros>) -> Result<ReplayWindow> {
         let mut start = State::default();
         let mut applied = Applied::state_only();
-        let mut window: Vec<Record> = Vec::new();
+        let mut records: Vec<Record> = Vec::new();
         for record in self.log().read(1, self.log().last_seq()) {
             let record = record?;
             let t = record.envelope.time;
@@ -491,25 +483,11 @@ impl Engine {
                 applied.clear();
                 start.apply(&record, &mut applied);
             } else if to.is_none_or(|to| t <= to) {
-                window.push(record);
+                records.push(record);
             }
         }
-        window.sort_by_key(|r| (r.envelope.time, r.seq));
-        let mut state = start.clone();
-        let mut applied = Applied::default();
-        let mut pushes = Vec::new();
-        for record in &window {
-            applied.clear();
-            state.apply(record, &mut applied);
-            for change in applied.changes.drain(..) {
-                pushes.push(Push {
-                    time: record.envelope.time,
-                    seq: record.seq,
-                    change,
-                });
-            }
-        }
-        Ok(ReplayWindow { start, pushes })
+        records.sort_by_key(|r| (r.envelope.time, r.seq));
+        Ok(ReplayWindow { start, records })
     }
 
     /// Records the difference between `config` and the stored configuration; returns the
