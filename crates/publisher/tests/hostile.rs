@@ -307,3 +307,17 @@ async fn a_client_name_not_on_the_allow_list_is_refused_and_closed() {
         vec![(IvrName::from("IVR_1"), 1)]
     );
 }
+
+#[tokio::test]
+async fn the_error_frame_arrives_even_when_the_client_sent_more_than_was_read() {
+    let srv = start(HubConfig::default(), true).await;
+    for _ in 0..20 {
+        let mut c = Client::connect(srv.addr).await;
+        // Far more than one read: the server refuses at the first byte with bytes unread.
+        c.s.write_all(&[b'G'; 50_000]).await.unwrap();
+        assert_eq!(
+            c.next().await,
+            Some(Frame::new(FrameKind::Error, vec![ERROR_BAD_FRAME]))
+        );
+    }
+}
