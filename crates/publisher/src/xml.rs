@@ -562,9 +562,15 @@ fn push_escaped(out: &mut Vec<u8>, s: &str) {
     }
 }
 
+/// Writes a name (element or attribute) in ISO-8859-1, as the decoder reads it. Names come
+/// from decoded input, so every character fits a byte; anything else becomes `?`.
+fn push_name(out: &mut Vec<u8>, name: &str) {
+    out.extend(name.chars().map(|c| u8::try_from(c as u32).unwrap_or(b'?')));
+}
+
 fn push_attr(out: &mut Vec<u8>, name: &str, value: &str) {
     out.push(b' ');
-    out.extend_from_slice(name.as_bytes());
+    push_name(out, name);
     out.extend_from_slice(b"='");
     push_escaped(out, value);
     out.push(b'\'');
@@ -638,7 +644,7 @@ fn write_monitor_info(req_id: Option<&str>, info: &MonitorInfo, out: &mut Vec<u8
 pub fn encode_message(msg: &Message, out: &mut Vec<u8>) {
     let empty = |out: &mut Vec<u8>, name: &str, attrs: &[(&str, &str)]| {
         out.push(b'<');
-        out.extend_from_slice(name.as_bytes());
+        push_name(out, name);
         for (k, v) in attrs {
             push_attr(out, k, v);
         }

@@ -555,3 +555,31 @@ proptest! {
         let _ = decode(&bytes);
     }
 }
+
+/// Found by the `xml` fuzz target (fuzz/regressions/xml/latin1-element-name): names were
+/// written as UTF-8 while the document is ISO-8859-1, so a name with a byte over 0x7f came
+/// back different (`¾` -> `Â¾`). Names now round-trip like values.
+#[test]
+fn latin1_names_round_trip() {
+    let input: &[u8] = include_bytes!("../../../../fuzz/regressions/xml/latin1-element-name");
+    let first = decode(input).unwrap();
+    assert!(matches!(&first.msg, Message::Unknown(n) if n.contains('\u{be}')));
+    assert_eq!(decode(&encode(&first)).unwrap(), first);
+
+    let doc =
+        b"<GctiMsg><CallId>1</CallId><AgentReady ReqId='1' PortNum='01' Cl\xe9='v\xe9'/></GctiMsg>";
+    let m = decode(doc).unwrap();
+    let Message::AgentReady(c) = &m.msg else {
+        panic!("{m:?}");
+    };
+    assert_eq!(
+        c.attributes,
+        vec![("Cl\u{e9}".to_owned(), "v\u{e9}".to_owned())]
+    );
+    let again = encode(&m);
+    assert!(
+        again.windows(4).any(|w| w == b"Cl\xe9="),
+        "ISO-8859-1 on the wire"
+    );
+    assert_eq!(decode(&again).unwrap(), m);
+}
