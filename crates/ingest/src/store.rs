@@ -55,6 +55,7 @@ impl Store {
             source,
         };
         std::fs::create_dir_all(dir).map_err(io)?;
+        remove_unfinished_snapshots(dir).map_err(io)?;
         let config = sled::Config::new()
             .path(dir)
             .cache_capacity(opts.cache_bytes);
@@ -145,6 +146,27 @@ impl Store {
 
 fn app_key(key: &[u8]) -> Vec<u8> {
     [APP_META_PREFIX, key].concat()
+}
+
+/// sled 0.34 writes a snapshot to `snap.<lsn>.generating`, syncs it, then renames it to
+/// `snap.<lsn>`; but when it opens a database it takes the last `snap.*` file by name, and a
+/// `.generating` one sorts after the finished snapshot of the same lsn. A process killed while
+/// writing one, or a write that failed on a full disk, leaves a partial file behind, and every
+/// later open then fails with "Read corrupted data" (sled issue #1527): the store is lost
+/// although its log is intact. The rename never happened, so the file was never the current
+/// snapshot: removing it puts the directory back where it was before sled began writing it,
+/// which is a state sled recovers from (its log holds everything the snapshot would).
+fn remove_unfinished_snapshots(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            tracing::warn!(file = %entry.path().display(), "removing an unfinished sled snapshot");
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
 }
 
 /// Refuses a path that is a file, or a non-empty directory that holds no sled database: opening

@@ -570,6 +570,26 @@ fn garbage_directories_and_files_are_refused_cleanly() {
     assert!(err.to_string().contains("not an ivrstate store"), "{err}");
 }
 
+#[test]
+fn an_unfinished_sled_snapshot_does_not_lose_the_store() {
+    // What a process killed while sled writes a snapshot (or a write that failed on a full
+    // disk) leaves behind: sled 0.34 would take this partial file as the newest snapshot and
+    // refuse every later open.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        store.log().append(&events("TS", 1, 10)).unwrap();
+    }
+    for partial in [&b""[..], &[7u8; 40][..]] {
+        let name = dir.path().join("snap.FFFFFFFFFFFFFFFF.generating");
+        std::fs::write(&name, partial).unwrap();
+        let store = open(dir.path());
+        assert_eq!(read_all(store.log()).len(), 10);
+        assert!(store.log().verify().unwrap().is_ok());
+        assert!(!name.exists(), "the partial snapshot is removed");
+    }
+}
+
 fn raw_db(dir: &Path) -> sled::Db {
     sled::Config::new()
         .path(dir)
