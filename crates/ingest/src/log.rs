@@ -26,9 +26,14 @@ const CACHED_BLOCKS: usize = 8;
 /// Whether an append waits for the disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Durability {
-    /// One flush per append; the append returns after it (the default). This is sled's flush:
-    /// on Linux sled 0.34 makes its log stable with `sync_file_range`, not `fdatasync`, so the
-    /// guarantee is sled's (data written out, not a drive-cache flush or a journalled file size).
+    /// One flush per append; the append returns after it (the default). sled's own flush is
+    /// not enough on Linux: sled 0.34 writes its log with `pwrite` + `sync_file_range`, which
+    /// neither flushes the drive's cache nor commits a grown file size (its `fsync` runs only
+    /// on a 500 ms timer). So after sled's flush the log calls `fdatasync` on sled's data file
+    /// (fsync acts on the file, whichever descriptor wrote it): acknowledged means on stable
+    /// storage. Open gap: sled writes a page larger than a quarter of its segment (128 KiB:
+    /// a consolidated leaf of several ~20 KB blocks) to its own file under `blobs/`, which
+    /// neither sled's flush nor this `fdatasync` syncs (see crates/bench/PERFORMANCE.md).
     #[default]
     Full,
     /// No flush per append: sled's own timer (every 500 ms) and [`crate::Store::flush`] write
@@ -102,6 +107,8 @@ pub struct EventLog {
 struct Inner {
     tree: sled::Tree,
     durability: Durability,
+    /// sled's data file, opened by us only to `fdatasync` it after sled's flush.
+    data_file: Option<DataFile>,
     writer: Mutex<Writer>,
     /// The last durable seq; receivers are woken when it moves.
     tail: watch::Sender<Seq>,
@@ -114,6 +121,28 @@ struct Writer {
     dedup: DedupIndex,
     cache: BlockCache,
     candidates: Vec<Seq>,
+}
+
+/// sled's data file (`<dir>/db`), for `fdatasync`.
+pub(crate) struct DataFile {
+    pub(crate) path: std::path::PathBuf,
+    pub(crate) file: std::fs::File,
+}
+
+impl DataFile {
+    pub(crate) fn open(path: std::path::PathBuf) -> Result<DataFile, StoreError> {
+        match std::fs::File::open(&path) {
+            Ok(file) => Ok(DataFile { path, file }),
+            Err(source) => Err(StoreError::Io { path, source }),
+        }
+    }
+
+    pub(crate) fn sync(&self) -> Result<(), StoreError> {
+        self.file.sync_data().map_err(|source| StoreError::Io {
+            path: self.path.clone(),
+            source,
+        })
+    }
 }
 
 pub(crate) fn block_key(first: Seq) -> [u8; 9] {
@@ -133,7 +162,11 @@ impl EventLog {
     /// Opens the log in `tree`: finds the last seq from the last block and loads the dedup index.
     /// A damaged last block or index entry does not stop the open (so `verify` can report it),
     /// but appends are refused until it is repaired.
-    pub(crate) fn open(tree: sled::Tree, durability: Durability) -> Result<EventLog, StoreError> {
+    pub(crate) fn open(
+        tree: sled::Tree,
+        durability: Durability,
+        data_file: Option<DataFile>,
+    ) -> Result<EventLog, StoreError> {
         let mut damaged = None;
         let mut last = 0;
         if let Some(entry) = tree.scan_prefix([BLOCK_PREFIX]).next_back() {
@@ -171,6 +204,7 @@ impl EventLog {
             inner: Arc::new(Inner {
                 tree,
                 durability,
+                data_file,
                 writer: Mutex::new(Writer {
                     last,
                     damaged,
@@ -279,19 +313,20 @@ impl EventLog {
         let last = base + appended;
         // After a failed write or flush we no longer know what the disk holds: stop appending
         // rather than reuse seqs that may already be stored.
-        let result =
-            self.inner
-                .tree
-                .apply_batch(batch)
-                .and_then(|()| match self.inner.durability {
-                    Durability::Full => self.inner.tree.flush().map(drop),
-                    Durability::Relaxed => Ok(()),
-                });
+        let result = self
+            .inner
+            .tree
+            .apply_batch(batch)
+            .map_err(StoreError::from)
+            .and_then(|()| match self.inner.durability {
+                Durability::Full => self.sync(),
+                Durability::Relaxed => Ok(()),
+            });
         if let Err(e) = result {
             let why = format!("writing seqs {}..={last} failed: {e}", base + 1);
             tracing::error!(%why, "append failed");
             w.damaged = Some(why);
-            return Err(e.into());
+            return Err(e);
         }
         w.last = last;
         for (ts, r) in ranges {
@@ -305,6 +340,15 @@ impl EventLog {
             last_seq: last,
             outcomes,
         })
+    }
+
+    /// sled's flush, then `fdatasync` of its data file: see [`Durability::Full`].
+    pub(crate) fn sync(&self) -> Result<(), StoreError> {
+        self.inner.tree.flush()?;
+        match &self.inner.data_file {
+            Some(f) => f.sync(),
+            None => Ok(()),
+        }
     }
 
     /// The seq of a stored event equal to `env`, looking only in the blocks the index names.

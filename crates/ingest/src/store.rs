@@ -6,7 +6,7 @@
 
 use crate::derived::DerivedTree;
 use crate::error::StoreError;
-use crate::log::{Durability, EventLog};
+use crate::log::{DataFile, Durability, EventLog};
 use ivrstate_migrations::{LOG_TREE, META_TREE};
 use std::path::{Path, PathBuf};
 
@@ -85,7 +85,9 @@ impl Store {
             tracing::info!(store = %dir.display(), steps = ?applied, "migrated the store");
         }
         let meta = db.open_tree(META_TREE)?;
-        let log = EventLog::open(db.open_tree(LOG_TREE)?, opts.durability)?;
+        // sled creates `db` when it opens; it is the one file its log lives in.
+        let data_file = DataFile::open(dir.join("db"))?;
+        let log = EventLog::open(db.open_tree(LOG_TREE)?, opts.durability, Some(data_file))?;
         Ok(Store {
             db,
             meta,
@@ -132,10 +134,11 @@ impl Store {
         Ok(())
     }
 
-    /// Makes everything written so far durable.
+    /// Makes everything written so far durable: sled's flush of every tree, then `fdatasync` of
+    /// its data file (see [`Durability::Full`] for why sled's flush alone is not).
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
-        Ok(())
+        self.log.sync()
     }
 
     /// Bytes of every file in the store directory.
