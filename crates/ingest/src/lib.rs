@@ -10,6 +10,7 @@ mod dedup;
 mod derived;
 mod error;
 mod log;
+mod read_ahead;
 mod store;
 
 pub mod follow;
@@ -22,6 +23,7 @@ pub use ivrstate_migrations::{MigrationError, CURRENT_VERSION};
 pub use log::{
     AppendOutcome, AppendReport, Durability, EventLog, ReadIter, VerifyFault, VerifyReport,
 };
+pub use read_ahead::ReadAhead;
 pub use store::{Store, StoreOptions, DEFAULT_CACHE_BYTES};
 
 #[cfg(test)]

@@ -534,6 +534,12 @@ pub struct ReadIter {
 }
 
 impl ReadIter {
+    /// The same records, decoded on a second thread up to `depth` chunks (of 1024 records)
+    /// ahead of the caller: see [`crate::ReadAhead`].
+    pub fn read_ahead(self, depth: usize) -> crate::ReadAhead {
+        crate::ReadAhead::start(self, depth)
+    }
+
     fn fail(&mut self, err: StoreError) -> Option<Result<Record, StoreError>> {
         self.to = 0;
         Some(Err(err))

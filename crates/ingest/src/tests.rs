@@ -755,6 +755,73 @@ fn derived_trees_and_metadata() {
     assert!(store.size_on_disk() > 0);
 }
 
+// ---- read-ahead ------------------------------------------------------------------------------
+
+#[test]
+fn read_ahead_yields_what_read_yields() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    // Several blocks, and more records than one read-ahead chunk (1024).
+    for i in 0..5 {
+        store.log().append(&events("TS", i * 700 + 1, 700)).unwrap();
+    }
+    for (from, to) in [
+        (1, Seq::MAX),
+        (1, 1),
+        (650, 2900),
+        (3500, 3500),
+        (3501, 9000),
+    ] {
+        let plain: Vec<Record> = store
+            .log()
+            .read(from, to)
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let ahead: Vec<Record> = store
+            .log()
+            .read(from, to)
+            .read_ahead(2)
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(ahead, plain, "{from}..={to}");
+    }
+    assert_eq!(store.log().read(1, Seq::MAX).read_ahead(1).count(), 3500);
+}
+
+#[test]
+fn read_ahead_reports_a_gap_after_the_records_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    for i in 0..3 {
+        store.log().append(&events("TS", i * 10 + 1, 10)).unwrap();
+    }
+    store.log().raw_tree().remove(log::block_key(11)).unwrap();
+    let items: Vec<_> = store.log().read(1, 30).read_ahead(4).collect();
+    assert_eq!(items.len(), 11, "10 records, then the error, then nothing");
+    assert!(items[..10].iter().all(Result::is_ok));
+    let err = items[10].as_ref().unwrap_err();
+    assert!(err.to_string().contains("seq 11"), "{err}");
+}
+
+#[test]
+fn dropping_a_read_ahead_early_releases_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        for i in 0..4 {
+            store
+                .log()
+                .append(&events("TS", i * 1000 + 1, 1000))
+                .unwrap();
+        }
+        let mut it = store.log().read(1, Seq::MAX).read_ahead(1);
+        assert_eq!(it.next().unwrap().unwrap().seq, 1);
+        drop(it);
+    }
+    // The reading thread has let go of the database: it opens again.
+    assert_eq!(open(dir.path()).log().last_seq(), 4000);
+}
+
 #[test]
 fn store_flush_and_durable_appends_sync_the_data_file() {
     // The sync path runs (sled flush, then fdatasync of `db`) and the data survives a reopen.
