@@ -1,0 +1,291 @@
+//! The benchmark of issue 5: ivrstate side by side with SQLite and the disk's limit, on the same
+//! simulated events, in one run. `run` measures every scenario `runs` times and reports the
+//! median of each field; the binary prints it as a table or as one JSON object.
+//!
+//! Order matters: the stores written by the last ingest run are reused by `storage` (measured
+//! before anything else is written into them), `rebuild`, `as_of` (which derives the engine's
+//! history index into the ivrstate store) and the GLI scenarios (which serve the rebuilt State).
+
+pub mod asof;
+pub mod data;
+pub mod ingest;
+pub mod rebuild;
+pub mod report;
+pub mod server;
+
+use anyhow::{Context, Result};
+use report::median_fields;
+pub use report::{Report, Scenario};
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// State-carrying printouts the simulator writes.
+    pub events: u64,
+    /// Repetitions of each scenario (the median is reported).
+    pub runs: usize,
+    /// GLI clients for agent_query and fanout.
+    pub clients: usize,
+    /// AgentQuery round trips per run.
+    pub queries: usize,
+    /// Publishes per fanout run.
+    pub publishes: usize,
+    /// status_at queries per as_of run.
+    pub as_of_queries: usize,
+    /// Where the stores go (a temporary directory inside it, removed at the end).
+    pub dir: Option<PathBuf>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            events: 1_000_000,
+            runs: 3,
+            clients: 1000,
+            queries: 2000,
+            publishes: 50,
+            as_of_queries: 100,
+            dir: None,
+        }
+    }
+}
+
+/// Runs every scenario; progress goes to `progress` (the binary sends it to stderr).
+pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report> {
+    let runs = opts.runs.max(1);
+    let tmp = match &opts.dir {
+        Some(d) => tempfile::Builder::new()
+            .prefix("ivrstate-bench")
+            .tempdir_in(d),
+        None => tempfile::Builder::new().prefix("ivrstate-bench").tempdir(),
+    }
+    .context("creating the working directory")?;
+    let work = tmp.path();
+    let mut scenarios = Vec::new();
+
+    progress(&format!("simulating and parsing {} events", opts.events));
+    let data = data::generate(work, opts.events)?;
+    let n = data.events.len();
+    progress(&format!(
+        "{n} events to store ({} bytes of bincode; {} exact re-prints left out); log {} MB",
+        data.events.bytes(),
+        data.duplicates,
+        data.tlog_bytes / 1_000_000
+    ));
+
+    // tlog_parse: the first parse above is one sample.
+    let mut parse = vec![data.first_parse_secs];
+    for _ in 1..runs {
+        let t = Instant::now();
+        let count = data::open_tlog(&data.tlog)?.count();
+        std::hint::black_box(count);
+        parse.push(t.elapsed().as_secs_f64());
+    }
+    let mb = data.tlog_bytes as f64 / 1e6;
+    scenarios.push(Scenario {
+        name: "tlog_parse",
+        fields: vec![("mb_per_s", mb / report::median(&parse))],
+        note: format!("TlogReader over the simulator's {mb:.0} MB log (page cache)"),
+    });
+    progress(&format!(
+        "tlog_parse: {:.0} MB/s",
+        mb / report::median(&parse)
+    ));
+
+    // ingest_durable: fresh stores each run; the last run's stores are kept.
+    let (ivr_dir, sql_path, raw_path) = (
+        work.join("ivrstate"),
+        work.join("sqlite.db"),
+        work.join("raw.bin"),
+    );
+    let mut ingest_runs = Vec::new();
+    for r in 0..runs {
+        remove(&ivr_dir, &sql_path, &raw_path);
+        let ivrstate = ingest::ivrstate(&data.events, &ivr_dir)?;
+        let sqlite = ingest::sqlite(&data.events, &sql_path)?;
+        let raw_file = ingest::raw_file(&data.events, &raw_path)?;
+        progress(&format!(
+            "ingest_durable run {}: ivrstate {ivrstate:.0}/s, sqlite {sqlite:.0}/s, raw {raw_file:.0}/s",
+            r + 1
+        ));
+        ingest_runs.push(vec![
+            ("ivrstate", ivrstate),
+            ("sqlite", sqlite),
+            ("raw_file", raw_file),
+        ]);
+    }
+    scenarios.push(Scenario {
+        name: "ingest_durable",
+        fields: median_fields(&ingest_runs),
+        note: format!("events/s, batches of {}, durable on return", ingest::BATCH),
+    });
+
+    // sled writes pages over 1/4 of a segment into `blobs/`, which neither its flush nor the
+    // log's fdatasync covers: say how many there are.
+    let blobs = std::fs::read_dir(ivr_dir.join("blobs"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    progress(&format!("ivrstate store: {blobs} sled blob files"));
+
+    // storage: the stores as the last ingest left them (closed).
+    let n_f = n.max(1) as f64;
+    scenarios.push(Scenario {
+        name: "storage",
+        fields: vec![
+            ("bytes_per_event", ingest::disk_bytes(&ivr_dir) as f64 / n_f),
+            (
+                "sqlite_bytes_per_event",
+                ingest::sqlite_bytes(&sql_path) as f64 / n_f,
+            ),
+        ],
+        note: "all files of the closed store (ivrstate: sled dir, log only; SQLite: db+wal+shm)"
+            .into(),
+    });
+
+    // rebuild
+    let conn = ingest::sqlite_open(&sql_path)?;
+    let mut rebuild_runs = Vec::new();
+    let mut state = None;
+    for r in 0..runs {
+        let (ivrstate, s1) = rebuild::ivrstate(&ivr_dir)?;
+        let (sqlite, s2) = rebuild::sqlite(&conn)?;
+        let (in_memory, s3) = rebuild::in_memory(&data.events)?;
+        rebuild::same(&s1, &s2, "ivrstate vs SQLite")?;
+        rebuild::same(&s1, &s3, "ivrstate vs in-memory")?;
+        progress(&format!(
+            "rebuild run {}: ivrstate {ivrstate:.0}/s, sqlite {sqlite:.0}/s, in-memory {in_memory:.0}/s",
+            r + 1
+        ));
+        rebuild_runs.push(vec![
+            ("ivrstate", ivrstate),
+            ("sqlite", sqlite),
+            ("in_memory", in_memory),
+        ]);
+        state = Some(s1);
+    }
+    drop(conn);
+    scenarios.push(Scenario {
+        name: "rebuild",
+        fields: median_fields(&rebuild_runs),
+        note: "events/s into State (state-only fold)".into(),
+    });
+
+    // GLI: the rebuilt state behind the real server.
+    let plan = server::Plan {
+        clients: opts.clients,
+        runs,
+        queries: opts.queries,
+        publishes: opts.publishes,
+    };
+    progress(&format!("GLI with {} clients", plan.clients));
+    let (aq, fo) = server::run(state.unwrap_or_default(), &data.ports, &plan)?;
+    scenarios.push(Scenario {
+        name: "agent_query",
+        fields: median_fields(&aq),
+        note: format!("one at a time, {} per run, loopback TCP", opts.queries),
+    });
+    scenarios.push(Scenario {
+        name: "fanout",
+        fields: median_fields(&fo),
+        note: format!("Hub::publish to all, {} per run", opts.publishes),
+    });
+
+    // as_of: the engine derives its history index on first open (not timed in the figures).
+    progress("as_of: opening the engine (derives the history index)");
+    let (open_secs, asof_runs) = asof::run(
+        &ivr_dir,
+        data.first_time,
+        data.last_time,
+        runs,
+        opts.as_of_queries,
+    )?;
+    scenarios.push(Scenario {
+        name: "as_of",
+        fields: median_fields(&asof_runs),
+        note: format!(
+            "Engine::status_at, {} random times per run (first open took {open_secs:.1} s)",
+            opts.as_of_queries
+        ),
+    });
+
+    scenarios.push(Scenario {
+        name: "peak_rss_mb",
+        fields: vec![("peak_rss_mb", peak_rss_mb())],
+        note: "VmHWM of this process at the end".into(),
+    });
+    Ok(Report {
+        events: opts.events,
+        scenarios,
+    })
+}
+
+fn remove(dir: &std::path::Path, sql: &std::path::Path, raw: &std::path::Path) {
+    let _ = std::fs::remove_dir_all(dir);
+    for p in [sql.to_path_buf(), raw.to_path_buf()] {
+        let _ = std::fs::remove_file(&p);
+    }
+    for suffix in ["-wal", "-shm"] {
+        let mut p = sql.as_os_str().to_owned();
+        p.push(suffix);
+        let _ = std::fs::remove_file(PathBuf::from(p));
+    }
+}
+
+/// The process's peak resident set (VmHWM), in MB; NaN where /proc is not there.
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every scenario runs end to end on a tiny input and reports every field as a number.
+    #[test]
+    fn smoke_every_scenario_reports_its_fields() {
+        let opts = Options {
+            events: 3000,
+            runs: 1,
+            clients: 20,
+            queries: 20,
+            publishes: 3,
+            as_of_queries: 5,
+            dir: None,
+        };
+        let report = run(&opts, &mut |_| {}).unwrap();
+        let expect: [(&str, &[&str]); 8] = [
+            ("ingest_durable", &["ivrstate", "sqlite", "raw_file"]),
+            ("rebuild", &["ivrstate", "sqlite", "in_memory"]),
+            ("agent_query", &["p50_us", "p99_us", "clients"]),
+            ("fanout", &["p50_ms", "p99_ms", "clients"]),
+            ("as_of", &["p50_ms", "p99_ms"]),
+            ("storage", &["bytes_per_event", "sqlite_bytes_per_event"]),
+            ("tlog_parse", &["mb_per_s"]),
+            ("peak_rss_mb", &["peak_rss_mb"]),
+        ];
+        let json = report.to_json();
+        assert_eq!(json["events"], 3000);
+        let scenarios = json["scenarios"].as_array().unwrap();
+        assert_eq!(scenarios.len(), expect.len());
+        for (name, fields) in expect {
+            let s = scenarios
+                .iter()
+                .find(|s| s["name"] == name)
+                .unwrap_or_else(|| panic!("no scenario {name}"));
+            for f in fields {
+                assert!(s[f].is_number(), "{name}.{f} is {:?}", s[f]);
+            }
+            assert_eq!(s.as_object().unwrap().len(), fields.len() + 1, "{name}");
+        }
+        assert!(report.to_table().contains("AgentQuery p99"));
+    }
+}

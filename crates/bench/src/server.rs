@@ -1,0 +1,240 @@
+//! `agent_query` and `fanout`: GLI clients over loopback TCP against the publisher's real
+//! server (`ivrstate_publisher::serve`) with a Hub holding the rebuilt State.
+//!
+//! - agent_query: every client is logged in; one AgentQuery at a time, each from a client
+//!   chosen at random, is timed from the write of the request to the decoded answer (latency
+//!   with that many connections open, not throughput under load).
+//! - fanout: one `Hub::publish` of one agent change that every client's IVR shows, timed until
+//!   the last client's reader has decoded its MonitorInfo frame.
+
+use crate::data::{Rng, IVR};
+use crate::report::percentile;
+use anyhow::{anyhow, bail, Context, Result};
+use ivrstate_model::{AgentStatus, IvrName, PortNum};
+use ivrstate_projection::State;
+use ivrstate_publisher::frame::{encode_frame, Frame, FrameDecoder, FrameKind};
+use ivrstate_publisher::xml::{self, GctiMsg, Message};
+use ivrstate_publisher::{serve, Change, Hub, HubConfig, MonitorInfo};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::timeout;
+
+const DEADLINE: Duration = Duration::from_secs(10);
+
+pub type Fields = Vec<(&'static str, f64)>;
+
+pub struct Plan {
+    pub clients: usize,
+    pub runs: usize,
+    /// AgentQuery round trips per run.
+    pub queries: usize,
+    /// Publishes per run.
+    pub publishes: usize,
+}
+
+struct Client {
+    stream: TcpStream,
+    decoder: FrameDecoder,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    async fn connect(addr: SocketAddr) -> Result<Client> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Client {
+            stream,
+            decoder: FrameDecoder::new(),
+            buf: vec![0; 16 * 1024],
+        })
+    }
+
+    async fn send(&mut self, msg: Message) -> Result<()> {
+        let doc = xml::encode(&GctiMsg {
+            call_id: "1".into(),
+            msg,
+        });
+        self.stream
+            .write_all(&encode_frame(FrameKind::Data, &doc)?)
+            .await?;
+        Ok(())
+    }
+
+    async fn frame(&mut self) -> Result<Frame> {
+        loop {
+            if let Some(frame) = self.decoder.next_frame() {
+                return Ok(frame?);
+            }
+            let n = self.stream.read(&mut self.buf).await?;
+            if n == 0 {
+                bail!("the server closed the connection");
+            }
+            self.decoder.push(&self.buf[..n]);
+        }
+    }
+
+    async fn message(&mut self) -> Result<Message> {
+        let frame = timeout(DEADLINE, self.frame())
+            .await
+            .map_err(|_| anyhow!("no answer within {DEADLINE:?}"))??;
+        Ok(xml::decode(&frame.body)?.msg)
+    }
+
+    async fn login(&mut self) -> Result<()> {
+        self.send(Message::LoginReq {
+            version: "4.0".into(),
+            client_name: IVR.into(),
+            report_status: None,
+            server_monitor: false,
+        })
+        .await?;
+        match self.message().await? {
+            Message::LoginResp { .. } => Ok(()),
+            other => bail!("expected LoginResp, got {}", other.name()),
+        }
+    }
+}
+
+/// Runs both scenarios; returns (agent_query runs, fanout runs), one field list per run.
+pub fn run(state: State, ports: &[PortNum], plan: &Plan) -> Result<(Vec<Fields>, Vec<Fields>)> {
+    if ports.is_empty() {
+        bail!("no ports configured");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(scenarios(state, ports, plan))
+}
+
+async fn scenarios(
+    state: State,
+    ports: &[PortNum],
+    plan: &Plan,
+) -> Result<(Vec<Fields>, Vec<Fields>)> {
+    let hub = Hub::with_state(
+        HubConfig {
+            max_clients: plan.clients + 16,
+            ..HubConfig::default()
+        },
+        state,
+    );
+    hub.set_ready(true);
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    // Client requests (agent control) are not sent here; the receiver only keeps the channel open.
+    let (requests, _requests_rx) = mpsc::channel(16);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(serve(listener, hub.clone(), requests, async {
+        let _ = stopped.await;
+    }));
+
+    let mut clients = Vec::with_capacity(plan.clients);
+    for i in 0..plan.clients {
+        let mut c = Client::connect(addr)
+            .await
+            .with_context(|| format!("connecting client {i}"))?;
+        c.login()
+            .await
+            .with_context(|| format!("logging in client {i}"))?;
+        clients.push(c);
+    }
+
+    let mut rng = Rng(7);
+    let mut agent_query = Vec::new();
+    for _ in 0..plan.runs {
+        let mut samples = Vec::with_capacity(plan.queries);
+        for q in 0..plan.queries {
+            let c = &mut clients[rng.below(plan.clients as u64) as usize];
+            let port = ports[rng.below(ports.len() as u64) as usize].clone();
+            let req_id = q.to_string();
+            let t = Instant::now();
+            c.send(Message::AgentQuery {
+                req_id: req_id.clone(),
+                port,
+            })
+            .await?;
+            match c.message().await? {
+                Message::MonitorInfo {
+                    req_id: Some(r), ..
+                } if r == req_id => {}
+                other => bail!("AgentQuery answered with {other:?}"),
+            }
+            samples.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        agent_query.push(vec![
+            ("p50_us", percentile(&samples, 50.0)),
+            ("p99_us", percentile(&samples, 99.0)),
+            ("clients", plan.clients as f64),
+        ]);
+    }
+
+    let fanout = fanout(&hub, clients, ports, plan).await;
+    let _ = stop.send(());
+    match timeout(DEADLINE, server).await {
+        Ok(Ok(result)) => result?,
+        Ok(Err(e)) => bail!("the server task failed: {e}"),
+        Err(_) => bail!("the server did not stop within {DEADLINE:?}"),
+    }
+    Ok((agent_query, fanout?))
+}
+
+async fn fanout(
+    hub: &Hub,
+    clients: Vec<Client>,
+    ports: &[PortNum],
+    plan: &Plan,
+) -> Result<Vec<Fields>> {
+    // Each reader reports every frame it decodes; the publish is complete when all have.
+    let (got, mut arrivals) = mpsc::unbounded_channel::<()>();
+    let mut readers = tokio::task::JoinSet::new();
+    for mut c in clients {
+        let got = got.clone();
+        readers.spawn(async move {
+            while let Ok(frame) = c.frame().await {
+                if frame.kind == FrameKind::Data && got.send(()).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    drop(got);
+    let mut runs = Vec::new();
+    let mut n = 0u64;
+    for _ in 0..plan.runs {
+        let mut samples = Vec::with_capacity(plan.publishes);
+        for _ in 0..plan.publishes {
+            n += 1;
+            let change = Change {
+                ivr: IvrName::from(IVR),
+                info: MonitorInfo::Agent {
+                    port: ports[0].clone(),
+                    status: if n & 1 == 0 {
+                        AgentStatus::Ready
+                    } else {
+                        AgentStatus::NotReady
+                    },
+                },
+            };
+            let t = Instant::now();
+            hub.publish(std::slice::from_ref(&change));
+            for _ in 0..plan.clients {
+                timeout(DEADLINE, arrivals.recv())
+                    .await
+                    .map_err(|_| anyhow!("a client did not get the publish within {DEADLINE:?}"))?
+                    .ok_or_else(|| anyhow!("a client's connection closed"))?;
+            }
+            samples.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        runs.push(vec![
+            ("p50_ms", percentile(&samples, 50.0)),
+            ("p99_ms", percentile(&samples, 99.0)),
+            ("clients", plan.clients as f64),
+        ]);
+    }
+    readers.abort_all();
+    Ok(runs)
+}
