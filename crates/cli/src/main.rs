@@ -67,6 +67,8 @@ enum Command {
     /// Example: ivrstate ingest --tserver TS_SIP examples/ts_sip.log
     Ingest(ingest::IngestArgs),
     /// Record or show the configuration (T-Servers, IVRs, ports).
+    ///
+    /// Example: ivrstate config apply --effective 2015-08-17T00:00:00Z examples/ivr.toml
     #[command(subcommand)]
     Config(ConfigCommand),
     /// Serve GLI clients (IVRs) live: login, MonitorInfo pushes, AgentQuery.
@@ -109,6 +111,7 @@ enum Command {
     ///
     /// Example: ivrstate completions bash > /etc/bash_completion.d/ivrstate
     Completions {
+        /// The shell to write completions for.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
@@ -120,6 +123,8 @@ enum ConfigCommand {
     ///
     /// Example: ivrstate config apply examples/ivr.toml
     Apply {
+        /// The TOML file (see examples/ivr.toml).
+        #[arg(value_name = "FILE")]
         file: PathBuf,
         /// Record the changes as in force from TIME instead of now (for importing a past
         /// setup beside past T-Server logs, so that `status --at` and `replay` see its ports).
@@ -130,6 +135,7 @@ enum ConfigCommand {
     ///
     /// Example: ivrstate config show --json
     Show {
+        /// One JSON object on stdout instead of TOML.
         #[arg(long)]
         json: bool,
     },
@@ -213,8 +219,29 @@ pub fn open_engine(db: &std::path::Path, durability: DurabilityArg) -> Result<En
     })
 }
 
+/// A mistake in how the command was called (exit status 2), found after clap parsed the flags:
+/// say which flag, what is wrong, and what to write instead.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// A [`UsageError`] as an `anyhow::Error`, for `return Err(usage(...))`.
+pub fn usage(message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(UsageError(message.into()))
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return clap_error(&e),
+    };
     init_tracing(cli.verbose, cli.quiet);
     match run(cli) {
         Ok(code) => code,
@@ -222,9 +249,70 @@ fn main() -> ExitCode {
             // One line: what went wrong and where, outermost context first.
             let chain: Vec<String> = e.chain().map(ToString::to_string).collect();
             eprintln!("error: {}", chain.join(": "));
-            ExitCode::from(1)
+            if e.downcast_ref::<UsageError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
         }
     }
+}
+
+/// Help and version go to stdout as clap writes them; a usage error becomes one line on stderr
+/// (clap's message with its lines joined, and where to read more) with exit status 2.
+fn clap_error(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
+        || e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    {
+        let _ = e.print();
+        return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+            ExitCode::from(2)
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
+    eprintln!(
+        "{}",
+        one_line_usage_error(&e.render().to_string(), &subcommand_path())
+    );
+    ExitCode::from(2)
+}
+
+/// `error: ...` from clap's multi-line rendering: the message lines (before the blank line and
+/// the usage block) joined into one, then a pointer to the right `--help`.
+fn one_line_usage_error(rendered: &str, command: &str) -> String {
+    let message: Vec<&str> = rendered
+        .lines()
+        .take_while(|l| !l.trim().is_empty() && !l.starts_with("Usage:"))
+        .map(str::trim)
+        .collect();
+    let message = message.join(" ");
+    let message = message.trim_end_matches(':');
+    let message = message.strip_prefix("error: ").unwrap_or(message);
+    format!("error: {message} (see `{command} --help`)")
+}
+
+/// `ivrstate` or `ivrstate <subcommand>` as typed, for pointing at the right help.
+fn subcommand_path() -> String {
+    let mut path = String::from("ivrstate");
+    let command = Cli::command();
+    let mut current = &command;
+    for arg in std::env::args().skip(1) {
+        if arg.starts_with('-') {
+            continue;
+        }
+        match current.find_subcommand(&arg) {
+            Some(sub) => {
+                path.push(' ');
+                path.push_str(sub.get_name());
+                current = sub;
+            }
+            // A flag's value (`--db DIR`): look further.
+            None => continue,
+        }
+    }
+    path
 }
 
 fn init_tracing(verbose: u8, quiet: bool) {
@@ -366,4 +454,54 @@ fn simulate(args: SimulateArgs) -> Result<ExitCode> {
     ivrstate_ingest::simulate::simulate(config, &mut out).context("writing the simulated log")?;
     out.flush()?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every command says what it does with an example, and every flag and argument has help.
+    #[test]
+    fn every_command_and_flag_is_documented() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let path = format!("{path} {}", cmd.get_name());
+            let about = cmd
+                .get_long_about()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            let after = cmd
+                .get_after_help()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            if cmd.get_name() != "help" && !about.contains("Example") && !after.contains("Example")
+            {
+                missing.push(format!("{path}: no example"));
+            }
+            for arg in cmd.get_arguments() {
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {}: no help", arg.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "", &mut missing);
+        assert!(missing.is_empty(), "{missing:#?}");
+    }
+
+    #[test]
+    fn clap_errors_become_one_line() {
+        let rendered = "error: the following required arguments were not provided:\n  <--agent <ID>|--dn <DN>>\n\nUsage: ivrstate history\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            one_line_usage_error(rendered, "ivrstate history"),
+            "error: the following required arguments were not provided: <--agent <ID>|--dn <DN>> (see `ivrstate history --help`)"
+        );
+    }
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
 }

@@ -35,10 +35,22 @@ impl Tz {
         })
     }
 
-    /// `2015-08-17 23:16:17.458` in this zone, with the zone suffix.
-    pub fn format(self, t: Micros) -> String {
-        let local = Micros(t.0.saturating_add(self.offset_secs * 1_000_000)).to_civil();
-        let zone = if self.offset_secs == 0 {
+    /// `t` moved by the offset: its fields read as local wall-clock time.
+    pub fn local(self, t: Micros) -> Micros {
+        Micros(t.0.saturating_add(self.offset_secs * 1_000_000))
+    }
+
+    /// `UTC` or the offset (`+02:00`), for titles.
+    pub fn name(self) -> String {
+        if self.offset_secs == 0 {
+            "UTC".to_owned()
+        } else {
+            self.suffix()
+        }
+    }
+
+    fn suffix(self) -> String {
+        if self.offset_secs == 0 {
             "Z".to_owned()
         } else {
             let a = self.offset_secs.abs();
@@ -48,7 +60,13 @@ impl Tz {
                 a / 3600,
                 a % 3600 / 60
             )
-        };
+        }
+    }
+
+    /// `2015-08-17 23:16:17.458` in this zone, with the zone suffix.
+    pub fn format(self, t: Micros) -> String {
+        let local = self.local(t).to_civil();
+        let zone = self.suffix();
         format!(
             "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:03}{zone}",
             local.year,

@@ -2,7 +2,7 @@
 
 use crate::output::{paint, use_colour, Table, Tz};
 use crate::{now, open_engine, parse_time, DurabilityArg};
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
 use ivrstate_engine::{HistorySelector, StatusView};
 use ivrstate_model::{
@@ -90,7 +90,9 @@ impl Window {
     fn check(&self) -> Result<()> {
         if let (Some(from), Some(to)) = (self.from, self.to) {
             if from > to {
-                bail!("--from {from} is after --to {to}");
+                return Err(crate::usage(format!(
+                    "--from {from} is after --to {to}: swap them, or leave one out for an open window"
+                )));
             }
         }
         Ok(())
@@ -104,7 +106,11 @@ pub fn status(db: &Path, args: StatusArgs) -> Result<ExitCode> {
         (None, Some(seq)) => {
             let last = engine.log().last_seq();
             if seq > last {
-                bail!("--seq {seq} is beyond the end of the log (last seq {last})");
+                // Exit 1, not 2: the flag is well formed, the store just ends earlier.
+                anyhow::bail!(
+                    "--seq {seq} is beyond the end of the log in {} (last seq {last}): give a seq from 1 to {last}",
+                    db.display()
+                );
             }
             engine.status_at_seq(seq)?
         }
@@ -182,7 +188,24 @@ pub fn render_status(view: &StatusView, tz: Tz, colour: bool) -> String {
             tz.format(a.since),
         ]);
     }
-    for (title, table) in [("Servers", servers), ("Ports", ports), ("Agents", agents)] {
+    // How many agents are in each state, so the answer to "how many are Ready" needs no
+    // counting by eye.
+    let mut counts: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for a in &view.agents {
+        *counts.entry(a.status.as_str()).or_default() += 1;
+    }
+    let agents_title = if counts.is_empty() {
+        "Agents".to_owned()
+    } else {
+        let parts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
+        format!("Agents ({}: {})", view.agents.len(), parts.join(", "))
+    };
+    let titles = [
+        (format!("Servers ({})", view.servers.len()), servers),
+        (format!("Ports ({})", view.ports.len()), ports),
+        (agents_title, agents),
+    ];
+    for (title, table) in titles {
         out.push_str(&format!("{title}:\n"));
         if table.is_empty() {
             out.push_str("  (none)\n\n");
@@ -205,19 +228,27 @@ pub fn history(db: &Path, args: HistoryArgs) -> Result<ExitCode> {
         }
     } else if let Some(port) = &args.port {
         let Some((ivr, port)) = port.split_once(':') else {
-            bail!("--port {port:?}: expected IVR:PORT, e.g. --port IVR_1:01");
+            return Err(crate::usage(format!(
+                "--port {port:?}: expected IVR:PORT, e.g. --port IVR_1:01 (see `ivrstate config show` for the ports)"
+            )));
         };
         HistorySelector::Port {
             ivr: IvrName::from(ivr),
             port: PortNum::from(port),
         }
     } else {
-        bail!("one of --agent, --dn or --port is required");
+        return Err(crate::usage("one of --agent, --dn or --port is required"));
     };
     let engine = open_engine(db, DurabilityArg::Full)?;
     let intervals = engine.history(&selector, args.window.from, args.window.to)?;
     if let Some(path) = &args.svg {
-        write_svg(path, &intervals, args.window.from, args.window.to)?;
+        write_svg(
+            path,
+            &intervals,
+            args.window.from,
+            args.window.to,
+            args.format.tz,
+        )?;
     }
     let tz = args.format.tz;
     if args.format.json {
@@ -237,19 +268,37 @@ pub fn history(db: &Path, args: HistoryArgs) -> Result<ExitCode> {
 
 fn interval_table(intervals: &[Interval], tz: Tz, csv: bool) -> Table {
     let colour = !csv && use_colour();
-    let mut table = Table::new(&[
-        "AGENT",
-        "T-SERVER",
-        "DN",
-        "STATUS",
-        "WORK MODE",
-        "REASON",
-        "START",
-        "END",
-        "DURATION S",
-        "START SEQ",
-        "END SEQ",
-    ]);
+    // CSV columns are named like the `--json` fields, so scripts can switch between them.
+    let header: &[&str] = if csv {
+        &[
+            "agent_id",
+            "tserver",
+            "dn",
+            "status",
+            "work_mode",
+            "reason",
+            "start",
+            "end",
+            "duration_s",
+            "start_seq",
+            "end_seq",
+        ]
+    } else {
+        &[
+            "AGENT",
+            "T-SERVER",
+            "DN",
+            "STATUS",
+            "WORK MODE",
+            "REASON",
+            "START",
+            "END",
+            "DURATION",
+            "START SEQ",
+            "END SEQ",
+        ]
+    };
+    let mut table = Table::new(header);
     let time = |t: Micros| if csv { t.to_rfc3339() } else { tz.format(t) };
     for i in intervals {
         table.row(vec![
@@ -266,7 +315,9 @@ fn interval_table(intervals: &[Interval], tz: Tz, csv: bool) -> Table {
             i.end
                 .map(time)
                 .unwrap_or_else(|| if csv { String::new() } else { "(open)".into() }),
-            i.duration_s.map(|d| format!("{d:.3}")).unwrap_or_default(),
+            i.duration_s
+                .map(|d| if csv { format!("{d:.3}") } else { hms(d) })
+                .unwrap_or_default(),
             i.start_seq.to_string(),
             i.end_seq.map(|s| s.to_string()).unwrap_or_default(),
         ]);
@@ -280,13 +331,19 @@ pub fn audit(db: &Path, args: AuditArgs) -> Result<ExitCode> {
     let rows = engine.audit(args.window.from, args.window.to)?;
     if let Some(path) = &args.svg {
         let intervals = engine.history_all(args.window.from, args.window.to)?;
-        write_svg(path, &intervals, args.window.from, args.window.to)?;
+        write_svg(
+            path,
+            &intervals,
+            args.window.from,
+            args.window.to,
+            args.format.tz,
+        )?;
     }
     if args.format.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let table = audit_table(&rows);
+    let table = audit_table(&rows, args.format.csv);
     if args.format.csv {
         print!("{}", table.csv());
     } else if rows.is_empty() {
@@ -297,21 +354,43 @@ pub fn audit(db: &Path, args: AuditArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn audit_table(rows: &[AgentAudit]) -> Table {
-    let mut table = Table::new(&[
-        "AGENT",
-        "LOGINS",
-        "LOGGED IN S",
-        "READY S",
-        "NOT READY S",
-        "LOGGED OUT S",
-        "NOT READY BY REASON",
-        "NOT READY BY WORK MODE",
-    ]);
+/// The audit for people: durations as H:MM:SS; for scripts (`csv`): seconds, as `--json`.
+fn audit_table(rows: &[AgentAudit], csv: bool) -> Table {
+    let header: &[&str] = if csv {
+        &[
+            "agent_id",
+            "logins",
+            "logged_in_s",
+            "ready_s",
+            "not_ready_s",
+            "logged_out_s",
+            "not_ready_by_reason_s",
+            "not_ready_by_work_mode_s",
+        ]
+    } else {
+        &[
+            "AGENT",
+            "LOGINS",
+            "LOGGED IN",
+            "READY",
+            "NOT READY",
+            "LOGGED OUT",
+            "NOT READY BY REASON",
+            "NOT READY BY WORK MODE",
+        ]
+    };
+    let mut table = Table::new(header);
+    let duration = |s: f64| {
+        if csv {
+            format!("{s:.3}")
+        } else {
+            hms(s)
+        }
+    };
     let breakdown = |pairs: &std::collections::BTreeMap<String, f64>| {
         pairs
             .iter()
-            .map(|(k, v)| format!("{k}={v:.1}"))
+            .map(|(k, v)| format!("{k}={}", duration(*v)))
             .collect::<Vec<_>>()
             .join(" ")
     };
@@ -319,10 +398,10 @@ fn audit_table(rows: &[AgentAudit]) -> Table {
         table.row(vec![
             a.agent_id.to_string(),
             a.logins.to_string(),
-            format!("{:.1}", a.status_s.logged_in),
-            format!("{:.1}", a.status_s.ready),
-            format!("{:.1}", a.status_s.not_ready),
-            format!("{:.1}", a.status_s.logged_out),
+            duration(a.status_s.logged_in),
+            duration(a.status_s.ready),
+            duration(a.status_s.not_ready),
+            duration(a.status_s.logged_out),
             breakdown(&a.not_ready_reason_s),
             breakdown(&a.not_ready_work_mode_s),
         ]);
@@ -330,13 +409,20 @@ fn audit_table(rows: &[AgentAudit]) -> Table {
     table
 }
 
+/// Seconds as `H:MM:SS` (hours unbounded), rounded to the second.
+pub fn hms(secs: f64) -> String {
+    let total = secs.max(0.0).round() as u64;
+    format!("{}:{:02}:{:02}", total / 3600, total / 60 % 60, total % 60)
+}
+
 fn write_svg(
     path: &Path,
     intervals: &[Interval],
     from: Option<Micros>,
     to: Option<Micros>,
+    tz: Tz,
 ) -> Result<()> {
-    let svg = crate::svg::timeline(intervals, from, to);
+    let svg = crate::svg::timeline(intervals, from, to, tz);
     std::fs::write(path, svg).with_context(|| format!("cannot write {}", path.display()))?;
     eprintln!("wrote {}", path.display());
     Ok(())

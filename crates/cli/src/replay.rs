@@ -2,7 +2,7 @@
 //! to GLI clients, at the original pace (scaled by `--speed`) or as fast as possible.
 
 use crate::{open_engine, parse_time, DurabilityArg};
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
 use ivrstate_model::{Micros, Record};
 use ivrstate_projection::{Applied, Change};
@@ -41,7 +41,10 @@ pub struct ReplayArgs {
 
 pub fn run(db: &Path, args: ReplayArgs) -> Result<ExitCode> {
     if !(args.speed > 0.0 && args.speed.is_finite()) {
-        bail!("--speed {} must be a positive number", args.speed);
+        return Err(crate::usage(format!(
+            "--speed {}: must be a positive number (1 = real time, 60 = a minute per second), or use --max",
+            args.speed
+        )));
     }
     let engine = open_engine(db, DurabilityArg::Full)?;
     let window = engine.replay_window(args.from, args.to)?;
@@ -58,7 +61,9 @@ pub fn run(db: &Path, args: ReplayArgs) -> Result<ExitCode> {
         let started = std::time::Instant::now();
         let mut state = window.start;
         let mut sent = 0;
+        let bar = crate::progress::bar(window.records.len() as u64, "replay");
         for record in &window.records {
+            bar.inc(1);
             applied.clear();
             state.apply(record, &mut applied);
             for change in applied.changes.iter().filter(|c| wanted(c)) {
@@ -71,6 +76,7 @@ pub fn run(db: &Path, args: ReplayArgs) -> Result<ExitCode> {
             }
         }
         out.flush()?;
+        bar.finish_and_clear();
         eprintln!(
             "replayed {sent} messages from {} records",
             window.records.len()
@@ -78,7 +84,7 @@ pub fn run(db: &Path, args: ReplayArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let Some(listen) = args.listen else {
-        bail!("one of --xml or --listen is required")
+        return Err(crate::usage("one of --xml or --listen is required"));
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -110,7 +116,9 @@ pub fn run(db: &Path, args: ReplayArgs) -> Result<ExitCode> {
         }
         let started = std::time::Instant::now();
         let mut sent = 0;
+        let bar = crate::progress::bar(window.records.len() as u64, "replay");
         for record in &window.records {
+            bar.inc(1);
             if let Some(delay) = pace.delay(record.envelope.time, started) {
                 tokio::time::sleep(delay).await;
             }
@@ -123,6 +131,7 @@ pub fn run(db: &Path, args: ReplayArgs) -> Result<ExitCode> {
             sent += applied.changes.len();
             hub.publish(&applied.changes);
         }
+        bar.finish_and_clear();
         eprintln!(
             "replayed {sent} messages from {} records",
             window.records.len()
