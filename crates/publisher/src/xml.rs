@@ -347,6 +347,14 @@ fn push_text(cur: &mut Elem, s: &str, at: u64) -> Result<(), XmlError> {
 
 fn read_element(start: &BytesStart<'_>, at: u64) -> Result<Elem, XmlError> {
     let name = String::from_utf8_lossy(start.name().as_ref()).into_owned();
+    // quick-xml reads `< a='1'/>` as an element with an empty name; it is not XML, and
+    // encoding it back would give `</>`.
+    if name.is_empty() {
+        return Err(XmlError::Syntax {
+            at,
+            reason: "element without a name".into(),
+        });
+    }
     let mut attrs = Vec::new();
     for attr in start.attributes().with_checks(true) {
         let attr = attr.map_err(|e| XmlError::Syntax {

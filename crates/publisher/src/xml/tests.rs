@@ -583,3 +583,17 @@ fn latin1_names_round_trip() {
     );
     assert_eq!(decode(&again).unwrap(), m);
 }
+
+/// Found by the `xml` fuzz target (fuzz/regressions/xml/empty-element-name): `< Status='x'/>`
+/// was accepted as an element with an empty name, which encodes back as `</>`.
+#[test]
+fn an_element_without_a_name_is_refused() {
+    let input: &[u8] = include_bytes!("../../../../fuzz/regressions/xml/empty-element-name");
+    assert!(matches!(decode(input), Err(XmlError::Syntax { .. })));
+    assert!(matches!(
+        decode(
+            b"<GctiMsg><CallId>1</CallId><AgentQuery ReqId='1' PortNum='01'/>< a='b'/></GctiMsg>"
+        ),
+        Err(XmlError::Syntax { .. })
+    ));
+}
