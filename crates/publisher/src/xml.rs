@@ -345,14 +345,26 @@ fn push_text(cur: &mut Elem, s: &str, at: u64) -> Result<(), XmlError> {
     Ok(())
 }
 
+/// An XML name, as far as an ISO-8859-1 document can spell one: a letter or `_` or `:` first,
+/// then letters, digits, `_`, `:`, `-`, `.`.
+fn is_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    let Some(first) = chars.next() else {
+        return false;
+    };
+    (first.is_alphabetic() || first == '_' || first == ':')
+        && chars.all(|c| c.is_alphanumeric() || matches!(c, '_' | ':' | '-' | '.'))
+}
+
 fn read_element(start: &BytesStart<'_>, at: u64) -> Result<Elem, XmlError> {
     let name = String::from_utf8_lossy(start.name().as_ref()).into_owned();
-    // quick-xml reads `< a='1'/>` as an element with an empty name; it is not XML, and
-    // encoding it back would give `</>`.
-    if name.is_empty() {
+    // quick-xml takes everything up to whitespace as the name (`< a='1'/>` has an empty one,
+    // `<a=b'c/>` one with a quote in it); such names are not XML, and encoding them back would
+    // not give a document either.
+    if !is_name(&name) {
         return Err(XmlError::Syntax {
             at,
-            reason: "element without a name".into(),
+            reason: format!("not an element name: {name:?}"),
         });
     }
     let mut attrs = Vec::new();
@@ -365,6 +377,12 @@ fn read_element(start: &BytesStart<'_>, at: u64) -> Result<Elem, XmlError> {
             return Err(XmlError::TooManyAttributes { element: name, at });
         }
         let key = String::from_utf8_lossy(attr.key.as_ref()).into_owned();
+        if !is_name(&key) {
+            return Err(XmlError::Syntax {
+                at,
+                reason: format!("not an attribute name: {key:?}"),
+            });
+        }
         if attr.value.len() > MAX_VALUE_LEN * 2 {
             return Err(XmlError::ValueTooLong { element: name, at });
         }
