@@ -201,6 +201,21 @@ fn user_errors_are_one_line_with_the_exit_status_of_the_interface() {
     assert!(serve.terminate().success());
 }
 
+#[test]
+fn an_empty_store_says_what_to_do_next() {
+    let t = ivrstate();
+    let out = t.run(&["status"]);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("is empty") && stderr.contains("ivrstate ingest"),
+        "{stderr}"
+    );
+    // Scripts get the JSON alone.
+    let out = t.run(&["status", "--json"]);
+    assert!(out.stderr.is_empty());
+}
+
 /// The column where each header cell starts.
 fn header_columns(header: &str) -> Vec<usize> {
     let mut starts = Vec::new();

@@ -120,6 +120,14 @@ pub fn status(db: &Path, args: StatusArgs) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&view)?);
     } else {
         print!("{}", render_status(&view, args.tz, use_colour()));
+        if view.seq == 0 {
+            // A new user's first `status` on an empty store: say what to do next.
+            eprintln!(
+                "the store {} is empty: record a configuration with `ivrstate config apply FILE` \
+                 and events with `ivrstate ingest FILE`",
+                db.display()
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
