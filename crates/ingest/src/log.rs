@@ -20,6 +20,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::watch;
 
+mod disk_sync;
+pub(crate) use disk_sync::DiskSync;
+
 const BLOCK_PREFIX: u8 = b'L';
 const CACHED_BLOCKS: usize = 8;
 
@@ -29,11 +32,14 @@ pub enum Durability {
     /// One flush per append; the append returns after it (the default). sled's own flush is
     /// not enough on Linux: sled 0.34 writes its log with `pwrite` + `sync_file_range`, which
     /// neither flushes the drive's cache nor commits a grown file size (its `fsync` runs only
-    /// on a 500 ms timer). So after sled's flush the log calls `fdatasync` on sled's data file
-    /// (fsync acts on the file, whichever descriptor wrote it): acknowledged means on stable
-    /// storage. Open gap: sled writes a page larger than a quarter of its segment (128 KiB:
-    /// a consolidated leaf of several ~20 KB blocks) to its own file under `blobs/`, which
-    /// neither sled's flush nor this `fdatasync` syncs (see crates/bench/PERFORMANCE.md).
+    /// on a 500 ms timer); and it writes a page larger than a quarter of its segment (128 KiB:
+    /// a consolidated leaf of several ~20 KB blocks) to a file of its own under `blobs/` with
+    /// no fsync at all. So after sled's flush the log calls `fdatasync` on sled's data file
+    /// (fsync acts on the file, whichever descriptor wrote it), on every blob file not synced
+    /// before (a blob file is complete once sled's flush returned and never changes after, so
+    /// each is synced once; which ones were is remembered), on `blobs/` and the store
+    /// directory when they gained entries, and once on the store directory's parent.
+    /// Acknowledged means on stable storage, whatever size sled's pages grow to.
     #[default]
     Full,
     /// No flush per append: sled's own timer (every 500 ms) and [`crate::Store::flush`] write
@@ -107,8 +113,8 @@ pub struct EventLog {
 struct Inner {
     tree: sled::Tree,
     durability: Durability,
-    /// sled's data file, opened by us only to `fdatasync` it after sled's flush.
-    data_file: Option<DataFile>,
+    /// What sled's flush leaves unsynced (its data file, blob files, directories).
+    disk: Option<DiskSync>,
     writer: Mutex<Writer>,
     /// The last durable seq; receivers are woken when it moves.
     tail: watch::Sender<Seq>,
@@ -121,28 +127,6 @@ struct Writer {
     dedup: DedupIndex,
     cache: BlockCache,
     candidates: Vec<Seq>,
-}
-
-/// sled's data file (`<dir>/db`), for `fdatasync`.
-pub(crate) struct DataFile {
-    pub(crate) path: std::path::PathBuf,
-    pub(crate) file: std::fs::File,
-}
-
-impl DataFile {
-    pub(crate) fn open(path: std::path::PathBuf) -> Result<DataFile, StoreError> {
-        match std::fs::File::open(&path) {
-            Ok(file) => Ok(DataFile { path, file }),
-            Err(source) => Err(StoreError::Io { path, source }),
-        }
-    }
-
-    pub(crate) fn sync(&self) -> Result<(), StoreError> {
-        self.file.sync_data().map_err(|source| StoreError::Io {
-            path: self.path.clone(),
-            source,
-        })
-    }
 }
 
 pub(crate) fn block_key(first: Seq) -> [u8; 9] {
@@ -165,7 +149,7 @@ impl EventLog {
     pub(crate) fn open(
         tree: sled::Tree,
         durability: Durability,
-        data_file: Option<DataFile>,
+        disk: Option<DiskSync>,
     ) -> Result<EventLog, StoreError> {
         let mut damaged = None;
         let mut last = 0;
@@ -204,7 +188,7 @@ impl EventLog {
             inner: Arc::new(Inner {
                 tree,
                 durability,
-                data_file,
+                disk,
                 writer: Mutex::new(Writer {
                     last,
                     damaged,
@@ -342,11 +326,11 @@ impl EventLog {
         })
     }
 
-    /// sled's flush, then `fdatasync` of its data file: see [`Durability::Full`].
+    /// sled's flush, then the fsyncs it leaves out: see [`Durability::Full`].
     pub(crate) fn sync(&self) -> Result<(), StoreError> {
         self.inner.tree.flush()?;
-        match &self.inner.data_file {
-            Some(f) => f.sync(),
+        match &self.inner.disk {
+            Some(d) => d.sync(),
             None => Ok(()),
         }
     }
@@ -515,6 +499,11 @@ impl EventLog {
     #[cfg(test)]
     pub(crate) fn raw_tree(&self) -> &sled::Tree {
         &self.inner.tree
+    }
+
+    #[cfg(test)]
+    pub(crate) fn disk_sync(&self) -> Option<&DiskSync> {
+        self.inner.disk.as_ref()
     }
 }
 

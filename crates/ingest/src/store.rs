@@ -6,7 +6,7 @@
 
 use crate::derived::DerivedTree;
 use crate::error::StoreError;
-use crate::log::{DataFile, Durability, EventLog};
+use crate::log::{DiskSync, Durability, EventLog};
 use ivrstate_migrations::{LOG_TREE, META_TREE};
 use std::path::{Path, PathBuf};
 
@@ -85,9 +85,9 @@ impl Store {
             tracing::info!(store = %dir.display(), steps = ?applied, "migrated the store");
         }
         let meta = db.open_tree(META_TREE)?;
-        // sled creates `db` when it opens; it is the one file its log lives in.
-        let data_file = DataFile::open(dir.join("db"))?;
-        let log = EventLog::open(db.open_tree(LOG_TREE)?, opts.durability, Some(data_file))?;
+        // sled has created `db` (the file its log lives in) and `blobs/` by now.
+        let disk = DiskSync::open(dir)?;
+        let log = EventLog::open(db.open_tree(LOG_TREE)?, opts.durability, Some(disk))?;
         Ok(Store {
             db,
             meta,
@@ -134,8 +134,8 @@ impl Store {
         Ok(())
     }
 
-    /// Makes everything written so far durable: sled's flush of every tree, then `fdatasync` of
-    /// its data file (see [`Durability::Full`] for why sled's flush alone is not).
+    /// Makes everything written so far durable: sled's flush of every tree, then the fsyncs sled
+    /// leaves out (see [`Durability::Full`] for why sled's flush alone is not enough).
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
         self.log.sync()
