@@ -82,13 +82,6 @@ pub fn transition_key(prefix: &[u8], time: Micros, seq: Seq) -> Vec<u8> {
     out
 }
 
-/// Key of one transition in the per-agent index: agent id, time, seq.
-pub fn agent_key(agent: &AgentId, time: Micros, seq: Seq) -> Vec<u8> {
-    let mut prefix = Vec::with_capacity(agent.as_str().len() + 18);
-    push_str(&mut prefix, agent.as_str());
-    transition_key(&prefix, time, seq)
-}
-
 pub fn agent_prefix(agent: &AgentId) -> Vec<u8> {
     let mut prefix = Vec::new();
     push_str(&mut prefix, agent.as_str());

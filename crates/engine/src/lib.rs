@@ -2,18 +2,19 @@
 //!
 //! The log is the only truth; everything in the derived tree is recomputable from it:
 //!
-//! - `T` + entity + time + seq -> the entity's state after that record (per-entity history; also
-//!   answers `status --at`, because each entity is changed only by its own source, in order);
-//! - `G` + agent id + time + seq -> the same agent state (history by agent without a scan);
+//! - history (see `history.rs`): agent states in chunks per DN (`C`) and per agent id (`G`),
+//!   server and port states one entry per change (`T`); they answer `status --at`, because each
+//!   entity is changed only by its own source, in order;
 //! - `E` + entity -> () (the set of entities, so as-of knows what to look up);
 //! - `N` + seq -> the whole `State` as bytes (snapshots, for `status --seq` and fast open);
 //! - `M` `derived_seq` -> the last seq folded into the above.
 //!
 //! All of it lives in ONE sled tree so that each catch-up chunk (entries + `derived_seq`) is one
 //! atomic batch: after a crash the derived data is exactly what some prefix of the log gives, and
-//! catch-up continues from there (re-writing an entry gives the same bytes, so overlap is harmless).
+//! catch-up continues from there (re-deriving an overlap writes the same bytes).
 
 pub mod config;
+mod history;
 mod keys;
 mod views;
 
@@ -21,15 +22,14 @@ pub use config::{Config, ConfigError};
 pub use ivrstate_projection::{AgentAudit, Interval};
 pub use views::{AgentView, PortView, ServerView, StatusView};
 
+use history::{Deriver, EntityState};
 use ivrstate_ingest::{
     AppendReport, DerivedBatch, DerivedTree, EventLog, Store, StoreError, StoreOptions,
 };
 use ivrstate_model::{
     AgentId, ConfigEvent, Dn, Envelope, Event, IvrName, Micros, PortNum, Record, Seq, TServerName,
 };
-use ivrstate_projection::{
-    AgentSnapshot, Applied, Change, EntityKey, PortState, ServerState, State,
-};
+use ivrstate_projection::{Applied, Change, EntityKey, State};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -54,21 +54,6 @@ pub enum EngineError {
 }
 
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
-
-/// The state of one entity as stored in its history, with the ids that name it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-enum EntityState {
-    Server {
-        name: TServerName,
-        state: ServerState,
-    },
-    Port {
-        ivr: IvrName,
-        port: PortNum,
-        state: PortState,
-    },
-    Agent(AgentSnapshot),
-}
 
 /// A past window as IVR clients saw it: see [`Engine::replay_window`].
 pub struct ReplayWindow {
@@ -201,78 +186,31 @@ impl Engine {
         while next <= last {
             let chunk_end = last.min(next + CHUNK as Seq - 1);
             let mut batch = DerivedBatch::new();
+            let mut deriver = Deriver::default();
             for record in self.store.log().read(next, chunk_end) {
                 let record = record?;
                 self.applied.clear();
                 self.state.apply(&record, &mut self.applied);
-                for entity in &self.applied.touched {
-                    Self::derive_entry(
-                        &self.state,
-                        &mut self.entities,
-                        entity,
-                        &record,
-                        &mut batch,
-                    );
-                }
+                deriver.record(
+                    &self.state,
+                    &mut self.entities,
+                    &self.applied.touched,
+                    &record,
+                    Some(&self.derived),
+                    &mut batch,
+                )?;
                 on_change(&record, &self.applied.changes);
                 if record.seq % SNAPSHOT_EVERY == 0 {
                     batch.insert(&snapshot_key(record.seq), &self.state.to_bytes());
                 }
             }
+            deriver.finish(&mut batch);
             batch.insert(DERIVED_SEQ_KEY, &keys::seq_key(chunk_end));
             self.derived.apply_batch(batch)?;
             progress(chunk_end);
             next = chunk_end + 1;
         }
         Ok(())
-    }
-
-    /// The history entries one touched entity gets for one record.
-    fn derive_entry(
-        state: &State,
-        entities: &mut BTreeSet<Vec<u8>>,
-        entity: &EntityKey,
-        record: &Record,
-        batch: &mut impl Extend<(Vec<u8>, Vec<u8>)>,
-    ) {
-        let value = match entity {
-            EntityKey::Server(name) => state.server(name.as_str()).map(|s| EntityState::Server {
-                name: name.clone(),
-                state: s.clone(),
-            }),
-            EntityKey::Port(ivr, port) => {
-                state
-                    .port(ivr.as_str(), port.as_str())
-                    .map(|s| EntityState::Port {
-                        ivr: ivr.clone(),
-                        port: port.clone(),
-                        state: s.clone(),
-                    })
-            }
-            EntityKey::Agent(ts, dn) => state
-                .agent_snapshot(ts.as_str(), dn.as_str())
-                .map(EntityState::Agent),
-        };
-        let Some(value) = value else { return };
-        let prefix = keys::entity_prefix(entity);
-        let time = record.envelope.time;
-        let bytes = encode(&value);
-        if let EntityState::Agent(agent) = &value {
-            if let Some(id) = &agent.agent_id {
-                let mut key = vec![b'G'];
-                key.extend(keys::agent_key(id, time, record.seq));
-                batch.extend([(key, bytes.clone())]);
-            }
-        }
-        let mut key = vec![b'T'];
-        key.extend(keys::transition_key(&prefix, time, record.seq));
-        batch.extend([(key, bytes)]);
-        if !entities.contains(&prefix) {
-            let mut key = vec![b'E'];
-            key.extend_from_slice(&prefix);
-            batch.extend([(key, Vec::new())]);
-            entities.insert(prefix);
-        }
     }
 
     /// The state right after record `seq` was folded: the nearest snapshot at or before it, then
@@ -317,71 +255,65 @@ impl Engine {
         let mut agents = Vec::new();
         let mut seq = 0;
         for prefix in &self.entities {
-            let Some((key, value)) = self.last_transition_at(prefix, at)? else {
-                continue;
+            let Some(entity) = keys::decode_entity(prefix) else {
+                return Err(EngineError::Derived("undecodable entity key".into()));
             };
-            seq = seq.max(key_seq(&key));
-            match decode::<EntityState>(&value)? {
-                EntityState::Server { name, state } => servers.push(views::server(&name, &state)),
-                EntityState::Port { ivr, port, state } => {
-                    ports.push(views::port(&ivr, &port, &state))
+            if let EntityKey::Agent(..) = entity {
+                if let Some(agent) = history::agent_at(&self.derived, &entity, at)? {
+                    seq = seq.max(agent.start_seq);
+                    agents.push(views::agent(&agent));
                 }
-                EntityState::Agent(a) => agents.push(views::agent(&a)),
+                continue;
+            }
+            match history::server_port_at(&self.derived, &entity, at)? {
+                Some((s, EntityState::Server { name, state })) => {
+                    seq = seq.max(s);
+                    servers.push(views::server(&name, &state));
+                }
+                Some((s, EntityState::Port { ivr, port, state })) => {
+                    seq = seq.max(s);
+                    ports.push(views::port(&ivr, &port, &state));
+                }
+                None => {}
             }
         }
         Ok(views::from_parts(seq, Some(at), servers, ports, agents))
     }
 
-    fn last_transition_at(&self, prefix: &[u8], at: Micros) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
-        let mut start = vec![b'T'];
-        start.extend_from_slice(prefix);
-        let mut end = start.clone();
-        keys::push_time(&mut end, at);
-        keys::push_seq(&mut end, Seq::MAX);
-        Ok(self.derived.range(start..=end).next_back().transpose()?)
-    }
-
-    /// Agent-state intervals, oldest first, clipped to `[from, to]`.
+    /// Agent-state intervals, oldest first, clipped to `[from, to]`. Cost: proportional to the
+    /// selected agent's or DN's own history, not to the log.
     pub fn history(
         &self,
         selector: &HistorySelector,
         from: Option<Micros>,
         to: Option<Micros>,
     ) -> Result<Vec<Interval>> {
-        let prefixes: Vec<Vec<u8>> = match selector {
+        let mut intervals = match selector {
             HistorySelector::Agent(id) => {
-                let mut prefix = vec![b'G'];
-                prefix.extend(keys::agent_prefix(id));
-                vec![prefix]
+                ivrstate_projection::intervals(history::by_agent(&self.derived, id)?, from, to)
             }
-            HistorySelector::Dn { dn, tserver } => self
-                .agent_entities()
-                .filter(|(ts, d)| d == dn && tserver.as_ref().is_none_or(|t| t == ts))
-                .map(|(ts, d)| {
-                    let mut prefix = vec![b'T'];
-                    prefix.extend(keys::entity_prefix(&EntityKey::Agent(ts, d)));
-                    prefix
-                })
-                .collect(),
+            HistorySelector::Dn { dn, tserver } => {
+                let mut out = Vec::new();
+                for (ts, d) in self.agent_entities() {
+                    if &d == dn && tserver.as_ref().is_none_or(|t| *t == ts) {
+                        let entity = EntityKey::Agent(ts, d);
+                        let states = history::agent_states(&self.derived, &entity, from, to)?;
+                        out.extend(ivrstate_projection::intervals(states, from, to));
+                    }
+                }
+                out
+            }
             HistorySelector::Port { ivr, port } => {
                 let Some(p) = self.state.config().port(ivr.as_str(), port.as_str()) else {
                     return Err(EngineError::Query(format!(
                         "no port {ivr}:{port} in the current configuration (see `ivrstate config show`)"
                     )));
                 };
-                let mut prefix = vec![b'T'];
-                prefix.extend(keys::entity_prefix(&EntityKey::Agent(
-                    p.tserver.clone(),
-                    p.dn.clone(),
-                )));
-                vec![prefix]
+                let entity = EntityKey::Agent(p.tserver.clone(), p.dn.clone());
+                let states = history::agent_states(&self.derived, &entity, from, to)?;
+                ivrstate_projection::intervals(states, from, to)
             }
         };
-        let mut intervals = Vec::new();
-        for prefix in prefixes {
-            let transitions = self.transitions_in(&prefix, from, to)?;
-            intervals.extend(ivrstate_projection::intervals(transitions, from, to));
-        }
         intervals.sort_by_key(|i| (i.start, i.start_seq));
         Ok(intervals)
     }
@@ -395,46 +327,6 @@ impl Engine {
             })
     }
 
-    /// The transitions of one history prefix that matter for `[from, to]`: the last one at or
-    /// before `from` (the state the window opens in), every one inside, and the first after `to`
-    /// (so the last interval knows it is closed).
-    fn transitions_in(
-        &self,
-        prefix: &[u8],
-        from: Option<Micros>,
-        to: Option<Micros>,
-    ) -> Result<Vec<AgentSnapshot>> {
-        let mut start = prefix.to_vec();
-        if let Some(from) = from {
-            let mut at = prefix.to_vec();
-            keys::push_time(&mut at, from);
-            keys::push_seq(&mut at, Seq::MAX);
-            if let Some((key, _)) = self
-                .derived
-                .range(prefix.to_vec()..=at)
-                .next_back()
-                .transpose()?
-            {
-                start = key;
-            }
-        }
-        let mut end = prefix.to_vec();
-        end.extend_from_slice(&[0xff; 17]);
-        let mut out = Vec::new();
-        for entry in self.derived.range(start..end) {
-            let (_, value) = entry?;
-            let EntityState::Agent(agent) = decode::<EntityState>(&value)? else {
-                continue;
-            };
-            let beyond = to.is_some_and(|to| agent.start > to);
-            out.push(agent);
-            if beyond {
-                break;
-            }
-        }
-        Ok(out)
-    }
-
     /// Per agent: time in each status, logins, NotReady time by reason and work mode. Without
     /// `to`, open intervals count up to the newest event time folded (never the wall clock).
     pub fn audit(&self, from: Option<Micros>, to: Option<Micros>) -> Result<Vec<AgentAudit>> {
@@ -443,28 +335,12 @@ impl Engine {
         Ok(ivrstate_projection::audit(&intervals, from, to))
     }
 
-    /// Every agent's intervals in `[from, to]` (one pass over the per-agent index).
+    /// Every agent's intervals in `[from, to]` (one pass over the per-agent history).
     pub fn history_all(&self, from: Option<Micros>, to: Option<Micros>) -> Result<Vec<Interval>> {
         let mut intervals = Vec::new();
-        let mut current: Option<Vec<u8>> = None;
-        let mut transitions = Vec::new();
-        for entry in self.derived.scan_prefix(b"G") {
-            let (key, value) = entry?;
-            let agent_prefix = agent_prefix_of(&key)?;
-            if current.as_deref() != Some(agent_prefix) {
-                intervals.extend(ivrstate_projection::intervals(
-                    transitions.drain(..),
-                    from,
-                    to,
-                ));
-                current = Some(agent_prefix.to_vec());
-            }
-            let EntityState::Agent(agent) = decode::<EntityState>(&value)? else {
-                continue;
-            };
-            transitions.push(agent);
-        }
-        intervals.extend(ivrstate_projection::intervals(transitions, from, to));
+        history::each_agent(&self.derived, |states| {
+            intervals.extend(ivrstate_projection::intervals(states, from, to));
+        })?;
         Ok(intervals)
     }
 
@@ -522,15 +398,21 @@ impl Engine {
         let mut applied = Applied::without_changes();
         let mut entities = BTreeSet::new();
         let mut expected = Digest::default();
+        let mut deriver = Deriver::default();
         let mut batch: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         let last = self.derived_seq();
         for record in self.log().read(1, last) {
             let record = record?;
             applied.clear();
             state.apply(&record, &mut applied);
-            for entity in &applied.touched {
-                Self::derive_entry(&state, &mut entities, entity, &record, &mut batch);
-            }
+            deriver.record(
+                &state,
+                &mut entities,
+                &applied.touched,
+                &record,
+                None,
+                &mut batch,
+            )?;
             if record.seq % SNAPSHOT_EVERY == 0 {
                 batch.push((snapshot_key(record.seq), state.to_bytes()));
                 progress(record.seq);
@@ -538,6 +420,10 @@ impl Engine {
             for (k, v) in batch.drain(..) {
                 expected.add(&k, &v);
             }
+        }
+        deriver.finish(&mut batch);
+        for (k, v) in batch.drain(..) {
+            expected.add(&k, &v);
         }
         let mut stored = Digest::default();
         for entry in self.derived.iter() {
@@ -593,33 +479,23 @@ fn snapshot_key(seq: Seq) -> Vec<u8> {
 }
 
 /// The seq is the last 8 bytes of every history key.
-fn key_seq(key: &[u8]) -> Seq {
+pub(crate) fn key_seq(key: &[u8]) -> Seq {
     key.len()
         .checked_sub(8)
         .and_then(|at| keys::read_seq(&key[at..]))
         .unwrap_or(0)
 }
 
-/// `G` + length-prefixed agent id: the part of a per-agent key that names the agent.
-fn agent_prefix_of(key: &[u8]) -> Result<&[u8]> {
-    let len = key
-        .get(1..3)
-        .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
-        .ok_or_else(|| EngineError::Derived("short agent key".into()))?;
-    key.get(..3 + len)
-        .ok_or_else(|| EngineError::Derived("short agent key".into()))
-}
-
 fn bincode_config() -> impl bincode::config::Config {
     bincode::config::standard()
 }
 
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     // Encoding plain data into a Vec cannot fail; an empty value would be caught by verify.
     bincode::serde::encode_to_vec(value, bincode_config()).unwrap_or_default()
 }
 
-fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T> {
+pub(crate) fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T> {
     bincode::serde::decode_from_slice(bytes, bincode_config())
         .map(|(v, _)| v)
         .map_err(|e| EngineError::Derived(format!("undecodable entry: {e}")))

@@ -1,0 +1,336 @@
+//! The persisted history: what each entity's state was, from when. Everything here lives in the
+//! `derived` tree and is recomputable from the log.
+//!
+//! Agents change with almost every event, so their history is stored in **chunks** of up to
+//! [`CHUNK_LEN`] states (one sled entry per chunk, not per event: a 1 M-event log gives ~30 k
+//! entries, small enough for sled's cache, which keeps open, as-of and memory cheap):
+//!
+//! - `C` + agent entity + start time + start seq of the chunk's first state -> the states of one
+//!   (T-Server, DN), oldest first. The fold keeps each DN's `since` monotonic (an out-of-order
+//!   event is folded as if it happened at the last change), so within a DN the chunks partition
+//!   time and as-of is one reverse range lookup plus a search inside one chunk;
+//! - `G` + agent id + seq of the chunk's first state -> the same states, per agent id, in log
+//!   order (an agent may use several DNs and T-Servers): `history --agent` and `audit` read the
+//!   agent's own chunks only.
+//!
+//! Servers and ports change rarely and may be changed by two sources (configuration and the
+//! T-Server's link), so they keep one entry per change, ordered by the record's time:
+//! `T` + entity + time + seq -> [`EntityState`].
+//!
+//! A chunk is appended to until full; the chunk's final bytes depend only on the sequence of
+//! states, never on how catch-up was batched, so a rebuild reproduces them exactly.
+
+use crate::keys;
+use crate::{decode, encode, Result};
+use ivrstate_ingest::DerivedTree;
+use ivrstate_model::{IvrName, Micros, PortNum, Record, Seq, TServerName};
+use ivrstate_projection::{AgentSnapshot, EntityKey, PortState, ServerState, State};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, HashMap};
+
+/// States per chunk: small enough that decoding one for an as-of lookup is a few microseconds.
+pub(crate) const CHUNK_LEN: usize = 64;
+
+pub(crate) const SERVER_PORT_TAG: u8 = b'T';
+pub(crate) const AGENT_CHUNK_TAG: u8 = b'C';
+pub(crate) const BY_AGENT_TAG: u8 = b'G';
+pub(crate) const ENTITY_TAG: u8 = b'E';
+
+/// The state of a server or port as stored in its history, with the ids that name it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) enum EntityState {
+    Server {
+        name: TServerName,
+        state: ServerState,
+    },
+    Port {
+        ivr: IvrName,
+        port: PortNum,
+        state: PortState,
+    },
+}
+
+fn tagged(tag: u8, rest: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(rest.len() + 1);
+    key.push(tag);
+    key.extend_from_slice(rest);
+    key
+}
+
+/// `C` + entity: the prefix of one DN's chunks.
+pub(crate) fn agent_chunks_prefix(entity: &EntityKey) -> Vec<u8> {
+    tagged(AGENT_CHUNK_TAG, &keys::entity_prefix(entity))
+}
+
+/// `G` + agent id: the prefix of one agent's chunks.
+pub(crate) fn by_agent_prefix(agent: &ivrstate_model::AgentId) -> Vec<u8> {
+    tagged(BY_AGENT_TAG, &keys::agent_prefix(agent))
+}
+
+/// `T` + entity: the prefix of one server's or port's entries.
+pub(crate) fn server_port_prefix(entity: &EntityKey) -> Vec<u8> {
+    tagged(SERVER_PORT_TAG, &keys::entity_prefix(entity))
+}
+
+/// The last key of `prefix` at or before (`at`, any seq).
+fn upto(prefix: &[u8], at: Micros) -> Vec<u8> {
+    keys::transition_key(prefix, at, Seq::MAX)
+}
+
+struct OpenChunk {
+    key: Vec<u8>,
+    states: Vec<AgentSnapshot>,
+    dirty: bool,
+}
+
+/// Turns folded records into history entries. Catch-up uses one per batch, continuing the
+/// chunks stored in the tree; verify uses one for the whole log, starting from nothing.
+#[derive(Default)]
+pub(crate) struct Deriver {
+    open: HashMap<Vec<u8>, OpenChunk>,
+}
+
+impl Deriver {
+    /// The entries for the entities one record touched, given the state right after it.
+    pub(crate) fn record(
+        &mut self,
+        state: &State,
+        entities: &mut BTreeSet<Vec<u8>>,
+        touched: &[EntityKey],
+        record: &Record,
+        tree: Option<&DerivedTree>,
+        out: &mut impl Extend<(Vec<u8>, Vec<u8>)>,
+    ) -> Result<()> {
+        for entity in touched {
+            let entity_prefix = keys::entity_prefix(entity);
+            if !entities.contains(&entity_prefix) {
+                out.extend([(tagged(ENTITY_TAG, &entity_prefix), Vec::new())]);
+                entities.insert(entity_prefix);
+            }
+            let value = match entity {
+                EntityKey::Agent(ts, dn) => {
+                    let Some(agent) = state.agent_snapshot(ts.as_str(), dn.as_str()) else {
+                        continue;
+                    };
+                    if let Some(id) = &agent.agent_id {
+                        let first = |s: &AgentSnapshot| {
+                            let mut key = by_agent_prefix(id);
+                            keys::push_seq(&mut key, s.start_seq);
+                            key
+                        };
+                        self.push(by_agent_prefix(id), agent.clone(), first, tree, out)?;
+                    }
+                    let prefix = agent_chunks_prefix(entity);
+                    let first =
+                        |s: &AgentSnapshot| keys::transition_key(&prefix, s.start, s.start_seq);
+                    self.push(prefix.clone(), agent, first, tree, out)?;
+                    continue;
+                }
+                EntityKey::Server(name) => {
+                    state.server(name.as_str()).map(|s| EntityState::Server {
+                        name: name.clone(),
+                        state: s.clone(),
+                    })
+                }
+                EntityKey::Port(ivr, port) => {
+                    state
+                        .port(ivr.as_str(), port.as_str())
+                        .map(|s| EntityState::Port {
+                            ivr: ivr.clone(),
+                            port: port.clone(),
+                            state: s.clone(),
+                        })
+                }
+            };
+            if let Some(value) = value {
+                let key = keys::transition_key(
+                    &server_port_prefix(entity),
+                    record.envelope.time,
+                    record.seq,
+                );
+                out.extend([(key, encode(&value))]);
+            }
+        }
+        Ok(())
+    }
+
+    fn push(
+        &mut self,
+        prefix: Vec<u8>,
+        state: AgentSnapshot,
+        first_key: impl FnOnce(&AgentSnapshot) -> Vec<u8>,
+        tree: Option<&DerivedTree>,
+        out: &mut impl Extend<(Vec<u8>, Vec<u8>)>,
+    ) -> Result<()> {
+        let chunk = match self.open.entry(prefix) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let stored = match tree {
+                    Some(tree) => tree.scan_prefix(v.key()).next_back().transpose()?,
+                    None => None,
+                };
+                let chunk = match stored {
+                    Some((key, bytes)) => {
+                        let states: Vec<AgentSnapshot> = decode(&bytes)?;
+                        if states.len() < CHUNK_LEN {
+                            OpenChunk {
+                                key,
+                                states,
+                                dirty: false,
+                            }
+                        } else {
+                            OpenChunk {
+                                key: Vec::new(),
+                                states: Vec::new(),
+                                dirty: false,
+                            }
+                        }
+                    }
+                    None => OpenChunk {
+                        key: Vec::new(),
+                        states: Vec::new(),
+                        dirty: false,
+                    },
+                };
+                v.insert(chunk)
+            }
+        };
+        if chunk.states.len() >= CHUNK_LEN {
+            if chunk.dirty {
+                out.extend([(std::mem::take(&mut chunk.key), encode(&chunk.states))]);
+            }
+            *chunk = OpenChunk {
+                key: Vec::new(),
+                states: Vec::new(),
+                dirty: false,
+            };
+        }
+        if chunk.states.is_empty() {
+            chunk.key = first_key(&state);
+        }
+        chunk.states.push(state);
+        chunk.dirty = true;
+        Ok(())
+    }
+
+    /// Writes every chunk changed since the last finish and forgets them (the next batch
+    /// reloads what it touches, so memory stays bounded by one batch).
+    pub(crate) fn finish(&mut self, out: &mut impl Extend<(Vec<u8>, Vec<u8>)>) {
+        for (_, chunk) in self.open.drain() {
+            if chunk.dirty {
+                out.extend([(chunk.key, encode(&chunk.states))]);
+            }
+        }
+    }
+}
+
+/// The state of a server or port at `at`: its last entry at or before it.
+pub(crate) fn server_port_at(
+    tree: &DerivedTree,
+    entity: &EntityKey,
+    at: Micros,
+) -> Result<Option<(Seq, EntityState)>> {
+    let prefix = server_port_prefix(entity);
+    match tree
+        .range(prefix.clone()..=upto(&prefix, at))
+        .next_back()
+        .transpose()?
+    {
+        Some((key, bytes)) => Ok(Some((crate::key_seq(&key), decode(&bytes)?))),
+        None => Ok(None),
+    }
+}
+
+/// The agent state of a DN at `at`: the last state starting at or before it.
+pub(crate) fn agent_at(
+    tree: &DerivedTree,
+    entity: &EntityKey,
+    at: Micros,
+) -> Result<Option<AgentSnapshot>> {
+    let prefix = agent_chunks_prefix(entity);
+    let Some((_, bytes)) = tree
+        .range(prefix.clone()..=upto(&prefix, at))
+        .next_back()
+        .transpose()?
+    else {
+        return Ok(None);
+    };
+    let states: Vec<AgentSnapshot> = decode(&bytes)?;
+    Ok(states.into_iter().rev().find(|s| s.start <= at))
+}
+
+/// A DN's states that matter for `[from, to]`: from the chunk holding `from` up to the first
+/// state after `to` (so the last interval knows it is closed).
+pub(crate) fn agent_states(
+    tree: &DerivedTree,
+    entity: &EntityKey,
+    from: Option<Micros>,
+    to: Option<Micros>,
+) -> Result<Vec<AgentSnapshot>> {
+    let prefix = agent_chunks_prefix(entity);
+    let start = match from {
+        Some(from) => tree
+            .range(prefix.clone()..=upto(&prefix, from))
+            .next_back()
+            .transpose()?
+            .map_or_else(|| prefix.clone(), |(key, _)| key),
+        None => prefix.clone(),
+    };
+    let mut out = Vec::new();
+    for entry in tree.range(start..) {
+        let (key, bytes) = entry?;
+        if !key.starts_with(&prefix) {
+            break;
+        }
+        let states: Vec<AgentSnapshot> = decode(&bytes)?;
+        for state in states {
+            let beyond = to.is_some_and(|to| state.start > to);
+            out.push(state);
+            if beyond {
+                return Ok(out);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Every state of one agent id (all its DNs), in log order.
+pub(crate) fn by_agent(
+    tree: &DerivedTree,
+    agent: &ivrstate_model::AgentId,
+) -> Result<Vec<AgentSnapshot>> {
+    let mut out = Vec::new();
+    for entry in tree.scan_prefix(&by_agent_prefix(agent)) {
+        let (_, bytes) = entry?;
+        out.extend(decode::<Vec<AgentSnapshot>>(&bytes)?);
+    }
+    Ok(out)
+}
+
+/// Every agent's states, grouped by agent id: calls `each` once per agent.
+pub(crate) fn each_agent(
+    tree: &DerivedTree,
+    mut each: impl FnMut(Vec<AgentSnapshot>),
+) -> Result<()> {
+    let mut current: Option<Vec<u8>> = None;
+    let mut states = Vec::new();
+    for entry in tree.scan_prefix(&[BY_AGENT_TAG]) {
+        let (key, bytes) = entry?;
+        // `G` + length-prefixed id: the part of the key that names the agent.
+        let len = key
+            .get(1..3)
+            .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]) as usize);
+        let agent = key.get(..3 + len).unwrap_or(&key);
+        if current.as_deref() != Some(agent) {
+            if !states.is_empty() {
+                each(std::mem::take(&mut states));
+            }
+            current = Some(agent.to_vec());
+        }
+        states.extend(decode::<Vec<AgentSnapshot>>(&bytes)?);
+    }
+    if !states.is_empty() {
+        each(states);
+    }
+    Ok(())
+}
