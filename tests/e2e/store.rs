@@ -174,3 +174,33 @@ fn unreadable_inputs_and_stores_fail_with_one_line() {
         "a bad flag value is a usage error"
     );
 }
+
+#[test]
+fn a_reader_that_stops_early_ends_the_output_quietly() {
+    use std::io::Read;
+    let t = ivrstate();
+    let log = simulate(
+        &t,
+        "ts.log",
+        &["--agents", "50", "--events", "20000", "--seed", "2"],
+    );
+    t.ok(&["ingest", &log]);
+    let mut child = t
+        .command()
+        .arg("export")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 100];
+    child
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut first)
+        .unwrap();
+    drop(child.stdout.take()); // like `| head -c 100`
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -238,6 +238,7 @@ pub fn usage(message: impl Into<String>) -> anyhow::Error {
 }
 
 fn main() -> ExitCode {
+    restore_sigpipe();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return clap_error(&e),
@@ -313,6 +314,16 @@ fn subcommand_path() -> String {
         }
     }
     path
+}
+
+/// Rust ignores SIGPIPE, so writing to a closed pipe (`ivrstate export | head`) would make every
+/// `println!` panic. A command-line tool should end quietly instead, as `cat` does.
+fn restore_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: called first thing in main, before any thread exists; SIG_DFL is always valid.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }
 
 fn init_tracing(verbose: u8, quiet: bool) {
