@@ -24,5 +24,7 @@ fuzz_target!(|data: &[u8]| {
     let doc2 = encode(&second);
     let third = decode(&doc2).expect("own encoding refused (second round)");
     assert_eq!(second, third);
-    assert_eq!(doc, doc2);
+    // Bytes are compared from the second round: the first may still hold what encoding drops
+    // (control characters) next to what decoding trims (whitespace around text).
+    assert_eq!(doc2, encode(&third));
 });
