@@ -433,3 +433,79 @@ fn replay_re_emits_a_window_as_xml_and_to_gli_clients() {
     assert_eq!(order, ["Ready", "NotReady", "LoggedOut"], "{seen:?}");
     drop(replay);
 }
+
+#[test]
+fn only_allowed_clients_log_in() {
+    let mut s = start(ivrstate(), &["--allow", "IVR_2"]);
+    let addr = s.serve.addr("gli");
+    let mut ok = Gli::connect(addr);
+    login_ok(&mut ok, "1", "IVR_2", false);
+    let mut refused = Gli::connect(addr);
+    let resp = refused.login("2", "IVR_1", "4.0", false);
+    assert_eq!(
+        attr(&resp, "Status").as_deref(),
+        Some("NoSuchClient"),
+        "{resp}"
+    );
+    assert!(refused.closed(), "a client not on the list is disconnected");
+    assert!(s.serve.terminate().success());
+}
+
+#[test]
+fn gli_over_tls_with_a_real_tls_client() {
+    use rustls::pki_types::ServerName;
+    use std::io::Read;
+    use std::sync::Arc;
+    let t = ivrstate();
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert, key) = (t.path("cert.pem"), t.path("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+    let (cert_s, key_s) = (cert.display().to_string(), key.display().to_string());
+    let mut s = start(t, &["--tls-cert", &cert_s, "--tls-key", &key_s]);
+    let addr = s.serve.addr("gli");
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ck.cert.der().clone()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let conn =
+        rustls::ClientConnection::new(Arc::new(config), ServerName::try_from("localhost").unwrap())
+            .unwrap();
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(ivrstate_tests::DEADLINE))
+        .unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let status = wait_for("a TLS login answered OK", || {
+        let login = ivrstate_tests::gcti("5", "<LoginReq Version='4.0' ClientName='IVR_1'/>");
+        tls.write_all(&frame(3, login.as_bytes())).unwrap();
+        let mut header = [0u8; 6];
+        tls.read_exact(&mut header).unwrap();
+        let len = u16::from_be_bytes([header[2], header[3]]) as usize - 2;
+        let mut body = vec![0u8; len];
+        tls.read_exact(&mut body).unwrap();
+        let xml: String = body.iter().map(|&b| b as char).collect();
+        attr(&xml, "Status").filter(|s| s == "OK")
+    });
+    assert_eq!(status, "OK");
+    drop(tls);
+
+    // A missing key file is one clear error naming it.
+    let out = s.t.run(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        &cert_s,
+        "--tls-key",
+        "/nonexistent/key.pem",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/key.pem"));
+    assert!(s.serve.terminate().success());
+}

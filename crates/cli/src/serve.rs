@@ -17,9 +17,10 @@ use ivrstate_engine::Engine;
 use ivrstate_ingest::follow::{feed_tlog, follow_lines, FollowItem, LineSplitter};
 use ivrstate_ingest::parse::{ndjson::parse_ndjson_line, tlog::TlogParser, Parsed, MAX_LINE};
 use ivrstate_ingest::AppendOutcome;
-use ivrstate_model::{ClientRequest, Envelope, Event, Record, TServerName};
+use ivrstate_model::{ClientRequest, Envelope, Event, IvrName, Record, TServerName};
 use ivrstate_projection::{Applied, Change};
 use ivrstate_publisher::hub::{Hub, HubConfig};
+use ivrstate_publisher::TlsConfig;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -70,9 +71,16 @@ pub struct ServeArgs {
     /// Seconds a new connection may take to send its LoginReq.
     #[arg(long, default_value_t = 30)]
     login_timeout: u64,
-    /// Only these ClientNames may log in (repeatable; default: every configured IVR).
+    /// Only these ClientNames may log in (repeatable; default: every configured IVR). Others
+    /// get NoSuchClient and are disconnected.
     #[arg(long = "allow", value_name = "NAME")]
     allow: Vec<String>,
+    /// Serve GLI over TLS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// `relaxed` skips the flush per batch.
     #[arg(long, value_enum, default_value = "full")]
     durability: DurabilityArg,
@@ -95,18 +103,23 @@ pub fn run(db: &Path, args: ServeArgs) -> Result<ExitCode> {
         }
         None => None,
     };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsConfig::from_pem_files(cert, key)?),
+        _ => None,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    runtime.block_on(serve(db.to_path_buf(), args, config))
+    runtime.block_on(serve(db.to_path_buf(), args, config, tls))
 }
 
 async fn serve(
     db: PathBuf,
     args: ServeArgs,
     config: Option<ivrstate_engine::Config>,
+    tls: Option<TlsConfig>,
 ) -> Result<ExitCode> {
     let listener = TcpListener::bind(&args.listen)
         .await
@@ -116,11 +129,14 @@ async fn serve(
         queue_capacity: args.queue,
         max_clients: args.max_clients,
         login_timeout: Duration::from_secs(args.login_timeout),
+        allowed_clients: (!args.allow.is_empty()).then(|| {
+            args.allow
+                .iter()
+                .map(|n| IvrName::from(n.as_str()))
+                .collect()
+        }),
         ..HubConfig::default()
     });
-    if !args.allow.is_empty() {
-        tracing::info!(clients = ?args.allow, "only these clients may log in");
-    }
     let metrics = Arc::new(Metrics::default());
 
     let (jobs_tx, jobs_rx) = mpsc::channel::<Job>(256);
@@ -231,10 +247,11 @@ async fn serve(
         }
     };
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let server = tokio::spawn(ivrstate_publisher::server::serve(
+    let server = tokio::spawn(ivrstate_publisher::serve_tls(
         listener,
         hub.clone(),
         requests_tx,
+        tls,
         async {
             let _ = stop_rx.await;
         },

@@ -77,6 +77,18 @@ fn upto(prefix: &[u8], at: Micros) -> Vec<u8> {
     keys::transition_key(prefix, at, Seq::MAX)
 }
 
+/// A chunk's bytes: lz4 of its bincode (the states of one DN repeat its T-Server, DN and agent
+/// id, so they compress several-fold; decompressing 64 states takes a few microseconds).
+fn encode_chunk(states: &[AgentSnapshot]) -> Vec<u8> {
+    lz4_flex::compress_prepend_size(&encode(&states))
+}
+
+fn decode_chunk(bytes: &[u8]) -> Result<Vec<AgentSnapshot>> {
+    let raw = lz4_flex::decompress_size_prepended(bytes)
+        .map_err(|e| crate::EngineError::Derived(format!("history chunk: {e}")))?;
+    decode(&raw)
+}
+
 struct OpenChunk {
     key: Vec<u8>,
     states: Vec<AgentSnapshot>,
@@ -171,7 +183,7 @@ impl Deriver {
                 };
                 let chunk = match stored {
                     Some((key, bytes)) => {
-                        let states: Vec<AgentSnapshot> = decode(&bytes)?;
+                        let states = decode_chunk(&bytes)?;
                         if states.len() < CHUNK_LEN {
                             OpenChunk {
                                 key,
@@ -197,7 +209,7 @@ impl Deriver {
         };
         if chunk.states.len() >= CHUNK_LEN {
             if chunk.dirty {
-                out.extend([(std::mem::take(&mut chunk.key), encode(&chunk.states))]);
+                out.extend([(std::mem::take(&mut chunk.key), encode_chunk(&chunk.states))]);
             }
             *chunk = OpenChunk {
                 key: Vec::new(),
@@ -218,7 +230,7 @@ impl Deriver {
     pub(crate) fn finish(&mut self, out: &mut impl Extend<(Vec<u8>, Vec<u8>)>) {
         for (_, chunk) in self.open.drain() {
             if chunk.dirty {
-                out.extend([(chunk.key, encode(&chunk.states))]);
+                out.extend([(chunk.key, encode_chunk(&chunk.states))]);
             }
         }
     }
@@ -255,7 +267,7 @@ pub(crate) fn agent_at(
     else {
         return Ok(None);
     };
-    let states: Vec<AgentSnapshot> = decode(&bytes)?;
+    let states = decode_chunk(&bytes)?;
     Ok(states.into_iter().rev().find(|s| s.start <= at))
 }
 
@@ -282,7 +294,7 @@ pub(crate) fn agent_states(
         if !key.starts_with(&prefix) {
             break;
         }
-        let states: Vec<AgentSnapshot> = decode(&bytes)?;
+        let states = decode_chunk(&bytes)?;
         for state in states {
             let beyond = to.is_some_and(|to| state.start > to);
             out.push(state);
@@ -302,7 +314,7 @@ pub(crate) fn by_agent(
     let mut out = Vec::new();
     for entry in tree.scan_prefix(&by_agent_prefix(agent)) {
         let (_, bytes) = entry?;
-        out.extend(decode::<Vec<AgentSnapshot>>(&bytes)?);
+        out.extend(decode_chunk(&bytes)?);
     }
     Ok(out)
 }
@@ -327,7 +339,7 @@ pub(crate) fn each_agent(
             }
             current = Some(agent.to_vec());
         }
-        states.extend(decode::<Vec<AgentSnapshot>>(&bytes)?);
+        states.extend(decode_chunk(&bytes)?);
     }
     if !states.is_empty() {
         each(states);
