@@ -343,3 +343,167 @@ pub fn attr(xml: &str, name: &str) -> Option<String> {
     }
     None
 }
+
+// ---- crash, corruption and disk-trouble support (tests/e2e/crash.rs) ------------------------
+
+/// A small deterministic generator (splitmix64): the same seed gives the same kill moments.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (0 when n is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 {
+            0
+        } else {
+            self.next_u64() % n
+        }
+    }
+}
+
+/// How a process started by [`run_and_kill_after`] ended.
+#[derive(Debug)]
+pub enum Ended {
+    /// SIGKILLed while still running.
+    Killed,
+    /// It finished on its own before the moment came, after this long.
+    Exited(std::process::ExitStatus, Duration),
+}
+
+/// Starts `cmd`, polls it, and SIGKILLs it once `delay` has passed (unless it exited first).
+/// Returns how it ended and what it wrote on stderr.
+pub fn run_and_kill_after(mut cmd: Command, delay: Duration) -> (Ended, String) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let start = Instant::now();
+    let ended = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break Ended::Exited(status, start.elapsed());
+        }
+        let elapsed = start.elapsed();
+        if elapsed >= delay {
+            let _ = child.kill();
+            break Ended::Killed;
+        }
+        std::thread::sleep((delay - elapsed).min(Duration::from_millis(1)));
+    };
+    let out = child.wait_with_output().expect("wait");
+    (ended, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// `export` as JSON values without the `recorded` field (the wall-clock time of the ingest,
+/// the one thing two runs over the same input may differ in).
+pub fn exported_events(t: &Ivrstate) -> Vec<serde_json::Value> {
+    t.ok(&["export"])
+        .lines()
+        .map(|line| {
+            let mut v: serde_json::Value = serde_json::from_str(line).expect("export line");
+            if let Some(o) = v.as_object_mut() {
+                o.remove("recorded");
+            }
+            v
+        })
+        .collect()
+}
+
+/// Asserts that a command that failed did so as INTERFACE.md says: exit 1 (not a panic's 101,
+/// not a signal), never "panicked", and a last stderr line `error: ...`. Returns that line.
+pub fn assert_clean_failure(args: &[&str], out: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("panicked"),
+        "ivrstate {args:?} panicked:\n{stderr}"
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "ivrstate {args:?} should fail with exit 1:\n{stderr}"
+    );
+    let last = stderr.lines().last().unwrap_or_default().to_owned();
+    assert!(
+        last.starts_with("error: "),
+        "ivrstate {args:?}: the error is not one `error:` line:\n{stderr}"
+    );
+    last
+}
+
+/// Every file under `dir` with its bytes, for "left untouched" checks.
+pub fn files_of(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let bytes = std::fs::read(&path).expect("read");
+                out.insert(path.strip_prefix(dir).expect("prefix").to_path_buf(), bytes);
+            }
+        }
+    }
+    out
+}
+
+/// Copies a directory tree (a store) to `to`.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for (rel, bytes) in files_of(from) {
+        let dest = to.join(rel);
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(dest, bytes).expect("write");
+    }
+}
+
+/// Writes the store's format version record directly with sled, as a newer ivrstate would.
+pub fn set_format_version(db: &Path, version: u32) {
+    let sled = sled::Config::new()
+        .path(db)
+        .open()
+        .expect("open the store with sled");
+    sled.open_tree("meta")
+        .expect("meta tree")
+        .insert(b"format_version", &version.to_be_bytes())
+        .expect("write format_version");
+    sled.flush().expect("flush");
+}
+
+/// A store's trees by name, each with its (key, value) entries.
+pub type Trees = Vec<(Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>)>;
+
+/// Every tree of a store with its entries, read with sled directly: the store's logical
+/// content, for "left untouched" checks (sled itself may rewrite its files when it opens them).
+pub fn trees_of(db: &Path) -> Trees {
+    let sled = sled::Config::new()
+        .path(db)
+        .open()
+        .expect("open the store with sled");
+    sled.tree_names()
+        .into_iter()
+        .map(|name| {
+            let tree = sled.open_tree(&name).expect("tree");
+            let entries = tree
+                .iter()
+                .map(|e| e.map(|(k, v)| (k.to_vec(), v.to_vec())).expect("entry"))
+                .collect();
+            (name.to_vec(), entries)
+        })
+        .collect()
+}
