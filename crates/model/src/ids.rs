@@ -1,7 +1,13 @@
 //! Identifiers. Newtypes so that a DN is never passed where an agent id is expected; the
-//! representation is private so it can change (e.g. to an inline small string) without
-//! touching callers.
+//! representation is private so it can change without touching callers.
+//!
+//! It is an inline small string ([`CompactString`]): ids are short (DNs, agent ids, port
+//! numbers, application names), and up to 24 bytes one is stored in place of a `String`'s
+//! pointer, length and capacity. Decoding one from borrowed bytes (bincode's
+//! `decode_from_slice` hands serde a `&str` into the slice) therefore allocates nothing, which
+//! is most of what rebuilding the state from the log used to spend on allocation.
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -10,44 +16,45 @@ macro_rules! string_id {
         $(#[$doc])*
         #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
         #[serde(transparent)]
-        pub struct $name(String);
+        pub struct $name(CompactString);
 
         impl $name {
             pub fn new(s: impl Into<String>) -> Self {
-                Self(s.into())
+                Self(CompactString::from(s.into()))
             }
             pub fn as_str(&self) -> &str {
-                &self.0
+                self.0.as_str()
             }
         }
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
+                f.write_str(self.0.as_str())
             }
         }
         impl fmt::Debug for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{:?}", self.0)
+                write!(f, "{:?}", self.0.as_str())
             }
         }
         impl From<&str> for $name {
             fn from(s: &str) -> Self {
-                Self(s.to_owned())
+                Self(CompactString::from(s))
             }
         }
         impl From<String> for $name {
             fn from(s: String) -> Self {
-                Self(s)
+                // Inlined when short (and the String's buffer freed), kept when long.
+                Self(CompactString::from(s))
             }
         }
         impl AsRef<str> for $name {
             fn as_ref(&self) -> &str {
-                &self.0
+                self.0.as_str()
             }
         }
         impl std::borrow::Borrow<str> for $name {
             fn borrow(&self) -> &str {
-                &self.0
+                self.0.as_str()
             }
         }
     };
