@@ -99,20 +99,21 @@ impl Summary {
 }
 
 pub fn run(db: &Path, args: IngestArgs) -> Result<ExitCode> {
-    let mut engine = open_engine(db, args.durability)?;
+    let engine = open_engine(db, args.durability)?;
     let mut summary = Summary::default();
     let tserver = args.tserver.as_deref().map(TServerName::from);
     let started = std::time::Instant::now();
     for path in &args.files {
         let format = args.format.unwrap_or_else(|| guess_format(path));
-        ingest_file(&mut engine, path, format, tserver.clone(), &mut summary)?;
+        ingest_file(engine, path, format, tserver.clone(), &mut summary)?;
     }
     if args.follow {
-        follow(&mut engine, &args, tserver, &mut summary)?;
+        follow(engine, &args, tserver, &mut summary)?;
     }
     engine
         .catch_up(|_, _| {})
         .context("updating derived data")?;
+    crate::finish(engine)?;
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
     } else {

@@ -197,7 +197,11 @@ pub fn now() -> Micros {
     Micros(i64::try_from(since.as_micros()).unwrap_or(i64::MAX))
 }
 
-pub fn open_engine(db: &std::path::Path, durability: DurabilityArg) -> Result<Engine> {
+/// Opens the store for one command. The engine is leaked on purpose: it lives until the process
+/// exits and is never dropped, because dropping sled flushes, and after an I/O error (a full
+/// disk) sled's flush waits forever — the command would hang instead of reporting the error.
+/// Commands that write flush explicitly before they report success ([`finish`]).
+pub fn open_engine(db: &std::path::Path, durability: DurabilityArg) -> Result<&'static mut Engine> {
     let options = StoreOptions {
         durability: match durability {
             DurabilityArg::Full => Durability::Full,
@@ -205,7 +209,7 @@ pub fn open_engine(db: &std::path::Path, durability: DurabilityArg) -> Result<En
         },
         ..StoreOptions::default()
     };
-    Engine::open(db, options).map_err(|e| {
+    let engine = Engine::open(db, options).map_err(|e| {
         // sled holds an exclusive lock on an open store: say who probably has it.
         if e.to_string().contains("could not acquire lock") {
             anyhow::anyhow!(
@@ -216,7 +220,13 @@ pub fn open_engine(db: &std::path::Path, durability: DurabilityArg) -> Result<En
         } else {
             anyhow::Error::new(e).context(format!("cannot open store {}", db.display()))
         }
-    })
+    })?;
+    Ok(Box::leak(Box::new(engine)))
+}
+
+/// Makes everything a command wrote durable (derived data included) before it reports success.
+pub fn finish(engine: &Engine) -> Result<()> {
+    engine.store().flush().context("flushing the store")
 }
 
 /// A mistake in how the command was called (exit status 2), found after clap parsed the flags:
@@ -414,11 +424,12 @@ fn verify(db: &std::path::Path, json: bool) -> Result<ExitCode> {
 }
 
 fn rebuild(db: &std::path::Path) -> Result<ExitCode> {
-    let mut engine = open_engine(db, DurabilityArg::Full)?;
+    let engine = open_engine(db, DurabilityArg::Full)?;
     let last = engine.log().last_seq();
     let bar = progress::bar(last, "rebuild");
     let started = std::time::Instant::now();
     engine.rebuild(|seq| bar.set_position(seq))?;
+    finish(engine)?;
     bar.finish_and_clear();
     eprintln!(
         "rebuilt derived data from {last} records in {:.2?}",

@@ -440,8 +440,9 @@ pub fn config_apply(db: &Path, file: &Path, effective: Option<Micros>) -> Result
     let name = file.display().to_string();
     let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {name}"))?;
     let config = ivrstate_engine::config::parse(&text, &name)?;
-    let mut engine = open_engine(db, DurabilityArg::Full)?;
+    let engine = open_engine(db, DurabilityArg::Full)?;
     let events = engine.apply_config(&config, effective.unwrap_or_else(now))?;
+    crate::finish(engine)?;
     if events.is_empty() {
         println!("configuration unchanged: nothing recorded");
     } else {

@@ -345,14 +345,14 @@ fn appender(
         metrics,
         stopping,
     } = ctx;
-    let opened = open_engine(&db, durability).and_then(|mut engine| {
+    let opened = open_engine(&db, durability).and_then(|engine| {
         if let Some(config) = &config {
             let events = engine.apply_config(config, now())?;
             tracing::info!(changes = events.len(), "configuration applied");
         }
         Ok(engine)
     });
-    let mut engine = match opened {
+    let engine = match opened {
         Ok(engine) => engine,
         Err(e) => {
             let message = format!("{e:#}");
@@ -380,12 +380,12 @@ fn appender(
                 Err(_) => break,
             }
         }
-        commit(&mut engine, &hub, &metrics, batch, &mut applied);
+        commit(engine, &hub, &metrics, batch, &mut applied);
         if stopping.load(Ordering::SeqCst) {
             jobs.close();
             let rest: Vec<Job> = std::iter::from_fn(|| jobs.try_recv().ok()).collect();
             if !rest.is_empty() {
-                commit(&mut engine, &hub, &metrics, rest, &mut applied);
+                commit(engine, &hub, &metrics, rest, &mut applied);
             }
             break;
         }

@@ -97,9 +97,19 @@ impl Engine {
             entities: BTreeSet::new(),
             applied: Applied::default(),
         };
-        engine.load_derived()?;
-        engine.catch_up(|_, _| {})?;
-        Ok(engine)
+        match engine
+            .load_derived()
+            .and_then(|()| engine.catch_up(|_, _| {}))
+        {
+            Ok(()) => Ok(engine),
+            Err(e) => {
+                // Dropping sled flushes, and after an I/O error (a full disk) its flush waits
+                // forever: the caller would hang instead of seeing the error. The handles are
+                // leaked instead; the log itself is durable whatever happens here.
+                std::mem::forget(engine);
+                Err(e)
+            }
+        }
     }
 
     pub fn store(&self) -> &Store {

@@ -40,6 +40,18 @@ pub enum StoreError {
 
 impl From<sled::Error> for StoreError {
     fn from(e: sled::Error) -> Self {
-        StoreError::Db(e.to_string())
+        StoreError::Db(describe_sled(&e))
+    }
+}
+
+/// sled's errors in words for people: an I/O error as the OS says it ("No space left on
+/// device"), corruption as damage, not sled's debug form.
+pub(crate) fn describe_sled(e: &sled::Error) -> String {
+    match e {
+        sled::Error::Io(io) => io.to_string(),
+        sled::Error::Corruption { .. } => {
+            "the store's files are damaged (sled found corrupted data)".to_owned()
+        }
+        other => other.to_string(),
     }
 }

@@ -66,7 +66,10 @@ impl Store {
             Ok(Err(e)) => {
                 return Err(StoreError::NotAStore {
                     path: dir.to_path_buf(),
-                    reason: format!("cannot open the database: {e}"),
+                    reason: format!(
+                        "cannot open the database: {}",
+                        crate::error::describe_sled(&e)
+                    ),
                 })
             }
             Err(_) => {
