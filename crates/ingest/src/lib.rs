@@ -23,7 +23,7 @@ pub use ivrstate_migrations::{MigrationError, CURRENT_VERSION};
 pub use log::{
     AppendOutcome, AppendReport, Durability, EventLog, ReadIter, VerifyFault, VerifyReport,
 };
-pub use read_ahead::ReadAhead;
+pub use read_ahead::{limit_malloc_arenas, ReadAhead};
 pub use store::{Store, StoreOptions, DEFAULT_CACHE_BYTES};
 
 #[cfg(test)]
