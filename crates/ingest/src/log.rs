@@ -135,7 +135,7 @@ pub(crate) fn block_key(first: Seq) -> [u8; 9] {
     k
 }
 
-fn parse_block_key(key: &[u8]) -> Option<Seq> {
+pub(crate) fn parse_block_key(key: &[u8]) -> Option<Seq> {
     match key {
         [BLOCK_PREFIX, rest @ ..] => <[u8; 8]>::try_from(rest).ok().map(u64::from_be_bytes),
         _ => None,
@@ -513,13 +513,13 @@ fn report_fault(faults: &mut Vec<VerifyFault>, seq: Option<Seq>, what: String) {
 
 /// The iterator of [`EventLog::read`].
 pub struct ReadIter {
-    tree: sled::Tree,
+    pub(crate) tree: sled::Tree,
     /// The blocks after the first, opened on the first call to `next`.
-    blocks: Option<sled::Iter>,
-    current: std::vec::IntoIter<Envelope>,
+    pub(crate) blocks: Option<sled::Iter>,
+    pub(crate) current: std::vec::IntoIter<Envelope>,
     /// The seq of the next record to yield.
-    next: Seq,
-    to: Seq,
+    pub(crate) next: Seq,
+    pub(crate) to: Seq,
 }
 
 impl ReadIter {
@@ -578,7 +578,7 @@ impl ReadIter {
     }
 }
 
-fn missing(seq: Seq) -> StoreError {
+pub(crate) fn missing(seq: Seq) -> StoreError {
     StoreError::Corrupt {
         seq,
         source: CodecError::Decode(format!("no block holds seq {seq} (gap in the log)")),

@@ -1,15 +1,25 @@
-//! Reading the log on a second thread: [`crate::ReadIter::read_ahead`].
+//! Reading the log on other threads: [`crate::ReadIter::read_ahead`].
 //!
-//! A full read (rebuild, catch-up) spends about half its time in the store (sled, crc, lz4,
-//! bincode) and half in the caller's fold. Decoding the next blocks on another core while the
-//! caller folds the current ones overlaps the two; the records and any error arrive in the
-//! same order, so the iterator yields exactly what [`crate::EventLog::read`] yields.
+//! A full read (rebuild, catch-up) spends most of its time decoding blocks (crc, lz4, bincode)
+//! and the rest in the caller's fold. Blocks are independent, so a fetcher thread hands the raw
+//! blocks in turn to [`DECODERS`] decoder threads, and the caller takes the decoded blocks back
+//! in the same turn: decoding uses every core while the caller folds, and the records and any
+//! error arrive in log order, so the iterator yields exactly what [`crate::EventLog::read`]
+//! yields (contiguity is checked as the blocks come back).
 
+use crate::codec;
 use crate::error::StoreError;
-use crate::log::ReadIter;
-use ivrstate_model::Record;
-use std::sync::mpsc::{sync_channel, Receiver};
+use crate::log::{block_key, missing, parse_block_key, ReadIter};
+use ivrstate_model::{Envelope, Record, Seq};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::thread::JoinHandle;
+
+/// Threads decoding blocks in parallel (the caller folds on its own thread meanwhile).
+pub const DECODERS: usize = 2;
+
+/// A block as decoded by a decoder thread: its first seq and its envelopes, or the error of
+/// fetching or decoding it.
+type Decoded = Result<(Seq, Vec<Envelope>), StoreError>;
 
 /// Caps glibc's malloc arenas at the number of cores. Each read-ahead thread allocates the
 /// records it decodes in a malloc arena of its own, which glibc keeps (untrimmed) after the
@@ -33,14 +43,254 @@ const CHUNK: usize = 1024;
 
 /// The iterator of [`ReadIter::read_ahead`].
 pub struct ReadAhead {
+    inner: Inner,
+}
+
+enum Inner {
+    Parallel(Parallel),
+    Sequential(Sequential),
+}
+
+impl ReadAhead {
+    /// Starts the reading threads; at most `depth` blocks (or chunks) wait decoded per thread.
+    pub(crate) fn start(inner: ReadIter, depth: usize) -> ReadAhead {
+        // A fresh iterator reads whole blocks in parallel; one already part-way through a
+        // block (rare) keeps the simple one-thread path.
+        let fresh = inner.blocks.is_none() && inner.current.len() == 0;
+        let inner = if fresh {
+            Inner::Parallel(Parallel::start(inner, depth))
+        } else {
+            Inner::Sequential(Sequential::start(inner, depth))
+        };
+        ReadAhead { inner }
+    }
+}
+
+impl Iterator for ReadAhead {
+    type Item = Result<Record, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match &mut self.inner {
+            Inner::Parallel(p) => p.next(),
+            Inner::Sequential(s) => s.next(),
+        }
+    }
+}
+
+/// The fetcher + decoders path.
+struct Parallel {
+    /// One receiver per decoder; blocks come back in turn: 0, 1, 0, 1, ...
+    decoded: Vec<Receiver<Decoded>>,
+    turn: usize,
+    current: std::vec::IntoIter<Envelope>,
+    /// Whether the first block (which may start before `from`) has arrived.
+    started: bool,
+    /// Seq of the next record to yield, and the last one wanted.
+    next: Seq,
+    to: Seq,
+    done: bool,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Parallel {
+    fn start(inner: ReadIter, depth: usize) -> Parallel {
+        let (from, to, tree) = (inner.next, inner.to, inner.tree.clone());
+        let mut to_decoders: Vec<SyncSender<Result<(Seq, sled::IVec), StoreError>>> = Vec::new();
+        let mut decoded = Vec::new();
+        let mut threads = Vec::new();
+        let mut failed: Option<StoreError> = None;
+        for i in 0..DECODERS {
+            let (raw_tx, raw_rx) =
+                sync_channel::<Result<(Seq, sled::IVec), StoreError>>(depth.max(1));
+            let (out_tx, out_rx) = sync_channel::<Decoded>(depth.max(1));
+            let spawned = std::thread::Builder::new()
+                .name(format!("ivrstate-decode-{i}"))
+                .spawn(move || {
+                    for raw in raw_rx {
+                        let item = raw.and_then(|(first, value)| {
+                            codec::decode_block(&value)
+                                .map(|envs| (first, envs))
+                                .map_err(|source| StoreError::Corrupt { seq: first, source })
+                        });
+                        // A send fails only when the caller dropped the iterator: stop.
+                        if out_tx.send(item).is_err() {
+                            return;
+                        }
+                    }
+                });
+            match spawned {
+                Ok(handle) => threads.push(handle),
+                Err(e) => {
+                    failed = Some(StoreError::Db(format!(
+                        "cannot start a decoder thread: {e}"
+                    )))
+                }
+            }
+            to_decoders.push(raw_tx);
+            decoded.push(out_rx);
+        }
+        let fetcher = std::thread::Builder::new()
+            .name("ivrstate-fetch".into())
+            .spawn(move || fetch(&tree, from, to, &to_decoders));
+        match fetcher {
+            Ok(handle) => threads.push(handle),
+            Err(e) => {
+                failed = Some(StoreError::Db(format!(
+                    "cannot start the fetcher thread: {e}"
+                )))
+            }
+        }
+        let mut parallel = Parallel {
+            decoded,
+            turn: 0,
+            current: Vec::new().into_iter(),
+            started: false,
+            next: from,
+            to,
+            done: from > to,
+            threads,
+        };
+        if let Some(e) = failed {
+            // No threads to be had: say so through the iterator, as any read error.
+            parallel.decoded.clear();
+            parallel.current = Vec::new().into_iter();
+            parallel.done = false;
+            parallel.threads_failed(e);
+        }
+        parallel
+    }
+
+    fn threads_failed(&mut self, e: StoreError) {
+        let (tx, rx) = sync_channel(1);
+        let _ = tx.send(Err(e));
+        self.decoded = vec![rx];
+        self.turn = 0;
+    }
+
+    fn fail(&mut self, e: StoreError) -> Option<Result<Record, StoreError>> {
+        self.done = true;
+        self.decoded.clear();
+        Some(Err(e))
+    }
+
+    fn next(&mut self) -> Option<Result<Record, StoreError>> {
+        loop {
+            if self.done || self.next > self.to {
+                return None;
+            }
+            if let Some(envelope) = self.current.next() {
+                let seq = self.next;
+                self.next += 1;
+                return Some(Ok(Record { seq, envelope }));
+            }
+            let rx = self.decoded.get(self.turn)?;
+            self.turn = (self.turn + 1) % self.decoded.len().max(1);
+            let (first, envs) = match rx.recv() {
+                Ok(Ok(block)) => block,
+                Ok(Err(e)) => return self.fail(e),
+                // The fetcher ended before `to`: a block is missing.
+                Err(_) => return self.fail(missing(self.next)),
+            };
+            // The first block may start before `from`; every later one must start right
+            // where the previous ended (as `EventLog::read` checks).
+            let end = first + envs.len() as Seq;
+            let misplaced = if self.started {
+                first != self.next
+            } else {
+                first > self.next
+            };
+            if misplaced || end <= self.next {
+                return self.fail(missing(self.next));
+            }
+            self.started = true;
+            let mut it = envs.into_iter();
+            for _ in first..self.next {
+                it.next();
+            }
+            self.current = it;
+        }
+    }
+}
+
+impl Drop for Parallel {
+    fn drop(&mut self) {
+        // Closing the receivers makes the decoders' sends fail, which closes the fetcher's
+        // channels in turn; joining means the database handles are gone with this iterator.
+        self.decoded.clear();
+        for handle in self.threads.drain(..) {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// Sends the raw blocks holding `from..=to` to the decoders in turn, or the error that stopped
+/// it (to the decoder whose turn it was, so it arrives in order).
+fn fetch(
+    tree: &sled::Tree,
+    from: Seq,
+    to: Seq,
+    decoders: &[SyncSender<Result<(Seq, sled::IVec), StoreError>>],
+) {
+    if from > to || decoders.is_empty() {
+        return;
+    }
+    let mut turn = 0;
+    let mut send = |item: Result<(Seq, sled::IVec), StoreError>| -> bool {
+        let ok = decoders[turn].send(item).is_ok();
+        turn = (turn + 1) % decoders.len();
+        ok
+    };
+    // The block holding `from` is the last one whose key is <= from.
+    let first = match tree
+        .range(block_key(0)..=block_key(from))
+        .next_back()
+        .transpose()
+    {
+        Ok(Some((key, value))) => match parse_block_key(&key) {
+            Some(first) => (first, value),
+            None => {
+                send(Err(missing(from)));
+                return;
+            }
+        },
+        Ok(None) => {
+            send(Err(missing(from)));
+            return;
+        }
+        Err(e) => {
+            send(Err(e.into()));
+            return;
+        }
+    };
+    let start = first.0;
+    if !send(Ok(first)) {
+        return;
+    }
+    for entry in tree.range(block_key(start.saturating_add(1))..=block_key(to)) {
+        let item = match entry {
+            Ok((key, value)) => match parse_block_key(&key) {
+                Some(first) => Ok((first, value)),
+                None => Err(missing(from)),
+            },
+            Err(e) => Err(e.into()),
+        };
+        let stop = item.is_err();
+        if !send(item) || stop {
+            return;
+        }
+    }
+}
+
+/// The one-thread path: a reader thread decodes whole chunks ahead of the caller.
+struct Sequential {
     rx: Option<Receiver<Result<Vec<Record>, StoreError>>>,
     current: std::vec::IntoIter<Record>,
     reader: Option<JoinHandle<()>>,
 }
 
-impl ReadAhead {
+impl Sequential {
     /// Starts the reading thread; at most `depth` chunks wait decoded.
-    pub(crate) fn start(mut inner: ReadIter, depth: usize) -> ReadAhead {
+    fn start(mut inner: ReadIter, depth: usize) -> Sequential {
         let (tx, rx) = sync_channel(depth.max(1));
         let reader = std::thread::Builder::new()
             .name("ivrstate-read-ahead".into())
@@ -75,7 +325,7 @@ impl ReadAhead {
                 }
             });
         match reader {
-            Ok(handle) => ReadAhead {
+            Ok(handle) => Sequential {
                 rx: Some(rx),
                 current: Vec::new().into_iter(),
                 reader: Some(handle),
@@ -86,7 +336,7 @@ impl ReadAhead {
                 let _ = tx.send(Err(StoreError::Db(format!(
                     "cannot start the read-ahead thread: {e}"
                 ))));
-                ReadAhead {
+                Sequential {
                     rx: Some(rx),
                     current: Vec::new().into_iter(),
                     reader: None,
@@ -96,10 +346,8 @@ impl ReadAhead {
     }
 }
 
-impl Iterator for ReadAhead {
-    type Item = Result<Record, StoreError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
+impl Sequential {
+    fn next(&mut self) -> Option<Result<Record, StoreError>> {
         loop {
             if let Some(record) = self.current.next() {
                 return Some(Ok(record));
@@ -119,7 +367,7 @@ impl Iterator for ReadAhead {
     }
 }
 
-impl Drop for ReadAhead {
+impl Drop for Sequential {
     fn drop(&mut self) {
         // Closing the channel makes the reader's next send fail, so it ends; joining it means
         // its handle on the database is gone when this iterator is.

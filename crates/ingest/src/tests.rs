@@ -786,6 +786,12 @@ fn read_ahead_yields_what_read_yields() {
         assert_eq!(ahead, plain, "{from}..={to}");
     }
     assert_eq!(store.log().read(1, Seq::MAX).read_ahead(1).count(), 3500);
+    // An iterator already part-way through a block reads ahead too (the one-thread path).
+    let mut started = store.log().read(1, 3000);
+    assert_eq!(started.next().unwrap().unwrap().seq, 1);
+    let rest: Vec<Record> = started.read_ahead(2).collect::<Result<_, _>>().unwrap();
+    let plain: Vec<Record> = store.log().read(2, 3000).collect::<Result<_, _>>().unwrap();
+    assert_eq!(rest, plain);
 }
 
 #[test]
