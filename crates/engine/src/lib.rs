@@ -197,7 +197,7 @@ impl Engine {
             let chunk_end = last.min(next + CHUNK as Seq - 1);
             let mut batch = DerivedBatch::new();
             let mut deriver = Deriver::default();
-            for record in self.store.log().read(next, chunk_end) {
+            for record in read(self.store.log(), next, chunk_end) {
                 let record = record?;
                 self.applied.clear();
                 self.state.apply(&record, &mut self.applied);
@@ -411,7 +411,7 @@ impl Engine {
         let mut deriver = Deriver::default();
         let mut batch: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         let last = self.derived_seq();
-        for record in self.log().read(1, last) {
+        for record in read(self.log(), 1, last) {
             let record = record?;
             applied.clear();
             state.apply(&record, &mut applied);
@@ -454,6 +454,21 @@ impl Engine {
             ));
         }
         Ok(faults)
+    }
+}
+
+/// Records `from..=to`; a long range is decoded on other threads while the caller folds.
+fn read(
+    log: &EventLog,
+    from: Seq,
+    to: Seq,
+) -> Box<dyn Iterator<Item = std::result::Result<Record, StoreError>>> {
+    // Starting the decoder threads costs more than decoding a few blocks in place.
+    const READ_AHEAD_FROM: Seq = 8_192;
+    if to.saturating_sub(from) >= READ_AHEAD_FROM {
+        Box::new(log.read(from, to).read_ahead(4))
+    } else {
+        Box::new(log.read(from, to))
     }
 }
 
