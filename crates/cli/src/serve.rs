@@ -401,10 +401,13 @@ fn commit(
     batch: Vec<Job>,
     applied: &mut Applied,
 ) {
-    let envelopes: Vec<Envelope> = batch
-        .iter()
-        .flat_map(|j| j.envelopes.iter().cloned())
-        .collect();
+    // The jobs' envelopes are moved into one batch; each job keeps its count and its ack.
+    let mut envelopes: Vec<Envelope> = Vec::new();
+    let mut acks = Vec::with_capacity(batch.len());
+    for job in batch {
+        acks.push((job.envelopes.len(), job.ack));
+        envelopes.extend(job.envelopes);
+    }
     let mut records: Vec<Record> = Vec::new();
     let mut changes: Vec<Change> = Vec::new();
     let started = Instant::now();
@@ -424,23 +427,23 @@ fn commit(
             });
             hub.publish(&changes);
             let mut outcomes = report.outcomes.iter();
-            for job in batch {
+            for (count, ack) in acks {
                 let (mut new, mut dup) = (0, 0);
-                for outcome in outcomes.by_ref().take(job.envelopes.len()) {
+                for outcome in outcomes.by_ref().take(count) {
                     match outcome {
                         AppendOutcome::New(_) => new += 1,
                         AppendOutcome::Duplicate(_) => dup += 1,
                     }
                 }
-                if let Some(ack) = job.ack {
+                if let Some(ack) = ack {
                     let _ = ack.send(Ok((new, dup)));
                 }
             }
         }
         Err(e) => {
             tracing::error!("append failed, {} events not stored: {e}", envelopes.len());
-            for job in batch {
-                if let Some(ack) = job.ack {
+            for (_, ack) in acks {
+                if let Some(ack) = ack {
                     let _ = ack.send(Err(e.to_string()));
                 }
             }
