@@ -2,17 +2,15 @@
 //! appender and sources, plus the hub's client counts, rendered on any HTTP GET.
 
 use ivrstate_ingest::parse::Parsed;
+use ivrstate_ingest::Store;
 use ivrstate_model::Envelope;
 use ivrstate_publisher::hub::Hub;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-
-/// Bytes the store occupies on disk, updated by the appender after each commit.
-pub static STORE_BYTES: AtomicU64 = AtomicU64::new(0);
 
 /// Upper bounds (seconds) of the commit latency histogram buckets.
 const BUCKETS: [f64; 10] = [
@@ -29,6 +27,9 @@ pub struct Metrics {
     commits: AtomicU64,
     commit_us_sum: AtomicU64,
     commit_buckets: [AtomicU64; BUCKETS.len()],
+    /// The store, once the appender has opened it: its size is read when scraped (a walk of
+    /// its directory), not after every commit.
+    store: OnceLock<Store>,
 }
 
 impl Metrics {
@@ -67,11 +68,12 @@ impl Metrics {
         }
     }
 
-    pub fn store_size(&self, bytes: u64) {
-        STORE_BYTES.store(bytes, Relaxed);
+    pub fn attach_store(&self, store: Store) {
+        let _ = self.store.set(store);
     }
 
-    pub fn render(&self, hub: &Hub, store_bytes: u64) -> String {
+    pub fn render(&self, hub: &Hub) -> String {
+        let store_bytes = self.store.get().map_or(0, Store::size_on_disk);
         let mut out = String::new();
         let mut counter = |name: &str, help: &str, value: u64| {
             let _ = writeln!(
@@ -161,17 +163,12 @@ impl Metrics {
 
 /// Answers every connection with the current metrics (a minimal HTTP/1.1 responder: scrapers
 /// send one GET and read until close).
-pub async fn serve(
-    listener: TcpListener,
-    metrics: Arc<Metrics>,
-    hub: Arc<Hub>,
-    store_bytes: impl Fn() -> u64 + Send + Sync + 'static,
-) {
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, hub: Arc<Hub>) {
     loop {
         let Ok((mut stream, _)) = listener.accept().await else {
             continue;
         };
-        let body = metrics.render(&hub, store_bytes());
+        let body = metrics.render(&hub);
         tokio::spawn(async move {
             let mut request = [0u8; 2048];
             // Read the request head (bounded); its content does not matter.

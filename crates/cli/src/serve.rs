@@ -230,7 +230,6 @@ async fn serve(
             listener,
             metrics.clone(),
             hub.clone(),
-            db_dir_size_fn(),
         ));
     }
     let wake_appender = jobs_tx;
@@ -283,11 +282,6 @@ async fn serve(
         tracing::error!("appender: {e}");
     }
     outcome.map(|()| ExitCode::SUCCESS)
-}
-
-fn db_dir_size_fn() -> impl Fn() -> u64 + Send + Sync + 'static {
-    // The appender owns the store; metrics read its size through a shared atomic it updates.
-    || crate::metrics::STORE_BYTES.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 fn announce(what: &str, addr: std::net::SocketAddr) {
@@ -362,7 +356,7 @@ fn appender(
     };
     hub.update(|state| state.clone_from(engine.state()));
     hub.set_ready(true);
-    metrics.store_size(engine.store().size_on_disk());
+    metrics.attach_store(engine.store().clone());
     let _ = ready.send(Ok(()));
     tracing::info!(seq = engine.log().last_seq(), "store open; serving");
 
@@ -418,7 +412,6 @@ fn commit(
     match result {
         Ok(report) => {
             metrics.committed(report.appended, report.duplicates, started.elapsed());
-            metrics.store_size(engine.store().size_on_disk());
             hub.update(|state| {
                 for record in &records {
                     applied.clear();
