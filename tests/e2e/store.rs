@@ -204,3 +204,64 @@ fn a_reader_that_stops_early_ends_the_output_quietly() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn ingest_follow_reads_each_event_once_and_keeps_following() {
+    use std::io::{BufRead, BufReader, Write};
+    let t = ivrstate();
+    let first = t.ok(&["simulate", "--agents", "5", "--events", "50", "--seed", "1"]);
+    let more = t.ok(&["simulate", "--agents", "5", "--events", "80", "--seed", "9"]);
+    let log = t.path("ts.log");
+    std::fs::write(&log, &first).unwrap();
+    let mut child = t
+        .command()
+        .args(["-v", "ingest", "--follow", "--json", log.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    // The deadline: if the expected lines never come, the process is killed and the reads below
+    // hit end of file, failing the test instead of hanging it.
+    let pid = child.id().to_string();
+    std::thread::spawn({
+        let pid = pid.clone();
+        move || {
+            std::thread::sleep(ivrstate_tests::DEADLINE);
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid])
+                .status();
+        }
+    });
+    let mut wait_for_read = |n: u64| loop {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "ingest --follow ended early"
+        );
+        if line.contains("followed") && line.contains(&format!("read={n} ")) {
+            return;
+        }
+    };
+    wait_for_read(50);
+    // Appended later (without the header the simulator writes first) is followed too.
+    let body: String = more.lines().skip(6).map(|l| format!("{l}\n")).collect();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&log)
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    wait_for_read(130);
+    std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    finished.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(out.status.success());
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["read"], 130, "each event read once: {summary}");
+    assert_eq!(summary["duplicates"], 0, "{summary}");
+    assert_eq!(summary["appended"], 130, "{summary}");
+}

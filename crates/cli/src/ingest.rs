@@ -104,6 +104,11 @@ pub fn run(db: &Path, args: IngestArgs) -> Result<ExitCode> {
     let tserver = args.tserver.as_deref().map(TServerName::from);
     let started = std::time::Instant::now();
     for path in &args.files {
+        // A followed file is read from its start by its follower; reading it here too would
+        // count every event twice (once read, once as a duplicate). Stdin is never followed.
+        if args.follow && !is_stdin(path) {
+            continue;
+        }
         let format = args.format.unwrap_or_else(|| guess_format(path));
         ingest_file(engine, path, format, tserver.clone(), &mut summary)?;
     }
@@ -151,7 +156,7 @@ fn ingest_file(
     summary: &mut Summary,
 ) -> Result<()> {
     let name = path.display().to_string();
-    let (reader, len): (Box<dyn Read>, u64) = if name == "-" {
+    let (reader, len): (Box<dyn Read>, u64) = if is_stdin(path) {
         (Box::new(std::io::stdin().lock()), 0)
     } else {
         let file = std::fs::File::open(path).with_context(|| format!("cannot open {name}"))?;
@@ -202,6 +207,10 @@ fn append(engine: &mut Engine, batch: &mut Vec<Envelope>, summary: &mut Summary)
 }
 
 /// `--follow`: after the initial read, keep appending what the files grow by until Ctrl-C.
+fn is_stdin(path: &Path) -> bool {
+    path.as_os_str() == "-"
+}
+
 fn follow(
     engine: &mut Engine,
     args: &IngestArgs,
@@ -213,7 +222,7 @@ fn follow(
         .build()?;
     runtime.block_on(async {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Parsed>>(64);
-        for path in &args.files {
+        for path in args.files.iter().filter(|p| !is_stdin(p)) {
             let format = args.format.unwrap_or_else(|| guess_format(path));
             crate::serve::spawn_follower(path.clone(), format, tserver.clone(), tx.clone(), true);
         }
@@ -225,6 +234,7 @@ fn follow(
                     let Some(items) = items else { break };
                     append_all(engine, items.into_iter(), summary)?;
                     engine.catch_up(|_, _| {})?;
+                    tracing::info!(read = summary.read, appended = summary.appended, "followed");
                 }
             }
         }
