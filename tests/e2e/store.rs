@@ -224,13 +224,17 @@ fn ingest_follow_reads_each_event_once_and_keeps_following() {
     // The deadline: if the expected lines never come, the process is killed and the reads below
     // hit end of file, failing the test instead of hanging it.
     let pid = child.id().to_string();
+    let finished = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     std::thread::spawn({
-        let pid = pid.clone();
+        let (pid, finished) = (pid.clone(), finished.clone());
         move || {
             std::thread::sleep(ivrstate_tests::DEADLINE);
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", &pid])
-                .status();
+            // Only while it is still ours: once waited for, the pid may belong to another.
+            if !finished.load(std::sync::atomic::Ordering::SeqCst) {
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", &pid])
+                    .status();
+            }
         }
     });
     let mut wait_for_read = |n: u64| loop {
