@@ -16,10 +16,12 @@ use ivrstate_publisher::frame::{encode_frame, Frame, FrameDecoder, FrameKind};
 use ivrstate_publisher::xml::{self, GctiMsg, Message};
 use ivrstate_publisher::{serve, Change, Hub, HubConfig, MonitorInfo};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::timeout;
 
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -99,22 +101,18 @@ impl Client {
 }
 
 /// Runs both scenarios; returns (agent_query runs, fanout runs), one field list per run.
+///
+/// The server gets a runtime of its own, built as `ivrstate serve` builds it (multi-threaded, a
+/// worker per core); the clients run on another thread, as they would on other machines, so
+/// that their tasks are not scheduled among the server's.
 pub fn run(state: State, ports: &[PortNum], plan: &Plan) -> Result<(Vec<Fields>, Vec<Fields>)> {
     if ports.is_empty() {
         bail!("no ports configured");
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(scenarios(state, ports, plan))
-}
-
-async fn scenarios(
-    state: State,
-    ports: &[PortNum],
-    plan: &Plan,
-) -> Result<(Vec<Fields>, Vec<Fields>)> {
     let hub = Hub::with_state(
         HubConfig {
             max_clients: plan.clients + 16,
@@ -123,15 +121,38 @@ async fn scenarios(
         state,
     );
     hub.set_ready(true);
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let listener = server_rt.block_on(TcpListener::bind("127.0.0.1:0"))?;
     let addr = listener.local_addr()?;
     // Client requests (agent control) are not sent here; the receiver only keeps the channel open.
     let (requests, _requests_rx) = mpsc::channel(16);
     let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(serve(listener, hub.clone(), requests, async {
+    let server = server_rt.spawn(serve(listener, hub.clone(), requests, async {
         let _ = stopped.await;
     }));
 
+    let client_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let result = client_rt.block_on(scenarios(&hub, addr, ports, plan));
+    let _ = stop.send(());
+    let stopped = client_rt.block_on(async {
+        match timeout(DEADLINE, server).await {
+            Ok(Ok(result)) => Ok(result?),
+            Ok(Err(e)) => Err(anyhow!("the server task failed: {e}")),
+            Err(_) => Err(anyhow!("the server did not stop within {DEADLINE:?}")),
+        }
+    });
+    let result = result?;
+    stopped?;
+    Ok(result)
+}
+
+async fn scenarios(
+    hub: &Hub,
+    addr: SocketAddr,
+    ports: &[PortNum],
+    plan: &Plan,
+) -> Result<(Vec<Fields>, Vec<Fields>)> {
     let mut clients = Vec::with_capacity(plan.clients);
     for i in 0..plan.clients {
         let mut c = Client::connect(addr)
@@ -172,14 +193,8 @@ async fn scenarios(
         ]);
     }
 
-    let fanout = fanout(&hub, clients, ports, plan).await;
-    let _ = stop.send(());
-    match timeout(DEADLINE, server).await {
-        Ok(Ok(result)) => result?,
-        Ok(Err(e)) => bail!("the server task failed: {e}"),
-        Err(_) => bail!("the server did not stop within {DEADLINE:?}"),
-    }
-    Ok((agent_query, fanout?))
+    let fanout = fanout(hub, clients, ports, plan).await?;
+    Ok((agent_query, fanout))
 }
 
 async fn fanout(
@@ -188,20 +203,25 @@ async fn fanout(
     ports: &[PortNum],
     plan: &Plan,
 ) -> Result<Vec<Fields>> {
-    // Each reader reports every frame it decodes; the publish is complete when all have.
-    let (got, mut arrivals) = mpsc::unbounded_channel::<()>();
+    // Each reader counts the frames it decodes; the one that completes a publish (the count
+    // reaches clients x publishes so far) wakes the timer. One wake-up per publish, not one per
+    // client: the harness should cost as little as it can next to what it measures.
+    let arrived = Arc::new(AtomicU64::new(0));
+    let all_arrived = Arc::new(Notify::new());
+    let target = Arc::new(AtomicU64::new(u64::MAX));
     let mut readers = tokio::task::JoinSet::new();
     for mut c in clients {
-        let got = got.clone();
+        let (arrived, all_arrived, target) = (arrived.clone(), all_arrived.clone(), target.clone());
         readers.spawn(async move {
             while let Ok(frame) = c.frame().await {
-                if frame.kind == FrameKind::Data && got.send(()).is_err() {
-                    break;
+                if frame.kind == FrameKind::Data
+                    && arrived.fetch_add(1, Ordering::AcqRel) + 1 == target.load(Ordering::Acquire)
+                {
+                    all_arrived.notify_one();
                 }
             }
         });
     }
-    drop(got);
     let mut runs = Vec::new();
     let mut n = 0u64;
     for _ in 0..plan.runs {
@@ -219,13 +239,14 @@ async fn fanout(
                     },
                 },
             };
+            let goal = n * plan.clients as u64;
+            target.store(goal, Ordering::Release);
             let t = Instant::now();
             hub.publish(std::slice::from_ref(&change));
-            for _ in 0..plan.clients {
-                timeout(DEADLINE, arrivals.recv())
+            while arrived.load(Ordering::Acquire) < goal {
+                timeout(DEADLINE, all_arrived.notified())
                     .await
-                    .map_err(|_| anyhow!("a client did not get the publish within {DEADLINE:?}"))?
-                    .ok_or_else(|| anyhow!("a client's connection closed"))?;
+                    .map_err(|_| anyhow!("a client did not get the publish within {DEADLINE:?}"))?;
             }
             samples.push(t.elapsed().as_secs_f64() * 1e3);
         }
