@@ -118,7 +118,12 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report> {
     scenarios.push(Scenario {
         name: "ingest_durable",
         fields: median_fields(&ingest_runs),
-        note: format!("events/s, batches of {}, durable on return", ingest::BATCH),
+        note: format!(
+            "events/s, batches of {}, each acknowledged once durable; ivrstate: {} writers, \
+             group commit; SQLite and raw file: one writer",
+            ingest::BATCH,
+            ingest::WRITERS
+        ),
     });
 
     // sled writes pages over 1/4 of a segment into `blobs/`, which neither its flush nor the

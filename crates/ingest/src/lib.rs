@@ -21,7 +21,8 @@ pub use derived::{DerivedBatch, DerivedIter, DerivedTree, Entry};
 pub use error::StoreError;
 pub use ivrstate_migrations::{MigrationError, CURRENT_VERSION};
 pub use log::{
-    AppendOutcome, AppendReport, Durability, EventLog, ReadIter, VerifyFault, VerifyReport,
+    AppendOutcome, AppendReport, Durability, EventLog, PendingAppend, ReadIter, VerifyFault,
+    VerifyReport,
 };
 pub use read_ahead::{limit_malloc_arenas, ReadAhead};
 pub use store::{Store, StoreOptions, DEFAULT_CACHE_BYTES};

@@ -4,8 +4,12 @@
 //! - seqs start at 1 and are contiguous: one writer (a mutex) assigns them, and a block's key is
 //!   its first seq, so the next block's key is always the previous key + its record count;
 //! - acknowledged means durable: an append is one atomic sled batch (blocks and dedup entries)
-//!   followed by one flush (group commit), and the report, `last_seq` and the tail move only
-//!   after that flush returned. Reads never go past the tail, so nothing unflushed is visible;
+//!   followed by a flush that covers it, and the report, `last_seq` and the tail move only after
+//!   that flush returned. Reads never go past the tail, so nothing unflushed is visible;
+//! - group commit: writing (under the writer lock) and flushing (under the sync lock) are two
+//!   steps. While one append waits for the disk, others write their batches into sled and then
+//!   wait for the sync lock; the next flush covers all of them, so N concurrent appenders pay
+//!   for about one flush, not N. A lone appender writes and flushes as before;
 //! - idempotent: see [`crate::dedup`]. An event is reported duplicate only after comparing it
 //!   with a stored copy; an error while looking fails the append instead of guessing.
 //!
@@ -17,6 +21,7 @@ use crate::dedup::{self, BlockCache, DecodedBlock, DedupIndex, SourceRange, DEDU
 use crate::error::StoreError;
 use ivrstate_model::{Envelope, Record, Seq};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::watch;
 
@@ -69,6 +74,25 @@ pub struct AppendReport {
     pub outcomes: Vec<AppendOutcome>,
 }
 
+/// An append written into sled but not yet known durable: see [`EventLog::begin_append`].
+#[must_use = "the records are not durable until wait_durable returns"]
+pub struct PendingAppend<'a> {
+    log: &'a EventLog,
+    report: AppendReport,
+}
+
+impl PendingAppend<'_> {
+    /// Returns the report once the records (and any stored copy a duplicate names) are durable.
+    pub fn wait_durable(self) -> Result<AppendReport, StoreError> {
+        if self.log.inner.durability == Durability::Full {
+            // Through `last_seq`, not only this call's records: a duplicate may name a seq that
+            // a concurrent append wrote and has not flushed yet.
+            self.log.sync_through(self.report.last_seq)?;
+        }
+        Ok(self.report)
+    }
+}
+
 /// One fault found by [`EventLog::verify`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VerifyFault {
@@ -116,8 +140,22 @@ struct Inner {
     /// What sled's flush leaves unsynced (its data file, blob files, directories).
     disk: Option<DiskSync>,
     writer: Mutex<Writer>,
+    /// The last seq written into sled (durable or not). Set after each write, under the writer
+    /// lock, so a flush that starts after reading it covers every seq up to it.
+    written: AtomicU64,
+    /// Taken by the one append that flushes at a time (see [`EventLog::sync_through`]).
+    syncer: Mutex<Synced>,
     /// The last durable seq; receivers are woken when it moves.
     tail: watch::Sender<Seq>,
+}
+
+/// What the flushes so far made durable.
+struct Synced {
+    /// Every seq up to this one is durable.
+    through: Seq,
+    /// A flush failed: nothing written after `through` can be called durable any more (a
+    /// retried fsync may succeed without the lost pages being on disk).
+    failed: Option<String>,
 }
 
 struct Writer {
@@ -189,6 +227,11 @@ impl EventLog {
                 tree,
                 durability,
                 disk,
+                written: AtomicU64::new(last),
+                syncer: Mutex::new(Synced {
+                    through: last,
+                    failed: None,
+                }),
                 writer: Mutex::new(Writer {
                     last,
                     damaged,
@@ -217,9 +260,25 @@ impl EventLog {
         self.inner.tail.subscribe()
     }
 
-    /// Appends the envelopes that are not already stored, as one group commit. Returns after the
-    /// records are durable (unless [`Durability::Relaxed`]).
+    /// Appends the envelopes that are not already stored. Returns after the records are durable
+    /// (unless [`Durability::Relaxed`]), sharing the flush with concurrent appends (group commit).
     pub fn append(&self, envs: &[Envelope]) -> Result<AppendReport, StoreError> {
+        self.begin_append(envs)?.wait_durable()
+    }
+
+    /// The first half of [`EventLog::append`]: dedup, encode and write into sled, in the order
+    /// of the calls, without waiting for the disk. The report is released by
+    /// [`PendingAppend::wait_durable`] only, so nothing can call these records stored before
+    /// they are; meanwhile this thread (or another) can begin the next append, which the same
+    /// flush may then cover.
+    pub fn begin_append(&self, envs: &[Envelope]) -> Result<PendingAppend<'_>, StoreError> {
+        Ok(PendingAppend {
+            log: self,
+            report: self.write(envs)?,
+        })
+    }
+
+    fn write(&self, envs: &[Envelope]) -> Result<AppendReport, StoreError> {
         let mut guard = self.writer();
         let w = &mut *guard;
         if let Some(why) = &w.damaged {
@@ -297,16 +356,8 @@ impl EventLog {
         let last = base + appended;
         // After a failed write or flush we no longer know what the disk holds: stop appending
         // rather than reuse seqs that may already be stored.
-        let result = self
-            .inner
-            .tree
-            .apply_batch(batch)
-            .map_err(StoreError::from)
-            .and_then(|()| match self.inner.durability {
-                Durability::Full => self.sync(),
-                Durability::Relaxed => Ok(()),
-            });
-        if let Err(e) = result {
+        if let Err(e) = self.inner.tree.apply_batch(batch) {
+            let e = StoreError::from(e);
             let why = format!("writing seqs {}..={last} failed: {e}", base + 1);
             tracing::error!(%why, "append failed");
             w.damaged = Some(why);
@@ -316,7 +367,10 @@ impl EventLog {
         for (ts, r) in ranges {
             w.dedup.insert(ts, r);
         }
-        self.inner.tail.send_replace(last);
+        self.inner.written.store(last, Ordering::Release);
+        if self.inner.durability == Durability::Relaxed {
+            self.inner.tail.send_replace(last);
+        }
         Ok(AppendReport {
             appended,
             duplicates,
@@ -324,6 +378,33 @@ impl EventLog {
             last_seq: last,
             outcomes,
         })
+    }
+
+    /// Returns once every seq up to `seq` is durable: at once if a flush already covered it,
+    /// else after the flush this call makes (or waits for, holding the sync lock in turn), which
+    /// covers everything written by then. The tail moves after each successful flush.
+    fn sync_through(&self, seq: Seq) -> Result<(), StoreError> {
+        let mut synced = self.inner.syncer.lock().unwrap_or_else(|p| p.into_inner());
+        if synced.through >= seq {
+            return Ok(());
+        }
+        if let Some(why) = &synced.failed {
+            return Err(StoreError::Damaged(why.clone()));
+        }
+        // Read before the flush: the flush covers every write that completed before it started.
+        let upto = self.inner.written.load(Ordering::Acquire);
+        if let Err(e) = self.sync() {
+            let why = format!("flushing seqs {}..={upto} failed: {e}", synced.through + 1);
+            tracing::error!(%why, "flush failed");
+            synced.failed = Some(why.clone());
+            drop(synced);
+            // The writer lock is never held while waiting for this one, so no deadlock.
+            self.writer().damaged.get_or_insert(why);
+            return Err(e);
+        }
+        synced.through = upto;
+        self.inner.tail.send_replace(upto);
+        Ok(())
     }
 
     /// sled's flush, then the fsyncs it leaves out: see [`Durability::Full`].

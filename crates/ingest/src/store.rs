@@ -61,7 +61,7 @@ impl Store {
             .cache_capacity(opts.cache_bytes);
         // sled reports most damage as an error, but some as a panic; neither may take down the
         // caller, so a panic while opening is turned into an error too.
-        let db = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open())) {
+        let db = match open_sled(&config) {
             Ok(Ok(db)) => db,
             Ok(Err(e)) => {
                 return Err(StoreError::NotAStore {
@@ -147,6 +147,29 @@ impl Store {
     /// Bytes of every file in the store directory.
     pub fn size_on_disk(&self) -> u64 {
         dir_size(&self.path)
+    }
+}
+
+/// How long opening waits for sled's lock on the database file.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// `config.open()`, with a panic caught, waiting up to [`LOCK_WAIT`] while the file is locked:
+/// sled releases its lock only when the last of its I/O threads lets go of the file, a moment
+/// after the last handle of a store closed in this process is dropped. Another process that
+/// holds the store keeps it locked, and the error comes after the wait.
+fn open_sled(config: &sled::Config) -> std::thread::Result<sled::Result<sled::Db>> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()));
+        match &opened {
+            Ok(Err(sled::Error::Io(e)))
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            _ => return opened,
+        }
     }
 }
 

@@ -135,8 +135,144 @@ fn model_keep(all: &[Envelope]) -> Vec<bool> {
         .collect()
 }
 
+/// One envelope of every event shape the model has, for the encoding tests.
+fn every_event_shape() -> Vec<Envelope> {
+    let at = |event| Envelope {
+        time: Micros(-5),
+        recorded: Micros(1_439_769_600_000_000),
+        event,
+    };
+    let kv = KvList(vec![("ReasonCode".into(), "Break".into())]);
+    let ivr = IvrConfig {
+        name: IvrName::from("IVR_1"),
+        tservers: vec![
+            TServerName::from("TS_SIP"),
+            TServerName::from("a-name-longer-than-24-bytes"),
+        ],
+        options: vec![ConfigOption {
+            name: "list".into(),
+            value: ConfigValue::List(vec![
+                ConfigOption {
+                    name: "n".into(),
+                    value: ConfigValue::Int(-7),
+                },
+                ConfigOption {
+                    name: "s".into(),
+                    value: ConfigValue::Str("x".into()),
+                },
+            ]),
+        }],
+    };
+    let port = PortConfig {
+        ivr: IvrName::from("IVR_1"),
+        port: PortNum::from("1"),
+        dn: Dn::from("7001"),
+        tserver: TServerName::from("TS_SIP"),
+    };
+    let tlib = |kind| {
+        Event::TLib(TLibEvent {
+            tserver: TServerName::from("TS_SIP"),
+            source_seq: Some(u64::MAX),
+            kind,
+        })
+    };
+    vec![
+        at(tlib(TLibKind::Agent(AgentEvent {
+            kind: AgentEventKind::NotReady,
+            dn: Dn::from("7001"),
+            agent_id: Some(AgentId::from("5001")),
+            queue: Some(Queue::from("8001")),
+            work_mode: Some(WorkMode::AfterCallWork),
+            reasons: kv.clone(),
+            extensions: kv.clone(),
+        }))),
+        at(tlib(TLibKind::AddressInfo(AddressInfo {
+            dn: Dn::from("7001"),
+            agent_id: None,
+            agent_status: Some(-3),
+            work_mode: None,
+            reasons: KvList::default(),
+            extensions: kv,
+        }))),
+        at(tlib(TLibKind::LinkConnected)),
+        at(Event::TLib(TLibEvent {
+            tserver: TServerName::from("TS_SIP"),
+            source_seq: None,
+            kind: TLibKind::LinkDisconnected,
+        })),
+        at(Event::Config(ConfigEvent::ServerSettings {
+            version: Some("8.5".into()),
+        })),
+        at(Event::Config(ConfigEvent::TServerAdded {
+            name: TServerName::from("TS_SIP"),
+            switch: None,
+        })),
+        at(Event::Config(ConfigEvent::TServerChanged {
+            name: TServerName::from("TS_SIP"),
+            switch: Some("SIP".into()),
+        })),
+        at(Event::Config(ConfigEvent::TServerRemoved {
+            name: TServerName::from("TS_SIP"),
+        })),
+        at(Event::Config(ConfigEvent::IvrAdded(ivr.clone()))),
+        at(Event::Config(ConfigEvent::IvrChanged(ivr))),
+        at(Event::Config(ConfigEvent::IvrRemoved {
+            name: IvrName::from("IVR_1"),
+        })),
+        at(Event::Config(ConfigEvent::PortAdded(port.clone()))),
+        at(Event::Config(ConfigEvent::PortChanged(port))),
+        at(Event::Config(ConfigEvent::PortRemoved {
+            ivr: IvrName::from("IVR_1"),
+            port: PortNum::from("1"),
+        })),
+        at(Event::Request(ClientRequest {
+            ivr: IvrName::from("IVR_1"),
+            client: "127.0.0.1:5000".into(),
+            request: "AgentReady".into(),
+            req_id: Some("7".into()),
+            port: Some(PortNum::from("1")),
+            attributes: vec![("ReasonCode".into(), "x".into())],
+        })),
+        at(Event::Anomaly(Anomaly {
+            tserver: Some(TServerName::from("TS_SIP")),
+            dn: None,
+            kind: AnomalyKind::SourceRestart,
+            detail: "restart".into(),
+        })),
+    ]
+}
+
+/// The bytes bincode's serde path writes: what every store before the native derive holds.
+fn serde_bytes<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    bincode::serde::encode_to_vec(v, bincode::config::standard()).unwrap()
+}
+
+#[test]
+fn the_native_encoding_writes_and_reads_the_bytes_serde_wrote() {
+    let all = every_event_shape();
+    for env in &all {
+        let old = serde_bytes(env);
+        assert_eq!(codec::encode_envelope(env).unwrap(), old, "{env:?}");
+        assert_eq!(&codec::decode_envelope(&old).unwrap(), env);
+    }
+    // A block's payload too (a slice of references encodes as a Vec of envelopes).
+    let refs: Vec<&Envelope> = all.iter().collect();
+    let block = codec::encode_block(&refs).unwrap();
+    assert_eq!(codec::open_block(&block).unwrap(), serde_bytes(&all));
+    assert_eq!(codec::decode_block(&block).unwrap(), all);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_envelopes_encode_as_serde_did(envs in prop::collection::vec(arb_envelope(), 0..20)) {
+        for env in &envs {
+            let old = serde_bytes(env);
+            prop_assert_eq!(&codec::encode_envelope(env).unwrap(), &old);
+            prop_assert_eq!(&codec::decode_envelope(&old).unwrap(), env);
+        }
+    }
 
     #[test]
     fn random_batches_read_back_identical_after_reopen(batches in prop::collection::vec(prop::collection::vec(arb_envelope(), 0..40), 1..6)) {
@@ -839,4 +975,85 @@ fn store_flush_and_durable_appends_sync_the_data_file() {
     }
     assert!(dir.path().join("db").is_file());
     assert_eq!(read_all(open(dir.path()).log()).len(), 10);
+}
+
+// ---- group commit ----------------------------------------------------------------------------
+
+#[test]
+fn a_begun_append_is_invisible_until_durable_and_one_flush_covers_the_appends_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let log = store.log();
+    let first = log.begin_append(&events("TS_A", 1, 3)).unwrap();
+    let second = log.begin_append(&events("TS_A", 4, 2)).unwrap();
+    // Written into sled, not yet flushed: neither the tail nor a read shows them.
+    assert_eq!(log.last_seq(), 0);
+    assert_eq!(read_all(log).len(), 0);
+    // The second's flush covers the first as well (it was written before the flush started).
+    let report = second.wait_durable().unwrap();
+    assert_eq!((report.first_seq, report.last_seq), (Some(4), 5));
+    assert_eq!(log.last_seq(), 5);
+    assert_eq!(read_all(log).len(), 5);
+    let report = first.wait_durable().unwrap();
+    assert_eq!(
+        (report.first_seq, report.last_seq, report.appended),
+        (Some(1), 3, 3)
+    );
+    // A duplicate of a record begun but not flushed is reported only once that record is durable.
+    let third = log.begin_append(&events("TS_A", 6, 1)).unwrap();
+    let dup = log.begin_append(&events("TS_A", 6, 1)).unwrap();
+    assert_eq!(log.last_seq(), 5);
+    let report = dup.wait_durable().unwrap();
+    assert_eq!(report.outcomes, vec![AppendOutcome::Duplicate(6)]);
+    assert_eq!(log.last_seq(), 6);
+    third.wait_durable().unwrap();
+}
+
+#[test]
+fn concurrent_appenders_get_contiguous_seqs_and_every_event_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let log = store.log();
+    const THREADS: u64 = 4;
+    const APPENDS: u64 = 25;
+    const EACH: u64 = 20;
+    let reports: Vec<Vec<(Vec<Envelope>, AppendReport)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|t| {
+                s.spawn(move || {
+                    let ts = format!("TS_{t}");
+                    (0..APPENDS)
+                        .map(|a| {
+                            let batch = events(&ts, 1 + a * EACH, EACH);
+                            let report = log.append(&batch).unwrap();
+                            // Acknowledged means durable, so visible to readers.
+                            assert!(log.last_seq() >= report.last_seq);
+                            (batch, report)
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let total = THREADS * APPENDS * EACH;
+    assert_eq!(log.last_seq(), total);
+    let stored = read_all(log);
+    assert_eq!(stored.len() as u64, total);
+    for (i, r) in stored.iter().enumerate() {
+        assert_eq!(r.seq, i as u64 + 1, "seqs are contiguous");
+    }
+    // Every report names the seqs its own events were stored at.
+    for (batch, report) in reports.iter().flatten() {
+        assert_eq!(report.appended, EACH);
+        for (env, outcome) in batch.iter().zip(&report.outcomes) {
+            let AppendOutcome::New(seq) = outcome else {
+                panic!("a fresh event was reported {outcome:?}");
+            };
+            assert_eq!(&stored[*seq as usize - 1].envelope, env);
+        }
+    }
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(read_all(store.log()).len() as u64, total);
 }

@@ -8,10 +8,11 @@
 use crate::{
     AgentId, AgentStatus, Dn, IvrName, Micros, PortNum, Queue, Seq, TServerName, WorkMode,
 };
+use bincode::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 
 /// One event as appended to the log.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize, Encode, Decode)]
 pub struct Envelope {
     /// The event's own time: T-Library's `TimeinSecs`/`TimeinuSecs` for T-Server events, the time
     /// of the change for configuration events and client requests.
@@ -29,7 +30,7 @@ pub struct Record {
     pub envelope: Envelope,
 }
 
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize, Encode, Decode)]
 pub enum Event {
     /// A T-Library event reported by a T-Server.
     TLib(TLibEvent),
@@ -42,7 +43,7 @@ pub enum Event {
 }
 
 /// A T-Library event from one T-Server.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize, Encode, Decode)]
 pub struct TLibEvent {
     pub tserver: TServerName,
     /// `AttributeEventSequenceNumber`: per T-Server and monotonic while the T-Server runs; a
@@ -52,7 +53,7 @@ pub struct TLibEvent {
     pub kind: TLibKind,
 }
 
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize, Encode, Decode)]
 pub enum TLibKind {
     /// EventAgentLogin, EventAgentLogout, EventAgentReady, EventAgentNotReady,
     /// EventAgentAfterCallWork.
@@ -77,7 +78,7 @@ impl TLibKind {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize, Encode, Decode)]
 pub enum AgentEventKind {
     Login,
     Logout,
@@ -111,7 +112,7 @@ impl AgentEventKind {
 }
 
 /// An agent-state event on a DN.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize, Encode, Decode)]
 pub struct AgentEvent {
     pub kind: AgentEventKind,
     pub dn: Dn,
@@ -136,7 +137,7 @@ impl AgentEvent {
 }
 
 /// EventAddressInfo about a DN.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize, Encode, Decode)]
 pub struct AddressInfo {
     pub dn: Dn,
     pub agent_id: Option<AgentId>,
@@ -156,7 +157,7 @@ impl AddressInfo {
 
 /// A T-Library key-value list (`AttributeReasons`, `AttributeExtensions`), in printed order.
 /// Values are kept as text; integers as their decimal spelling.
-#[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize, Encode, Decode)]
 #[serde(transparent)]
 pub struct KvList(pub Vec<(String, String)>);
 
@@ -174,7 +175,7 @@ impl KvList {
 
 /// A configuration change. `config apply` records the difference between the applied file and
 /// the configuration already in the log as these events.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize, Encode, Decode)]
 pub enum ConfigEvent {
     /// `[server]`: the version reported in LoginResp.
     ServerSettings {
@@ -205,7 +206,7 @@ pub enum ConfigEvent {
 }
 
 /// An IVR object: the client that logs in with `ClientName = name`.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize, Encode, Decode)]
 pub struct IvrConfig {
     pub name: IvrName,
     /// The T-Servers this IVR uses: Server events go only to their IVRs.
@@ -214,14 +215,14 @@ pub struct IvrConfig {
     pub options: Vec<ConfigOption>,
 }
 
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize, Encode, Decode)]
 pub struct ConfigOption {
     pub name: String,
     pub value: ConfigValue,
 }
 
 /// A `ConfigOptions` node: `<Node Type='Int|Str'>` or a nested `<List>`.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize, Encode, Decode)]
 pub enum ConfigValue {
     Int(i64),
     Str(String),
@@ -229,7 +230,7 @@ pub enum ConfigValue {
 }
 
 /// An IVR port and the DN whose agent state it shows.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize, Encode, Decode)]
 pub struct PortConfig {
     pub ivr: IvrName,
     pub port: PortNum,
@@ -239,7 +240,7 @@ pub struct PortConfig {
 
 /// A request from an IVR client, recorded for audit. ivrstate has no switch link, so agent
 /// control requests are answered with a CallError; the record shows that they were asked.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize, Encode, Decode)]
 pub struct ClientRequest {
     pub ivr: IvrName,
     /// The client's address (`127.0.0.1:51234`).
@@ -256,7 +257,7 @@ pub struct ClientRequest {
 /// Input that was understood but inconsistent. The fold reports the anomalies it finds in its
 /// own output; this record is for those a source finds (e.g. a T-Server sequence number that
 /// went backwards, meaning the T-Server restarted).
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize, Encode, Decode)]
 pub struct Anomaly {
     pub tserver: Option<TServerName>,
     pub dn: Option<Dn>,
@@ -264,7 +265,7 @@ pub struct Anomaly {
     pub detail: String,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize, Encode, Decode)]
 pub enum AnomalyKind {
     /// Ready/NotReady/AfterCallWork on a DN with no agent logged in.
     StateWithoutLogin,

@@ -47,6 +47,30 @@ macro_rules! string_id {
                 Self(CompactString::from(s))
             }
         }
+        // The log's encoding (bincode): a string, as serde's `transparent` would write it.
+        impl bincode::Encode for $name {
+            fn encode<E: bincode::enc::Encoder>(
+                &self,
+                encoder: &mut E,
+            ) -> Result<(), bincode::error::EncodeError> {
+                bincode::Encode::encode(self.0.as_str(), encoder)
+            }
+        }
+        impl<C> bincode::Decode<C> for $name {
+            fn decode<D: bincode::de::Decoder<Context = C>>(
+                decoder: &mut D,
+            ) -> Result<Self, bincode::error::DecodeError> {
+                Ok(Self::from(<String as bincode::Decode<C>>::decode(decoder)?))
+            }
+        }
+        // From a slice: borrowed, so a short id is copied in place and nothing is allocated.
+        impl<'de, C> bincode::BorrowDecode<'de, C> for $name {
+            fn borrow_decode<D: bincode::de::BorrowDecoder<'de, Context = C>>(
+                decoder: &mut D,
+            ) -> Result<Self, bincode::error::DecodeError> {
+                Ok(Self::from(<&str as bincode::BorrowDecode<C>>::borrow_decode(decoder)?))
+            }
+        }
         impl AsRef<str> for $name {
             fn as_ref(&self) -> &str {
                 self.0.as_str()

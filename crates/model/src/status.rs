@@ -1,10 +1,13 @@
 //! The statuses of the MonitorInfo vocabulary and the T-Library work modes.
 
+use bincode::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// The `Status` of a MonitorInfo `Agent`.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize, Encode, Decode,
+)]
 pub enum AgentStatus {
     LoggedIn,
     LoggedOut,
@@ -56,7 +59,9 @@ impl fmt::Display for AgentStatus {
 }
 
 /// The `Status` of a MonitorInfo `Server` or `Port`: `OK` or `Unavailable`.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize, Encode, Decode,
+)]
 pub enum Availability {
     #[serde(rename = "OK")]
     Ok,
@@ -87,7 +92,9 @@ impl fmt::Display for Availability {
 }
 
 /// `AttributeAgentWorkMode` (T-Library `TAgentWorkMode`).
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize, Encode, Decode,
+)]
 pub enum WorkMode {
     Unknown,
     ManualIn,

@@ -137,6 +137,25 @@ impl fmt::Debug for Micros {
     }
 }
 
+/// The log's encoding (bincode): the i64, as serde's compact form below.
+impl bincode::Encode for Micros {
+    fn encode<E: bincode::enc::Encoder>(
+        &self,
+        encoder: &mut E,
+    ) -> Result<(), bincode::error::EncodeError> {
+        bincode::Encode::encode(&self.0, encoder)
+    }
+}
+
+impl<C> bincode::Decode<C> for Micros {
+    fn decode<D: bincode::de::Decoder<Context = C>>(
+        decoder: &mut D,
+    ) -> Result<Self, bincode::error::DecodeError> {
+        <i64 as bincode::Decode<C>>::decode(decoder).map(Micros)
+    }
+}
+bincode::impl_borrow_decode!(Micros);
+
 /// Human-readable formats (JSON) carry RFC 3339 strings; compact ones (bincode) an i64.
 impl Serialize for Micros {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
