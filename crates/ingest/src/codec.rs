@@ -17,6 +17,8 @@
 
 use ivrstate_model::Envelope;
 
+mod fast;
+
 /// The version byte this build writes (and the only one it reads; older ones are migrated).
 pub const BLOCK_VERSION: u8 = 2;
 
@@ -59,6 +61,9 @@ pub fn encode_envelope(env: &Envelope) -> Result<Vec<u8>, CodecError> {
 
 /// The inverse of [`encode_envelope`]; the whole slice must be one envelope.
 pub fn decode_envelope(bytes: &[u8]) -> Result<Envelope, CodecError> {
+    if let Some((env, [])) = fast::envelope(bytes) {
+        return Ok(env);
+    }
     let (env, used): (Envelope, usize) = bincode::borrow_decode_from_slice(bytes, config())
         .map_err(|e| CodecError::Decode(e.to_string()))?;
     if used != bytes.len() {
@@ -105,10 +110,34 @@ pub fn open_block(value: &[u8]) -> Result<Vec<u8>, CodecError> {
 /// The envelopes of a stored block, after every check of [`open_block`].
 pub fn decode_block(value: &[u8]) -> Result<Vec<Envelope>, CodecError> {
     let raw = open_block(value)?;
-    let (envs, used): (Vec<Envelope>, usize) = bincode::borrow_decode_from_slice(&raw, config())
-        .map_err(|e| CodecError::Decode(e.to_string()))?;
-    if used != raw.len() {
-        return Err(CodecError::Trailing(raw.len() - used));
+    decode_envelopes(&raw)
+}
+
+/// A bincode `Vec<Envelope>`: each envelope through the fast path, or bincode where it declines.
+fn decode_envelopes(raw: &[u8]) -> Result<Vec<Envelope>, CodecError> {
+    let bad = |e: bincode::error::DecodeError| CodecError::Decode(e.to_string());
+    let (count, used): (u64, usize) = bincode::decode_from_slice(raw, config()).map_err(bad)?;
+    let mut rest = &raw[used..];
+    // Every envelope takes at least three bytes: a larger count is damage, not an allocation.
+    let count = usize::try_from(count)
+        .ok()
+        .filter(|&n| n <= rest.len() / 3)
+        .ok_or_else(|| CodecError::Decode(format!("a block claims {count} envelopes")))?;
+    let mut envs = Vec::with_capacity(count);
+    for _ in 0..count {
+        let (env, after) = match fast::envelope(rest) {
+            Some(decoded) => decoded,
+            None => {
+                let (env, used): (Envelope, usize) =
+                    bincode::borrow_decode_from_slice(rest, config()).map_err(bad)?;
+                (env, &rest[used..])
+            }
+        };
+        envs.push(env);
+        rest = after;
+    }
+    if !rest.is_empty() {
+        return Err(CodecError::Trailing(rest.len()));
     }
     Ok(envs)
 }

@@ -56,15 +56,29 @@ fn arb_text() -> impl Strategy<Value = String> {
 
 fn arb_event() -> impl Strategy<Value = Event> {
     let kv = || prop::collection::vec((arb_text(), arb_text()), 0..3).prop_map(KvList);
+    let work_mode = prop::option::of(prop_oneof![
+        prop::sample::select(vec![
+            WorkMode::Unknown,
+            WorkMode::ManualIn,
+            WorkMode::AutoIn,
+            WorkMode::AfterCallWork,
+            WorkMode::AuxWork,
+            WorkMode::NoCallDisconnect,
+            WorkMode::WalkAway,
+            WorkMode::ReturnBack,
+        ]),
+        any::<i32>().prop_map(WorkMode::Other),
+    ]);
     let agent = (
         0..5u8,
         arb_text(),
         prop::option::of(arb_text()),
         prop::option::of(arb_text()),
+        work_mode,
         kv(),
         kv(),
     )
-        .prop_map(|(k, dn, agent_id, queue, reasons, extensions)| {
+        .prop_map(|(k, dn, agent_id, queue, work_mode, reasons, extensions)| {
             let kind = [
                 AgentEventKind::Login,
                 AgentEventKind::Logout,
@@ -77,7 +91,7 @@ fn arb_event() -> impl Strategy<Value = Event> {
                 dn: Dn::from(dn),
                 agent_id: agent_id.map(AgentId::from),
                 queue: queue.map(Queue::from),
-                work_mode: None,
+                work_mode,
                 reasons,
                 extensions,
             })
@@ -85,7 +99,7 @@ fn arb_event() -> impl Strategy<Value = Event> {
     let kind = prop_oneof![4 => agent, 1 => Just(TLibKind::LinkConnected), 1 => Just(TLibKind::LinkDisconnected)];
     let tlib = (
         prop::sample::select(vec!["TS_A", "TS_B"]),
-        prop::option::of(0..12u64),
+        prop::option::of(prop_oneof![4 => 0..12u64, 1 => any::<u64>()]),
         kind,
     )
         .prop_map(|(ts, source_seq, kind)| {
@@ -264,6 +278,34 @@ fn the_native_encoding_writes_and_reads_the_bytes_serde_wrote() {
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_fast_decoder_agrees_with_bincode_on_good_and_damaged_bytes(
+        envs in prop::collection::vec(arb_envelope(), 1..20),
+        at in any::<prop::sample::Index>(),
+        byte in any::<u8>(),
+        garbage in prop::collection::vec(any::<u8>(), 0..80),
+    ) {
+        let bincode_only = |bytes: &[u8]| -> Option<Envelope> {
+            match bincode::borrow_decode_from_slice::<Envelope, _>(bytes, bincode::config::standard()) {
+                Ok((env, used)) if used == bytes.len() => Some(env),
+                _ => None,
+            }
+        };
+        for env in &envs {
+            let bytes = codec::encode_envelope(env).unwrap();
+            prop_assert_eq!(&codec::decode_envelope(&bytes).unwrap(), env);
+            let mut damaged = bytes.clone();
+            let i = at.index(damaged.len());
+            damaged[i] = byte;
+            prop_assert_eq!(codec::decode_envelope(&damaged).ok(), bincode_only(&damaged));
+            prop_assert_eq!(codec::decode_envelope(&bytes[..i]).ok(), bincode_only(&bytes[..i]));
+        }
+        prop_assert_eq!(codec::decode_envelope(&garbage).ok(), bincode_only(&garbage));
+        // A block decodes envelope by envelope, the fast path and bincode mixed.
+        let refs: Vec<&Envelope> = envs.iter().collect();
+        prop_assert_eq!(codec::decode_block(&codec::encode_block(&refs).unwrap()).unwrap(), envs);
+    }
 
     #[test]
     fn random_envelopes_encode_as_serde_did(envs in prop::collection::vec(arb_envelope(), 0..20)) {
