@@ -10,7 +10,7 @@ use rusqlite::Connection;
 use std::path::Path;
 use std::time::Instant;
 
-/// From ivrstate's log (`EventLog::read` of every seq, read ahead on a second thread). Returns (events/s, state).
+/// From ivrstate's log (`EventLog::read` of every seq, read ahead on other threads). Returns (events/s, state).
 pub fn ivrstate(dir: &Path) -> Result<(f64, State)> {
     let store = Store::open(dir, StoreOptions::default())?;
     let log = store.log();
@@ -18,12 +18,14 @@ pub fn ivrstate(dir: &Path) -> Result<(f64, State)> {
     let mut state = State::new();
     let mut applied = Applied::state_only();
     let mut n = 0u64;
-    // The store decodes on a second thread while this one folds (`ReadIter::read_ahead`).
-    for record in log.read(1, log.last_seq()).read_ahead(4) {
+    // The store decodes on other threads while this one folds (`ReadIter::read_ahead`), and
+    // hands the records over block by block (`ReadAhead::visit`), as the engine's rebuild does.
+    log.read(1, log.last_seq()).read_ahead(4).visit(|record| {
         applied.clear();
-        state.apply(&record?, &mut applied);
+        state.apply(record, &mut applied);
         n += 1;
-    }
+        Ok::<(), ivrstate_ingest::StoreError>(())
+    })?;
     Ok((n as f64 / t.elapsed().as_secs_f64(), state))
 }
 

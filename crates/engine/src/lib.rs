@@ -197,23 +197,24 @@ impl Engine {
             let chunk_end = last.min(next + CHUNK as Seq - 1);
             let mut batch = DerivedBatch::new();
             let mut deriver = Deriver::default();
-            for record in read(self.store.log(), next, chunk_end) {
-                let record = record?;
+            let log = self.store.log().clone();
+            for_each_record(&log, next, chunk_end, |record| {
                 self.applied.clear();
-                self.state.apply(&record, &mut self.applied);
+                self.state.apply(record, &mut self.applied);
                 deriver.record(
                     &self.state,
                     &mut self.entities,
                     &self.applied.touched,
-                    &record,
+                    record,
                     Some(&self.derived),
                     &mut batch,
                 )?;
-                on_change(&record, &self.applied.changes);
+                on_change(record, &self.applied.changes);
                 if record.seq % SNAPSHOT_EVERY == 0 {
                     batch.insert(&snapshot_key(record.seq), &self.state.to_bytes());
                 }
-            }
+                Ok(())
+            })?;
             deriver.finish(&mut batch);
             batch.insert(DERIVED_SEQ_KEY, &keys::seq_key(chunk_end));
             self.derived.apply_batch(batch)?;
@@ -411,15 +412,14 @@ impl Engine {
         let mut deriver = Deriver::default();
         let mut batch: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         let last = self.derived_seq();
-        for record in read(self.log(), 1, last) {
-            let record = record?;
+        for_each_record(self.log(), 1, last, |record| {
             applied.clear();
-            state.apply(&record, &mut applied);
+            state.apply(record, &mut applied);
             deriver.record(
                 &state,
                 &mut entities,
                 &applied.touched,
-                &record,
+                record,
                 None,
                 &mut batch,
             )?;
@@ -430,7 +430,8 @@ impl Engine {
             for (k, v) in batch.drain(..) {
                 expected.add(&k, &v);
             }
-        }
+            Ok(())
+        })?;
         deriver.finish(&mut batch);
         for (k, v) in batch.drain(..) {
             expected.add(&k, &v);
@@ -457,18 +458,20 @@ impl Engine {
     }
 }
 
-/// Records `from..=to`; a long range is decoded on other threads while the caller folds.
-fn read(
+/// Calls `f` with the records `from..=to` in order; a long range is decoded on other threads
+/// while the caller folds (and handed over by reference, block by block).
+fn for_each_record(
     log: &EventLog,
     from: Seq,
     to: Seq,
-) -> Box<dyn Iterator<Item = std::result::Result<Record, StoreError>>> {
+    mut f: impl FnMut(&Record) -> Result<()>,
+) -> Result<()> {
     // Starting the decoder threads costs more than decoding a few blocks in place.
     const READ_AHEAD_FROM: Seq = 8_192;
     if to.saturating_sub(from) >= READ_AHEAD_FROM {
-        Box::new(log.read(from, to).read_ahead(4))
+        log.read(from, to).read_ahead(4).visit(f)
     } else {
-        Box::new(log.read(from, to))
+        log.read(from, to).try_for_each(|record| f(&record?))
     }
 }
 

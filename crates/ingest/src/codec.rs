@@ -15,7 +15,7 @@
 //! can move the format on by adding a version; the benchmark decodes the same bytes through
 //! these functions.
 
-use ivrstate_model::Envelope;
+use ivrstate_model::{Envelope, Record, Seq};
 
 mod fast;
 
@@ -109,12 +109,28 @@ pub fn open_block(value: &[u8]) -> Result<Vec<u8>, CodecError> {
 
 /// The envelopes of a stored block, after every check of [`open_block`].
 pub fn decode_block(value: &[u8]) -> Result<Vec<Envelope>, CodecError> {
-    let raw = open_block(value)?;
-    decode_envelopes(&raw)
+    decode_envelopes(&open_block(value)?, |env| env)
 }
 
-/// A bincode `Vec<Envelope>`: each envelope through the fast path, or bincode where it declines.
-fn decode_envelopes(raw: &[u8]) -> Result<Vec<Envelope>, CodecError> {
+/// The records of a stored block whose first seq is `first`, after every check of
+/// [`open_block`]: built in place, so a reader hands them on without moving each envelope.
+pub fn decode_block_records(value: &[u8], first: Seq) -> Result<Vec<Record>, CodecError> {
+    let mut seq = first;
+    decode_envelopes(&open_block(value)?, |envelope| {
+        seq += 1;
+        Record {
+            seq: seq - 1,
+            envelope,
+        }
+    })
+}
+
+/// A bincode `Vec<Envelope>`, each envelope through the fast path (or bincode where it
+/// declines) and then through `make`.
+fn decode_envelopes<T>(
+    raw: &[u8],
+    mut make: impl FnMut(Envelope) -> T,
+) -> Result<Vec<T>, CodecError> {
     let bad = |e: bincode::error::DecodeError| CodecError::Decode(e.to_string());
     let (count, used): (u64, usize) = bincode::decode_from_slice(raw, config()).map_err(bad)?;
     let mut rest = &raw[used..];
@@ -133,7 +149,7 @@ fn decode_envelopes(raw: &[u8]) -> Result<Vec<Envelope>, CodecError> {
                 (env, &rest[used..])
             }
         };
-        envs.push(env);
+        envs.push(make(env));
         rest = after;
     }
     if !rest.is_empty() {

@@ -10,16 +10,16 @@
 use crate::codec;
 use crate::error::StoreError;
 use crate::log::{block_key, missing, parse_block_key, ReadIter};
-use ivrstate_model::{Envelope, Record, Seq};
+use ivrstate_model::{Record, Seq};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::thread::JoinHandle;
 
 /// Threads decoding blocks in parallel (the caller folds on its own thread meanwhile).
 pub const DECODERS: usize = 2;
 
-/// A block as decoded by a decoder thread: its first seq and its envelopes, or the error of
+/// A block as decoded by a decoder thread: its first seq and its records, or the error of
 /// fetching or decoding it.
-type Decoded = Result<(Seq, Vec<Envelope>), StoreError>;
+type Decoded = Result<(Seq, Vec<Record>), StoreError>;
 
 /// Caps glibc's malloc arenas at the number of cores. Each read-ahead thread allocates the
 /// records it decodes in a malloc arena of its own, which glibc keeps (untrimmed) after the
@@ -66,6 +66,37 @@ impl ReadAhead {
     }
 }
 
+impl ReadAhead {
+    /// Calls `f` with every record in order, by reference, stopping at the first error (the
+    /// read's or `f`'s). The same records as iterating, without moving each one out of the
+    /// block it was decoded into: the way to fold a whole log.
+    pub fn visit<E: From<StoreError>>(
+        mut self,
+        mut f: impl FnMut(&Record) -> Result<(), E>,
+    ) -> Result<(), E> {
+        match &mut self.inner {
+            Inner::Parallel(p) => {
+                for record in p.current.by_ref() {
+                    f(&record)?;
+                }
+                while let Some(block) = p.next_block() {
+                    let (records, skip) = block?;
+                    for record in &records[skip..] {
+                        f(record)?;
+                    }
+                }
+                Ok(())
+            }
+            Inner::Sequential(s) => {
+                while let Some(record) = s.next() {
+                    f(&record?)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 impl Iterator for ReadAhead {
     type Item = Result<Record, StoreError>;
 
@@ -82,7 +113,7 @@ struct Parallel {
     /// One receiver per decoder; blocks come back in turn: 0, 1, 0, 1, ...
     decoded: Vec<Receiver<Decoded>>,
     turn: usize,
-    current: std::vec::IntoIter<Envelope>,
+    current: std::vec::IntoIter<Record>,
     /// Whether the first block (which may start before `from`) has arrived.
     started: bool,
     /// Seq of the next record to yield, and the last one wanted.
@@ -108,8 +139,8 @@ impl Parallel {
                 .spawn(move || {
                     for raw in raw_rx {
                         let item = raw.and_then(|(first, value)| {
-                            codec::decode_block(&value)
-                                .map(|envs| (first, envs))
+                            codec::decode_block_records(&value, first)
+                                .map(|records| (first, records))
                                 .map_err(|source| StoreError::Corrupt { seq: first, source })
                         });
                         // A send fails only when the caller dropped the iterator: stop.
@@ -167,48 +198,59 @@ impl Parallel {
         self.turn = 0;
     }
 
-    fn fail(&mut self, e: StoreError) -> Option<Result<Record, StoreError>> {
+    fn next(&mut self) -> Option<Result<Record, StoreError>> {
+        loop {
+            if let Some(record) = self.current.next() {
+                return Some(Ok(record));
+            }
+            match self.next_block()? {
+                Ok((records, skip)) => {
+                    let mut it = records.into_iter();
+                    it.by_ref().take(skip).for_each(drop);
+                    self.current = it;
+                }
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+
+    /// The next decoded block, checked, cut at `to`, with the number of records at its front
+    /// to skip (the first block may start before `from`). `None` once `to` has been reached.
+    fn next_block(&mut self) -> Option<Result<(Vec<Record>, usize), StoreError>> {
+        if self.done || self.next > self.to {
+            return None;
+        }
+        let rx = self.decoded.get(self.turn)?;
+        self.turn = (self.turn + 1) % self.decoded.len().max(1);
+        let (first, mut records) = match rx.recv() {
+            Ok(Ok(block)) => block,
+            Ok(Err(e)) => return self.fail(e),
+            // The fetcher ended before `to`: a block is missing.
+            Err(_) => return self.fail(missing(self.next)),
+        };
+        // The first block may start before `from`; every later one must start right where the
+        // previous ended (as `EventLog::read` checks).
+        let end = first + records.len() as Seq;
+        let misplaced = if self.started {
+            first != self.next
+        } else {
+            first > self.next
+        };
+        if misplaced || end <= self.next {
+            return self.fail(missing(self.next));
+        }
+        self.started = true;
+        let skip = (self.next - first) as usize;
+        let last = (end - 1).min(self.to);
+        records.truncate((last - first + 1) as usize);
+        self.next = last + 1;
+        Some(Ok((records, skip)))
+    }
+
+    fn fail<T>(&mut self, e: StoreError) -> Option<Result<T, StoreError>> {
         self.done = true;
         self.decoded.clear();
         Some(Err(e))
-    }
-
-    fn next(&mut self) -> Option<Result<Record, StoreError>> {
-        loop {
-            if self.done || self.next > self.to {
-                return None;
-            }
-            if let Some(envelope) = self.current.next() {
-                let seq = self.next;
-                self.next += 1;
-                return Some(Ok(Record { seq, envelope }));
-            }
-            let rx = self.decoded.get(self.turn)?;
-            self.turn = (self.turn + 1) % self.decoded.len().max(1);
-            let (first, envs) = match rx.recv() {
-                Ok(Ok(block)) => block,
-                Ok(Err(e)) => return self.fail(e),
-                // The fetcher ended before `to`: a block is missing.
-                Err(_) => return self.fail(missing(self.next)),
-            };
-            // The first block may start before `from`; every later one must start right
-            // where the previous ended (as `EventLog::read` checks).
-            let end = first + envs.len() as Seq;
-            let misplaced = if self.started {
-                first != self.next
-            } else {
-                first > self.next
-            };
-            if misplaced || end <= self.next {
-                return self.fail(missing(self.next));
-            }
-            self.started = true;
-            let mut it = envs.into_iter();
-            for _ in first..self.next {
-                it.next();
-            }
-            self.current = it;
-        }
     }
 }
 

@@ -962,7 +962,29 @@ fn read_ahead_yields_what_read_yields() {
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(ahead, plain, "{from}..={to}");
+        let mut visited = Vec::new();
+        store
+            .log()
+            .read(from, to)
+            .read_ahead(2)
+            .visit(|r| {
+                visited.push(r.clone());
+                Ok::<(), StoreError>(())
+            })
+            .unwrap();
+        assert_eq!(visited, plain, "visit {from}..={to}");
     }
+    // `visit` stops at the first error its function returns.
+    let mut seen = 0;
+    let stopped = store.log().read(1, Seq::MAX).read_ahead(2).visit(|r| {
+        seen += 1;
+        match r.seq {
+            1200 => Err(StoreError::Db("stop here".into())),
+            _ => Ok(()),
+        }
+    });
+    assert!(matches!(stopped, Err(StoreError::Db(why)) if why == "stop here"));
+    assert_eq!(seen, 1200);
     assert_eq!(store.log().read(1, Seq::MAX).read_ahead(1).count(), 3500);
     // An iterator already part-way through a block reads ahead too (the one-thread path).
     let mut started = store.log().read(1, 3000);
@@ -985,6 +1007,14 @@ fn read_ahead_reports_a_gap_after_the_records_before_it() {
     assert!(items[..10].iter().all(Result::is_ok));
     let err = items[10].as_ref().unwrap_err();
     assert!(err.to_string().contains("seq 11"), "{err}");
+    // `visit` sees the same records, then returns the error.
+    let mut seen = 0;
+    let visited = store.log().read(1, 30).read_ahead(4).visit(|_| {
+        seen += 1;
+        Ok::<(), StoreError>(())
+    });
+    assert_eq!(seen, 10);
+    assert!(visited.unwrap_err().to_string().contains("seq 11"));
 }
 
 #[test]

@@ -11,12 +11,16 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::ops::{Deref, DerefMut};
 
+/// aHash rather than std's SipHash: a DN lookup is the fold's hot path, and its hash was the
+/// largest single cost of a rebuild's fold. Its keys are still chosen per process.
+type Hasher = ahash::RandomState;
+
 #[derive(Clone, Debug)]
-pub(crate) struct SortedHashMap<K, V>(HashMap<K, V>);
+pub(crate) struct SortedHashMap<K, V>(HashMap<K, V, Hasher>);
 
 impl<K, V> Default for SortedHashMap<K, V> {
     fn default() -> Self {
-        SortedHashMap(HashMap::new())
+        SortedHashMap(HashMap::default())
     }
 }
 
@@ -38,7 +42,7 @@ impl<K: Ord, V> SortedHashMap<K, V> {
 }
 
 impl<K, V> Deref for SortedHashMap<K, V> {
-    type Target = HashMap<K, V>;
+    type Target = HashMap<K, V, Hasher>;
     fn deref(&self) -> &Self::Target {
         &self.0
     }
