@@ -131,7 +131,13 @@ impl<'a> Cursor<'a> {
 
     fn str(&mut self) -> Option<&'a str> {
         let len = usize::try_from(self.u64()?).ok()?;
-        std::str::from_utf8(self.take(len)?).ok()
+        let bytes = self.take(len)?;
+        if bytes.is_ascii() {
+            // SAFETY: ASCII is valid UTF-8. (Ids and reason codes are ASCII; checking that is a
+            // short loop where `from_utf8` costs a call and a setup per string.)
+            return Some(unsafe { std::str::from_utf8_unchecked(bytes) });
+        }
+        std::str::from_utf8(bytes).ok()
     }
 
     fn opt_str(&mut self) -> Option<Option<&'a str>> {
