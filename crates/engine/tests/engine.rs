@@ -18,7 +18,7 @@ fn agent(
 ) -> Envelope {
     let reasons = KvList(
         reason
-            .map(|r| vec![("ReasonCode".to_owned(), r.to_owned())])
+            .map(|r| vec![("ReasonCode".into(), r.into())])
             .unwrap_or_default(),
     );
     Envelope {

@@ -11,7 +11,7 @@ use crate::codec;
 use crate::error::StoreError;
 use crate::log::{block_key, missing, parse_block_key, ReadIter};
 use ivrstate_model::{Record, Seq};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 use std::thread::JoinHandle;
 
 /// Threads decoding blocks in parallel (the caller folds on its own thread meanwhile).
@@ -84,6 +84,10 @@ impl ReadAhead {
                     for record in &records[skip..] {
                         f(record)?;
                     }
+                    // A decoder that has ended hands the block back: it is dropped here.
+                    if let Some(tx) = p.recycle.get(p.from_decoder) {
+                        let _ = tx.send(records);
+                    }
                 }
                 Ok(())
             }
@@ -112,7 +116,12 @@ impl Iterator for ReadAhead {
 struct Parallel {
     /// One receiver per decoder; blocks come back in turn: 0, 1, 0, 1, ...
     decoded: Vec<Receiver<Decoded>>,
+    /// Blocks [`ReadAhead::visit`] is done with go back to the decoder that made them, to be
+    /// freed there: freeing into another thread's malloc arena contends for its lock.
+    recycle: Vec<Sender<Vec<Record>>>,
     turn: usize,
+    /// The decoder the last block came from.
+    from_decoder: usize,
     current: std::vec::IntoIter<Record>,
     /// Whether the first block (which may start before `from`) has arrived.
     started: bool,
@@ -128,9 +137,11 @@ impl Parallel {
         let (from, to, tree) = (inner.next, inner.to, inner.tree.clone());
         let mut to_decoders: Vec<SyncSender<Result<(Seq, sled::IVec), StoreError>>> = Vec::new();
         let mut decoded = Vec::new();
+        let mut recycle = Vec::new();
         let mut threads = Vec::new();
         let mut failed: Option<StoreError> = None;
         for i in 0..DECODERS {
+            let (recycle_tx, recycle_rx) = channel::<Vec<Record>>();
             let (raw_tx, raw_rx) =
                 sync_channel::<Result<(Seq, sled::IVec), StoreError>>(depth.max(1));
             let (out_tx, out_rx) = sync_channel::<Decoded>(depth.max(1));
@@ -138,6 +149,7 @@ impl Parallel {
                 .name(format!("ivrstate-decode-{i}"))
                 .spawn(move || {
                     for raw in raw_rx {
+                        recycle_rx.try_iter().for_each(drop);
                         let item = raw.and_then(|(first, value)| {
                             codec::decode_block_records(&value, first)
                                 .map(|records| (first, records))
@@ -159,6 +171,7 @@ impl Parallel {
             }
             to_decoders.push(raw_tx);
             decoded.push(out_rx);
+            recycle.push(recycle_tx);
         }
         let fetcher = std::thread::Builder::new()
             .name("ivrstate-fetch".into())
@@ -173,7 +186,9 @@ impl Parallel {
         }
         let mut parallel = Parallel {
             decoded,
+            recycle,
             turn: 0,
+            from_decoder: 0,
             current: Vec::new().into_iter(),
             started: false,
             next: from,
@@ -221,6 +236,7 @@ impl Parallel {
             return None;
         }
         let rx = self.decoded.get(self.turn)?;
+        self.from_decoder = self.turn;
         self.turn = (self.turn + 1) % self.decoded.len().max(1);
         let (first, mut records) = match rx.recv() {
             Ok(Ok(block)) => block,

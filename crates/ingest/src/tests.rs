@@ -55,7 +55,16 @@ fn arb_text() -> impl Strategy<Value = String> {
 }
 
 fn arb_event() -> impl Strategy<Value = Event> {
-    let kv = || prop::collection::vec((arb_text(), arb_text()), 0..3).prop_map(KvList);
+    let kv = || {
+        prop::collection::vec((arb_text(), arb_text()), 0..3).prop_map(|pairs| {
+            KvList(
+                pairs
+                    .into_iter()
+                    .map(|(k, v)| (k.into(), v.into()))
+                    .collect(),
+            )
+        })
+    };
     let work_mode = prop::option::of(prop_oneof![
         prop::sample::select(vec![
             WorkMode::Unknown,

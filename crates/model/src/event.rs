@@ -9,6 +9,7 @@ use crate::{
     AgentId, AgentStatus, Dn, IvrName, Micros, PortNum, Queue, Seq, TServerName, WorkMode,
 };
 use bincode::{Decode, Encode};
+pub use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 /// One event as appended to the log.
@@ -156,10 +157,55 @@ impl AddressInfo {
 }
 
 /// A T-Library key-value list (`AttributeReasons`, `AttributeExtensions`), in printed order.
-/// Values are kept as text; integers as their decimal spelling.
-#[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize, Encode, Decode)]
+/// Values are kept as text; integers as their decimal spelling. Keys and values are inline small
+/// strings, as ids are: a list like `ReasonCode` = `Break` costs one allocation (the list), not
+/// five, when it is parsed or read back from the log.
+#[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct KvList(pub Vec<(String, String)>);
+pub struct KvList(pub Vec<(CompactString, CompactString)>);
+
+// The log's encoding (bincode), as a derive would write `Vec<(String, String)>`.
+impl bincode::Encode for KvList {
+    fn encode<E: bincode::enc::Encoder>(
+        &self,
+        encoder: &mut E,
+    ) -> Result<(), bincode::error::EncodeError> {
+        bincode::Encode::encode(&(self.0.len() as u64), encoder)?;
+        for (k, v) in &self.0 {
+            bincode::Encode::encode(k.as_str(), encoder)?;
+            bincode::Encode::encode(v.as_str(), encoder)?;
+        }
+        Ok(())
+    }
+}
+
+impl<C> bincode::Decode<C> for KvList {
+    fn decode<D: bincode::de::Decoder<Context = C>>(
+        decoder: &mut D,
+    ) -> Result<Self, bincode::error::DecodeError> {
+        let pairs: Vec<(String, String)> = bincode::Decode::decode(decoder)?;
+        Ok(KvList(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        ))
+    }
+}
+
+impl<'de, C> bincode::BorrowDecode<'de, C> for KvList {
+    fn borrow_decode<D: bincode::de::BorrowDecoder<'de, Context = C>>(
+        decoder: &mut D,
+    ) -> Result<Self, bincode::error::DecodeError> {
+        let pairs: Vec<(&str, &str)> = bincode::BorrowDecode::borrow_decode(decoder)?;
+        Ok(KvList(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        ))
+    }
+}
 
 impl KvList {
     pub fn get(&self, key: &str) -> Option<&str> {
@@ -309,11 +355,7 @@ mod tests {
 
     fn ready(reasons: &[(&str, &str)], extensions: &[(&str, &str)]) -> AgentEvent {
         let kv = |p: &[(&str, &str)]| {
-            KvList(
-                p.iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-            )
+            KvList(p.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect())
         };
         AgentEvent {
             kind: AgentEventKind::NotReady,

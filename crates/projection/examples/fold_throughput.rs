@@ -68,7 +68,7 @@ fn agent_event(i: usize) -> Event {
             work_mode: mode,
             reasons: KvList(
                 reason
-                    .map(|r| vec![("ReasonCode".to_owned(), r.to_owned())])
+                    .map(|r| vec![("ReasonCode".into(), r.into())])
                     .unwrap_or_default(),
             ),
             extensions: KvList::default(),

@@ -32,7 +32,14 @@ fn kv() -> impl Strategy<Value = KvList> {
         ),
         0..2,
     )
-    .prop_map(KvList)
+    .prop_map(|pairs| {
+        KvList(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        )
+    })
 }
 fn work_mode() -> impl Strategy<Value = Option<WorkMode>> {
     prop::option::of((-1i32..9).prop_map(WorkMode::from_code))

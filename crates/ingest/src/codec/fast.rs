@@ -156,7 +156,7 @@ impl<'a> Cursor<'a> {
         }
         let mut pairs = Vec::with_capacity(n);
         for _ in 0..n {
-            pairs.push((self.str()?.to_owned(), self.str()?.to_owned()));
+            pairs.push((self.str()?.into(), self.str()?.into()));
         }
         Some(KvList(pairs))
     }

@@ -360,7 +360,7 @@ mod store_tests {
                     agent_id: None,
                     queue: None,
                     work_mode: None,
-                    reasons: KvList(vec![("Noise".into(), noise)]),
+                    reasons: KvList(vec![("Noise".into(), noise.into())]),
                     extensions: KvList::default(),
                 }),
             }),

@@ -14,8 +14,8 @@
 use super::lines::{Line, LineReader};
 use super::{ParseError, Parsed};
 use ivrstate_model::{
-    AddressInfo, AgentEvent, AgentEventKind, AgentId, Dn, Envelope, Event, KvList, Micros, Queue,
-    TLibEvent, TLibKind, TServerName, WorkMode,
+    AddressInfo, AgentEvent, AgentEventKind, AgentId, CompactString, Dn, Envelope, Event, KvList,
+    Micros, Queue, TLibEvent, TLibKind, TServerName, WorkMode,
 };
 use memchr::{memchr, memchr2, memmem, memrchr};
 use std::collections::VecDeque;
@@ -115,8 +115,8 @@ struct Block {
     agent_id: Option<String>,
     queue: Option<String>,
     work_mode: Option<WorkMode>,
-    reasons: Vec<(String, String)>,
-    extensions: Vec<(String, String)>,
+    reasons: Vec<(CompactString, CompactString)>,
+    extensions: Vec<(CompactString, CompactString)>,
     agent_status: Option<i64>,
     /// Indentation of the attribute lines (set by the first one); deeper lines are list pairs.
     base_indent: usize,
@@ -230,7 +230,7 @@ impl Block {
                         }
                     }
                 }
-                let kv = (k.to_owned(), v.to_owned());
+                let kv = (CompactString::from(k), CompactString::from(v));
                 match self.list {
                     List::Reasons => self.reasons.push(kv),
                     List::Extensions => self.extensions.push(kv),

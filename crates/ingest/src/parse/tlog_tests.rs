@@ -69,7 +69,7 @@ fn kv(pairs: &[(&str, &str)]) -> KvList {
     KvList(
         pairs
             .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .map(|(k, v)| ((*k).into(), (*v).into()))
             .collect(),
     )
 }
