@@ -41,7 +41,7 @@ struct TsRanges {
 /// The in-memory form of every index entry.
 #[derive(Default)]
 pub(crate) struct DedupIndex {
-    by_tserver: HashMap<TServerName, TsRanges>,
+    by_tserver: HashMap<TServerName, TsRanges, ahash::RandomState>,
 }
 
 impl DedupIndex {
@@ -144,12 +144,12 @@ pub(crate) fn same_event(a: &Envelope, b: &Envelope) -> bool {
 pub(crate) struct DecodedBlock {
     first: Seq,
     envs: Vec<Envelope>,
-    by_source_seq: HashMap<u64, Vec<u32>>,
+    by_source_seq: HashMap<u64, Vec<u32>, ahash::RandomState>,
 }
 
 impl DecodedBlock {
     pub fn new(first: Seq, envs: Vec<Envelope>) -> Self {
-        let mut by_source_seq: HashMap<u64, Vec<u32>> = HashMap::new();
+        let mut by_source_seq: HashMap<u64, Vec<u32>, ahash::RandomState> = HashMap::default();
         for (i, env) in envs.iter().enumerate() {
             if let Some((_, s)) = env.source_key() {
                 by_source_seq.entry(s).or_default().push(i as u32);

@@ -289,7 +289,9 @@ impl EventLog {
         let mut outcomes = Vec::with_capacity(envs.len());
         // Within-call dedup: the newest fresh index per source key, and a chain to older ones
         // with the same key (no allocation per key).
-        let mut heads: HashMap<(&str, u64), u32> = HashMap::with_capacity(envs.len());
+        // aHash: SipHash here cost more than the rest of the append's CPU together.
+        let mut heads: HashMap<(&str, u64), u32, ahash::RandomState> =
+            HashMap::with_capacity_and_hasher(envs.len(), ahash::RandomState::new());
         let mut older: Vec<u32> = Vec::with_capacity(envs.len());
         'next: for env in envs {
             if let Some((ts, s)) = env.source_key() {
