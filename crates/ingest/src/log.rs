@@ -167,6 +167,49 @@ struct Writer {
     candidates: Vec<Seq>,
 }
 
+/// The source keys of the fresh envelopes of one append, for finding a repeat within the call:
+/// the newest fresh index per key, and a chain to older ones with the same key (no allocation
+/// per key).
+struct InCallKeys<'a> {
+    heads: HashMap<(&'a str, u64), u32, ahash::RandomState>,
+    /// Per fresh index: the previous fresh index with the same key (`u32::MAX`: none).
+    older: Vec<u32>,
+}
+
+impl<'a> InCallKeys<'a> {
+    fn of(fresh: &[&'a Envelope]) -> Self {
+        let mut keys = InCallKeys {
+            heads: HashMap::with_capacity_and_hasher(fresh.len(), ahash::RandomState::new()),
+            older: Vec::with_capacity(fresh.len()),
+        };
+        for (i, env) in fresh.iter().enumerate() {
+            keys.add(env, i as u32);
+        }
+        keys
+    }
+
+    /// Records the fresh envelope `env` at index `i` (the next one).
+    fn add(&mut self, env: &'a Envelope, i: u32) {
+        let older = match env.source_key() {
+            Some((ts, s)) => self.heads.insert((ts.as_str(), s), i),
+            None => None,
+        };
+        self.older.push(older.unwrap_or(u32::MAX));
+    }
+
+    /// The fresh index of an envelope equal to `env` (key `ts`, `s`), if any.
+    fn find(&self, fresh: &[&Envelope], env: &Envelope, ts: &str, s: u64) -> Option<u32> {
+        let mut i = self.heads.get(&(ts, s)).copied().unwrap_or(u32::MAX);
+        while i != u32::MAX {
+            if dedup::same_event(fresh[i as usize], env) {
+                return Some(i);
+            }
+            i = self.older[i as usize];
+        }
+        None
+    }
+}
+
 pub(crate) fn block_key(first: Seq) -> [u8; 9] {
     let mut k = [BLOCK_PREFIX; 9];
     k[1..].copy_from_slice(&first.to_be_bytes());
@@ -279,6 +322,13 @@ impl EventLog {
     }
 
     fn write(&self, envs: &[Envelope]) -> Result<AppendReport, StoreError> {
+        // Encoded before the writer lock is taken, so that appends from several threads encode
+        // in parallel. Used as is when every envelope turns out fresh (the usual case); else
+        // the fresh ones are encoded again under the lock.
+        let mut pre_encoded = match envs.len() {
+            1..=MAX_BLOCK_RECORDS => Some(codec::encode_block(envs).map_err(StoreError::Encode)?),
+            _ => None,
+        };
         let mut guard = self.writer();
         let w = &mut *guard;
         if let Some(why) = &w.damaged {
@@ -287,34 +337,41 @@ impl EventLog {
         let base = w.last;
         let mut fresh: Vec<&Envelope> = Vec::with_capacity(envs.len());
         let mut outcomes = Vec::with_capacity(envs.len());
-        // Within-call dedup: the newest fresh index per source key, and a chain to older ones
-        // with the same key (no allocation per key).
-        // aHash: SipHash here cost more than the rest of the append's CPU together.
-        let mut heads: HashMap<(&str, u64), u32, ahash::RandomState> =
-            HashMap::with_capacity_and_hasher(envs.len(), ahash::RandomState::new());
-        let mut older: Vec<u32> = Vec::with_capacity(envs.len());
+        // Per T-Server in this call: the highest source seq seen so far, and the highest stored
+        // before it (the dedup index's). While each T-Server's seqs only rise, as a T-Server
+        // writes them, no key can repeat within the call and nothing more is kept.
+        let mut seen: Vec<(&str, Option<u64>, Option<u64>)> = Vec::new();
+        // Else, from the first key that does not rise on: the call's fresh keys indexed.
+        let mut in_call: Option<InCallKeys> = None;
         'next: for env in envs {
             if let Some((ts, s)) = env.source_key() {
-                let head = heads.get(&(ts.as_str(), s)).copied();
-                let mut i = head.unwrap_or(u32::MAX);
-                while i != u32::MAX {
-                    if dedup::same_event(fresh[i as usize], env) {
+                let slot = match seen.iter().position(|(name, ..)| *name == ts.as_str()) {
+                    Some(i) => i,
+                    None => {
+                        seen.push((ts.as_str(), None, w.dedup.high(ts.as_str())));
+                        seen.len() - 1
+                    }
+                };
+                let (_, highest_here, highest_stored) = &mut seen[slot];
+                if highest_here.is_some_and(|h| s <= h) && in_call.is_none() {
+                    in_call = Some(InCallKeys::of(&fresh));
+                }
+                if let Some(keys) = &in_call {
+                    if let Some(i) = keys.find(&fresh, env, ts.as_str(), s) {
                         outcomes.push(AppendOutcome::Duplicate(base + 1 + Seq::from(i)));
                         continue 'next;
                     }
-                    i = older[i as usize];
                 }
-                if w.dedup.high(ts.as_str()).is_some_and(|high| s <= high) {
+                if highest_stored.is_some_and(|high| s <= high) {
                     if let Some(seq) = self.find_stored(w, env, s)? {
                         outcomes.push(AppendOutcome::Duplicate(seq));
                         continue 'next;
                     }
                 }
-                let idx = fresh.len() as u32;
-                heads.insert((ts.as_str(), s), idx);
-                older.push(head.unwrap_or(u32::MAX));
-            } else {
-                older.push(u32::MAX);
+                *highest_here = Some(highest_here.map_or(s, |h| h.max(s)));
+            }
+            if let Some(keys) = &mut in_call {
+                keys.add(env, fresh.len() as u32);
             }
             outcomes.push(AppendOutcome::New(base + 1 + fresh.len() as Seq));
             fresh.push(env);
@@ -334,11 +391,15 @@ impl EventLog {
         let mut batch = sled::Batch::default();
         let mut ranges = Vec::new();
         let mut first = base + 1;
+        if fresh.len() < envs.len() {
+            pre_encoded = None;
+        }
         for chunk in fresh.chunks(MAX_BLOCK_RECORDS) {
-            batch.insert(
-                &block_key(first),
-                codec::encode_block(chunk).map_err(StoreError::Encode)?,
-            );
+            let value = match pre_encoded.take() {
+                Some(v) => v,
+                None => codec::encode_block(chunk).map_err(StoreError::Encode)?,
+            };
+            batch.insert(&block_key(first), value);
             for (ts, min, max) in dedup::block_ranges(chunk.iter().copied()) {
                 batch.insert(
                     dedup::entry_key(ts.as_str(), min, first),
