@@ -12,7 +12,9 @@ use std::collections::BTreeMap;
 
 /// The agent state of one DN from a moment on: what the engine persists for each touched agent
 /// entity (see `State::agent_snapshot`).
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+/// Encoded for the engine's history chunks with bincode's derive (the bytes its serde path
+/// wrote: stores derived before read unchanged).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
 pub struct AgentSnapshot {
     pub agent_id: Option<AgentId>,
     pub tserver: TServerName,
