@@ -4,8 +4,11 @@
 //! - agent_query: every client is logged in; one AgentQuery at a time, each from a client
 //!   chosen at random, is timed from the write of the request to the decoded answer (latency
 //!   with that many connections open, not throughput under load).
-//! - fanout: one `Hub::publish` of one agent change that every client's IVR shows, timed until
-//!   the last client's reader has decoded its MonitorInfo frame.
+//! - fanout: one `Hub::publish` of one agent change that every client's IVR shows, timed from
+//!   the hand-over of the change to the publishing thread until the last client's reader has
+//!   decoded its MonitorInfo frame. `publish` runs on a thread of its own, as in `ivrstate
+//!   serve` (the appender thread): it writes to the clients' sockets itself, and on the
+//!   clients' thread it would hold them up.
 
 use crate::data::{Rng, IVR};
 use crate::report::percentile;
@@ -148,7 +151,7 @@ pub fn run(state: State, ports: &[PortNum], plan: &Plan) -> Result<(Vec<Fields>,
 }
 
 async fn scenarios(
-    hub: &Hub,
+    hub: &Arc<Hub>,
     addr: SocketAddr,
     ports: &[PortNum],
     plan: &Plan,
@@ -198,7 +201,7 @@ async fn scenarios(
 }
 
 async fn fanout(
-    hub: &Hub,
+    hub: &Arc<Hub>,
     clients: Vec<Client>,
     ports: &[PortNum],
     plan: &Plan,
@@ -222,6 +225,18 @@ async fn fanout(
             }
         });
     }
+    // The appender's stand-in: publishes each change it is handed.
+    let (publish, changes) = std::sync::mpsc::channel::<Change>();
+    let publisher = std::thread::Builder::new()
+        .name("publisher".into())
+        .spawn({
+            let hub = hub.clone();
+            move || {
+                for change in changes {
+                    hub.publish(std::slice::from_ref(&change));
+                }
+            }
+        })?;
     let mut runs = Vec::new();
     let mut n = 0u64;
     for _ in 0..plan.runs {
@@ -242,7 +257,9 @@ async fn fanout(
             let goal = n * plan.clients as u64;
             target.store(goal, Ordering::Release);
             let t = Instant::now();
-            hub.publish(std::slice::from_ref(&change));
+            publish
+                .send(change)
+                .map_err(|_| anyhow!("the publishing thread has stopped"))?;
             while arrived.load(Ordering::Acquire) < goal {
                 timeout(DEADLINE, all_arrived.notified())
                     .await
@@ -257,5 +274,9 @@ async fn fanout(
         ]);
     }
     readers.abort_all();
+    drop(publish);
+    publisher
+        .join()
+        .map_err(|_| anyhow!("the publishing thread panicked"))?;
     Ok(runs)
 }

@@ -1,15 +1,24 @@
 //! The hub: the current state, whether the server is ready, and the logged-in clients by IVR.
 //!
-//! `publish` encodes each MonitorInfo element once and hands the same bytes (an `Arc`) to every
-//! client of that IVR with `try_send` on the client's bounded queue; each connection wraps them
-//! with its own CallId when it writes. A full queue disconnects that client (invariant 8: slow
-//! clients never stall the store): `publish` never waits for a client.
+//! `publish` encodes each MonitorInfo element once and hands the same bytes to every client of
+//! that IVR through the client's [outbox](crate::outbox), which wraps them with the client's
+//! CallId. For a plain-TCP client that keeps up, that means a non-blocking write straight to its
+//! socket, from the publishing thread: no queue and no task wake-up per client, which is what a
+//! fan-out to many clients costs otherwise. What the socket does not take waits in the outbox
+//! for the connection task to write. More than `queue_capacity` pushes waiting disconnects that
+//! client (invariant 8: slow clients never stall the store): `publish` never waits for a client.
+//! All the changes of one `publish` go to a client in one write.
+//!
+//! The price: `publish` pays for the `send` of each client (a few microseconds each) on the
+//! calling thread (`serve`'s appender), once per call, however many changes the call carries.
 //!
 //! Lock order, to keep pushes from being lost at login: a connection handles a LoginReq and
 //! registers its client while holding the state read lock; an update takes the write lock and
 //! publishes after releasing it. So a client either logged in before the update (and is
 //! registered when the change is published) or after it (and saw the new state at login).
+//! Locks are taken in the order state -> clients -> outbox, never the other way.
 
+use crate::outbox::{Outbox, Pushed, Scratch};
 use crate::view::{Change, StateView};
 use crate::xml;
 use ivrstate_model::IvrName;
@@ -17,14 +26,14 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::Duration;
-use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::watch;
 use tracing::warn;
 
 /// Limits and timeouts of the server.
 #[derive(Clone, Debug)]
 pub struct HubConfig {
-    /// Pushes waiting for one client before it is disconnected.
+    /// Pushes waiting for one client (not yet taken by its socket) before it is disconnected.
     pub queue_capacity: usize,
     /// Connections beyond this are closed at once.
     pub max_clients: usize,
@@ -62,7 +71,7 @@ pub struct HubMetrics {
     pub connected: usize,
     /// Logged-in clients per IVR, sorted by IVR.
     pub logged_in: Vec<(IvrName, usize)>,
-    /// Frames written to clients.
+    /// Frames sent to clients (handed to the socket or waiting for it).
     pub messages_sent: u64,
     /// Clients disconnected because their queue was full.
     pub queue_drops: u64,
@@ -70,20 +79,24 @@ pub struct HubMetrics {
     pub refused: u64,
 }
 
-/// One MonitorInfo element encoded once for all clients of `ivr`. The IVR travels with it so
-/// that a client that re-logged in to another IVR while it was queued drops it.
-pub(crate) struct Push {
-    pub(crate) ivr: IvrName,
-    pub(crate) element: Vec<u8>,
+/// Clients per thread below which `publish` does not split a fan-out: a thread costs tens of
+/// microseconds to start, a push a few.
+const MIN_PART: usize = 128;
+/// Threads a fan-out is split between, at most.
+const MAX_FAN_OUT_THREADS: usize = 4;
+
+/// What a fan-out did: pushes sent, and the clients to take off the list (killed or gone).
+#[derive(Default)]
+struct FanOut {
+    sent: u64,
+    dropped: Vec<u64>,
 }
 
-/// A logged-in client as the hub sees it.
+/// A connected client as the hub sees it.
 pub(crate) struct ClientEntry {
     pub(crate) id: u64,
     pub(crate) addr: String,
-    pub(crate) tx: mpsc::Sender<Arc<Push>>,
-    /// Told when the hub disconnects the client (queue full).
-    pub(crate) kill: Notify,
+    pub(crate) outbox: Outbox,
 }
 
 pub struct Hub<S = ivrstate_projection::State> {
@@ -98,6 +111,8 @@ pub struct Hub<S = ivrstate_projection::State> {
     pub(crate) messages_sent: AtomicU64,
     queue_drops: AtomicU64,
     pub(crate) refused: AtomicU64,
+    /// Threads a big fan-out is split between (the cores, up to a limit).
+    fan_out_threads: usize,
     /// Set to true when `serve` shuts down: every connection closes.
     pub(crate) closing: watch::Sender<bool>,
 }
@@ -125,6 +140,9 @@ impl<S: StateView> Hub<S> {
             messages_sent: AtomicU64::new(0),
             queue_drops: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            fan_out_threads: std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(MAX_FAN_OUT_THREADS),
             closing: watch::Sender::new(false),
         })
     }
@@ -165,39 +183,43 @@ impl<S: StateView> Hub<S> {
 
     /// Sends each change to the logged-in clients of its IVR, and only to them.
     pub fn publish(&self, changes: &[Change]) {
+        let capacity = self.config.queue_capacity.max(1);
         let mut clients = self.lock_clients();
-        let mut dropped: Vec<(IvrName, u64)> = Vec::new();
+        // Each change encoded once and grouped by IVR, in order: a client is logged in to one
+        // IVR, so it gets its changes in the order given, all in one write.
+        let mut groups: Vec<(&IvrName, Vec<Vec<u8>>)> = Vec::new();
+        let mut group_of: HashMap<&IvrName, usize> = HashMap::new();
         for change in changes {
-            let Some(list) = clients.get(&change.ivr) else {
+            match clients.get(&change.ivr) {
+                Some(list) if !list.is_empty() => {}
+                _ => continue,
+            }
+            let element = xml::encode_monitor_info(None, &change.info);
+            let i = *group_of.entry(&change.ivr).or_insert_with(|| {
+                groups.push((&change.ivr, Vec::new()));
+                groups.len() - 1
+            });
+            groups[i].1.push(element);
+        }
+        let mut sent = 0u64;
+        for (ivr, elements) in &groups {
+            let Some(list) = clients.get_mut(*ivr) else {
                 continue;
             };
-            if list.is_empty() {
-                continue;
-            }
-            // Encoded once, shared by every client of the IVR.
-            let element = Arc::new(Push {
-                ivr: change.ivr.clone(),
-                element: xml::encode_monitor_info(None, &change.info),
-            });
-            for c in list {
-                match c.tx.try_send(element.clone()) {
-                    Ok(()) => {}
-                    Err(TrySendError::Full(_)) => {
-                        warn!(client = %c.addr, ivr = %change.ivr, "outbound queue full; disconnecting the client");
-                        self.queue_drops.fetch_add(1, Ordering::Relaxed);
-                        c.kill.notify_one();
-                        dropped.push((change.ivr.clone(), c.id));
-                    }
-                    Err(TrySendError::Closed(_)) => dropped.push((change.ivr.clone(), c.id)),
-                }
-            }
-            if !dropped.is_empty() {
-                if let Some(list) = clients.get_mut(&change.ivr) {
-                    list.retain(|c| !dropped.iter().any(|(_, id)| *id == c.id));
-                }
-                dropped.clear();
+            let done = fan_out(
+                list,
+                ivr,
+                elements,
+                capacity,
+                self.fan_out_threads,
+                &self.queue_drops,
+            );
+            sent += done.sent;
+            if !done.dropped.is_empty() {
+                list.retain(|c| !done.dropped.contains(&c.id));
             }
         }
+        self.messages_sent.fetch_add(sent, Ordering::Relaxed);
     }
 
     pub fn metrics(&self) -> HubMetrics {
@@ -217,18 +239,18 @@ impl<S: StateView> Hub<S> {
         }
     }
 
-    pub(crate) fn new_client(&self, addr: String) -> (Arc<ClientEntry>, mpsc::Receiver<Arc<Push>>) {
-        let (tx, rx) = mpsc::channel(self.config.queue_capacity.max(1));
+    /// A new connection; `direct`: its socket's write side, when `publish` may write to it.
+    pub(crate) fn new_client(
+        &self,
+        addr: String,
+        direct: Option<Arc<OwnedWriteHalf>>,
+    ) -> Arc<ClientEntry> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        (
-            Arc::new(ClientEntry {
-                id,
-                addr,
-                tx,
-                kill: Notify::new(),
-            }),
-            rx,
-        )
+        Arc::new(ClientEntry {
+            id,
+            addr,
+            outbox: Outbox::new(direct),
+        })
     }
 
     /// Moves a client from the IVR it was registered under to `now` (either may be none).
@@ -258,4 +280,79 @@ impl<S: StateView> Hub<S> {
     fn lock_clients(&self) -> std::sync::MutexGuard<'_, HashMap<IvrName, Vec<Arc<ClientEntry>>>> {
         self.clients.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Pushes `elements` to `clients`; a long list is split between this thread and helpers.
+///
+/// Why threads: a push to a client that keeps up is one `send` — on loopback or a fast
+/// network a few microseconds of kernel work, all of it on the sending thread — so a
+/// thousand clients are milliseconds of CPU on one core. Split over the cores, the last
+/// client gets its push sooner. The helpers are scoped: `publish` returns when every part is
+/// done, so each client still gets its pushes in `publish` order, from one thread at a time.
+fn fan_out(
+    clients: &[Arc<ClientEntry>],
+    ivr: &IvrName,
+    elements: &[Vec<u8>],
+    capacity: usize,
+    threads: usize,
+    queue_drops: &AtomicU64,
+) -> FanOut {
+    let parts = (clients.len() / MIN_PART).clamp(1, threads.max(1));
+    if parts == 1 {
+        return push_to(clients, ivr, elements, capacity, queue_drops);
+    }
+    let part_len = clients.len().div_ceil(parts);
+    let (mine, theirs) = clients.split_at(part_len);
+    std::thread::scope(|scope| {
+        let helpers: Vec<_> = theirs
+            .chunks(part_len)
+            .map(|part| {
+                let helper = std::thread::Builder::new()
+                    .name("gli-fan-out".into())
+                    .spawn_scoped(scope, move || {
+                        push_to(part, ivr, elements, capacity, queue_drops)
+                    });
+                // No thread to be had: this one does the part.
+                helper.map_err(|_| part)
+            })
+            .collect();
+        let mut done = push_to(mine, ivr, elements, capacity, queue_drops);
+        for helper in helpers {
+            let part = match helper {
+                Ok(handle) => match handle.join() {
+                    Ok(part) => part,
+                    Err(panic) => std::panic::resume_unwind(panic),
+                },
+                Err(part) => push_to(part, ivr, elements, capacity, queue_drops),
+            };
+            done.sent += part.sent;
+            done.dropped.extend(part.dropped);
+        }
+        done
+    })
+}
+
+fn push_to(
+    clients: &[Arc<ClientEntry>],
+    ivr: &IvrName,
+    elements: &[Vec<u8>],
+    capacity: usize,
+    queue_drops: &AtomicU64,
+) -> FanOut {
+    let mut scratch = Scratch::default();
+    let mut done = FanOut::default();
+    for c in clients {
+        match c.outbox.push(ivr, elements, capacity, &mut scratch) {
+            Pushed::Written | Pushed::Queued => done.sent += elements.len() as u64,
+            // Re-logged in elsewhere: its connection moves it.
+            Pushed::Stale => {}
+            Pushed::Killed => {
+                warn!(client = %c.addr, ivr = %ivr, "outbound queue full; disconnecting the client");
+                queue_drops.fetch_add(1, Ordering::Relaxed);
+                done.dropped.push(c.id);
+            }
+            Pushed::Ended => done.dropped.push(c.id),
+        }
+    }
+    done
 }

@@ -4,11 +4,13 @@
 //! - [`xml`]: the GctiMsg XML codec (sans-IO).
 //! - [`session`]: one connection's protocol state machine (sans-IO).
 //! - [`view`]: what a session needs to read of the state ([`StateView`]).
-//! - [`hub`] and [`server`]: the tokio side, the only code that touches sockets.
+//! - [`hub`] and [`server`]: the tokio side, the only code that touches sockets; each client's
+//!   bytes go through its outbox (`outbox.rs`: order, who writes, slow clients).
 //! - [`tls`]: optional TLS for GLI (rustls), from PEM files.
 
 pub mod frame;
 pub mod hub;
+mod outbox;
 pub mod server;
 pub mod session;
 pub mod tls;

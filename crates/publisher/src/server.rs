@@ -1,24 +1,31 @@
 //! The tokio server: the only code in the crate that touches sockets.
 //!
-//! One task per connection, which reads, drives the [`Session`], writes its answers and drains
-//! the client's push queue. A single task (rather than a reader and a writer) keeps an idle
-//! client small (one future with a 2 KiB read buffer) and an AgentQuery answer free of a task
-//! hop. Answers are written after the pushes already queued, so a client sees messages in the
-//! order they were produced.
+//! One task per connection, which reads, drives the [`Session`] and writes its answers. Every
+//! byte for a client — answers and pushes alike — goes through the client's outbox
+//! (`outbox.rs`), which keeps them in the order they were produced and decides who writes:
+//! whoever produced them, at once and without waiting, when the socket takes them (plain TCP),
+//! or else this task, woken to write what is waiting. So a plain-TCP client that keeps up costs
+//! `publish` one `send` and its task nothing; the task is woken only for a client that fell
+//! behind, and for TLS. A single task per connection (rather than a reader and a writer) keeps
+//! an idle client small (one future with a 2 KiB read buffer) and an AgentQuery answer free of a
+//! task hop.
 
-use crate::frame::{self, FrameDecoder, FrameKind};
-use crate::hub::{ClientEntry, Hub, Push};
+use crate::frame::FrameDecoder;
+use crate::hub::{ClientEntry, Hub};
+use crate::outbox::Take;
 use crate::session::{Output, Session};
 use crate::tls::TlsConfig;
 use crate::view::StateView;
-use crate::xml;
-use ivrstate_model::ClientRequest;
+use ivrstate_model::{ClientRequest, IvrName};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -27,8 +34,8 @@ use tracing::{debug, info, warn};
 
 /// Bytes read from a socket at a time.
 const READ_CHUNK: usize = 2048;
-/// Pushes are coalesced into one write up to about this many bytes.
-const WRITE_BATCH: usize = 16 * 1024;
+/// The task's write buffer keeps at most this much capacity between writes.
+const KEEP_CAPACITY: usize = 32 * 1024;
 
 /// Accepts GLI clients until `shutdown` completes, then closes every connection and returns.
 /// Requests to record (agent control, LogMsg) go to `requests`.
@@ -91,7 +98,7 @@ where
                 tasks.spawn(async move {
                     let _guard = guard;
                     match tls {
-                        None => serve_connection(stream, addr, hub, requests).await,
+                        None => serve_tcp(stream, addr, hub, requests).await,
                         Some(tls) => {
                             if let Some(stream) = handshake(&tls, stream, addr, &hub).await {
                                 serve_connection(stream, addr, hub, requests).await;
@@ -156,7 +163,8 @@ enum End {
 }
 
 /// Drives one connection over any byte stream (TCP, or TLS wrapped around it) until it ends.
-/// It is not counted against `max_clients` (the caller does that).
+/// It is not counted against `max_clients` (the caller does that). Only this task writes to
+/// `io`: pushes wait in the outbox until it does (`serve` gives plain TCP the direct path).
 pub async fn serve_connection<S, IO>(
     io: IO,
     addr: SocketAddr,
@@ -166,54 +174,120 @@ pub async fn serve_connection<S, IO>(
     S: StateView + Send + Sync + 'static,
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    let (entry, rx) = hub.new_client(addr.to_string());
+    let (reader, writer) = tokio::io::split(io);
+    let entry = hub.new_client(addr.to_string(), None);
+    drive(reader, writer, entry, addr, hub, requests).await;
+}
+
+/// A plain-TCP connection: its socket's write side is shared with `publish`, which writes to it
+/// directly when nothing is waiting (see `outbox.rs`).
+async fn serve_tcp<S>(
+    stream: TcpStream,
+    addr: SocketAddr,
+    hub: Arc<Hub<S>>,
+    requests: mpsc::Sender<ClientRequest>,
+) where
+    S: StateView + Send + Sync + 'static,
+{
+    let (reader, writer) = stream.into_split();
+    let writer = Arc::new(writer);
+    let entry = hub.new_client(addr.to_string(), Some(writer.clone()));
+    drive(reader, SharedWrite(writer), entry, addr, hub, requests).await;
+}
+
+async fn drive<S, R, W>(
+    reader: R,
+    writer: W,
+    entry: Arc<ClientEntry>,
+    addr: SocketAddr,
+    hub: Arc<Hub<S>>,
+    requests: mpsc::Sender<ClientRequest>,
+) where
+    S: StateView + Send + Sync + 'static,
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let mut conn = Connection {
-        io,
+        reader,
+        writer,
         hub: hub.clone(),
         requests,
         entry: entry.clone(),
-        rx,
         session: Session::new(addr.to_string()).with_allowed_clients(hub.allowed_clients()),
         decoder: FrameDecoder::new(),
         out: Vec::new(),
-        prefix: Vec::new(),
-        prefix_call_id: String::new(),
+        login: None,
         registered: None,
         closing: hub.closing.subscribe(),
     };
     debug!(client = %addr, "connected");
     let end = conn.run().await;
+    // Refuse pushes from now on, then leave the hub's lists.
+    entry.outbox.close();
     let registered = conn.registered.take();
     hub.reregister(&entry, registered.as_ref(), None);
     match end {
         End::Closed(reason) => info!(client = %addr, "disconnected: {reason}"),
         End::Io(e) => info!(client = %addr, "disconnected: {e}"),
     }
-    let _ = conn.io.shutdown().await;
+    let _ = conn.writer.shutdown().await;
 }
 
-struct Connection<S, IO> {
-    io: IO,
+/// The write side of a plain-TCP connection as the connection task uses it; `publish` holds
+/// the same socket (through the outbox) for its non-blocking writes. The outbox sees to it that
+/// only one of them writes at a time.
+struct SharedWrite(Arc<OwnedWriteHalf>);
+
+impl AsyncWrite for SharedWrite {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let stream: &TcpStream = (*self.0).as_ref();
+        loop {
+            ready!(stream.poll_write_ready(cx))?;
+            match stream.try_write(buf) {
+                // The readiness was stale and is now cleared: wait for the next.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                r => return Poll::Ready(r),
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    /// The write side is shut down when its last owner drops it (the outbox lets go of it when
+    /// the connection ends).
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+struct Connection<S, R, W> {
+    reader: R,
+    writer: W,
     hub: Arc<Hub<S>>,
     requests: mpsc::Sender<ClientRequest>,
     entry: Arc<ClientEntry>,
-    rx: mpsc::Receiver<Arc<Push>>,
     session: Session,
     decoder: FrameDecoder,
-    /// Bytes waiting to be written (reused).
+    /// Bytes taken from the outbox, being written (reused).
     out: Vec<u8>,
-    /// The envelope up to the CallId for pushes, for `prefix_call_id`.
-    prefix: Vec<u8>,
-    prefix_call_id: String,
+    /// The login the outbox was last given: IVR and CallId.
+    login: Option<(IvrName, String)>,
     /// The IVR the hub has this client under.
-    registered: Option<ivrstate_model::IvrName>,
+    registered: Option<IvrName>,
     closing: tokio::sync::watch::Receiver<bool>,
 }
 
-impl<S, IO> Connection<S, IO>
+impl<S, R, W> Connection<S, R, W>
 where
     S: StateView + Send + Sync + 'static,
-    IO: AsyncRead + AsyncWrite + Unpin,
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
 {
     async fn run(&mut self) -> End {
         let cfg = self.hub.config().clone();
@@ -221,6 +295,11 @@ where
         let mut logged_in_once = false;
         let mut last_read = Instant::now();
         let mut buf = [0u8; READ_CHUNK];
+        // One wake-up future for the connection's life rather than one per loop: a permit given
+        // while it is not polled is kept for it.
+        let entry = self.entry.clone();
+        let wake = entry.outbox.wake.notified();
+        tokio::pin!(wake);
         loop {
             let idle_deadline = cfg.idle_timeout.map(|d| last_read + d);
             let deadline = match (logged_in_once, idle_deadline) {
@@ -230,15 +309,14 @@ where
             };
             tokio::select! {
                 biased;
-                _ = self.entry.kill.notified() => return End::Closed("outbound queue full".into()),
-                _ = self.closing.changed() => return End::Closed("server shutting down".into()),
-                Some(push) = self.rx.recv() => {
-                    self.push_element(&push);
-                    if let Err(e) = self.flush_queue().await {
+                _ = &mut wake => {
+                    wake.set(entry.outbox.wake.notified());
+                    if let Err(e) = self.flush().await {
                         return e;
                     }
                 }
-                read = self.io.read(&mut buf) => {
+                _ = self.closing.changed() => return End::Closed("server shutting down".into()),
+                read = self.reader.read(&mut buf) => {
                     let n = match read {
                         Ok(0) => return End::Closed("client closed the connection".into()),
                         Ok(n) => n,
@@ -263,32 +341,31 @@ where
             let outputs = match next {
                 Err(e) => {
                     warn!(client = %self.session.client(), "{e}");
-                    self.session.on_frame_error(&e)
+                    let outputs = self.session.on_frame_error(&e);
+                    self.commit(&outputs);
+                    outputs
                 }
                 Ok(frame) => {
-                    // Pushes queued so far belong to the login they were queued under.
-                    self.drain_queue();
                     // Session and registration under the state read lock: see hub.rs.
-                    let state = self.hub.read_state();
+                    let hub = self.hub.clone();
+                    let state = hub.read_state();
                     let outputs = self.session.on_frame(frame, &*state, self.hub.is_ready());
+                    // The answers (and the login that goes with them) are in the outbox before
+                    // the hub has the client under a new IVR: no push for it can overtake the
+                    // LoginResp, and none for the IVR left is taken any more.
+                    self.commit(&outputs);
                     let now = self.session.logged_in_ivr().cloned();
-                    self.hub
-                        .reregister(&self.entry, self.registered.as_ref(), now.as_ref());
+                    hub.reregister(&self.entry, self.registered.as_ref(), now.as_ref());
                     self.registered = now;
                     drop(state);
                     *logged_in_once = self.session.logins() > 0;
                     outputs
                 }
             };
-            // Pushes queued before these answers go first.
-            self.drain_queue();
             let mut close = None;
             for o in outputs {
                 match o {
-                    Output::Send(bytes) => {
-                        self.out.extend_from_slice(&bytes);
-                        self.hub.messages_sent.fetch_add(1, Ordering::Relaxed);
-                    }
+                    Output::Send(_) => {} // in the outbox already
                     Output::Record(r) => {
                         // Waiting here slows only this client; a shutdown still ends it.
                         tokio::select! {
@@ -301,7 +378,7 @@ where
                     Output::Close { reason } => close = Some(reason),
                 }
             }
-            self.write_out().await?;
+            self.flush().await?;
             if let Some(reason) = close {
                 return Err(End::Closed(reason));
             }
@@ -309,67 +386,58 @@ where
         Ok(())
     }
 
-    /// Wraps a pushed MonitorInfo element with this session's CallId into `out`.
-    fn push_element(&mut self, push: &Push) {
-        // Logged out, or logged in to another IVR, since it was queued: not for us any more.
-        if self.session.logged_in_ivr() != Some(&push.ivr) {
-            return;
-        }
-        let Some(call_id) = self.session.call_id() else {
-            return;
-        };
-        let element = &push.element;
-        if self.prefix.is_empty() || self.prefix_call_id != call_id {
-            self.prefix = xml::envelope_prefix(call_id);
-            self.prefix_call_id = call_id.to_owned();
-        }
-        let body_len = self.prefix.len() + element.len() + xml::ENVELOPE_SUFFIX.len();
-        if frame::write_header(FrameKind::Data, body_len, &mut self.out).is_err() {
-            warn!(client = %self.session.client(), "push too large for a frame; not sent");
-            return;
-        }
-        self.out.extend_from_slice(&self.prefix);
-        self.out.extend_from_slice(element);
-        self.out.extend_from_slice(xml::ENVELOPE_SUFFIX);
-        self.hub.messages_sent.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Moves what is queued now into `out`, up to a batch.
-    fn drain_queue(&mut self) {
-        while self.out.len() < WRITE_BATCH {
-            match self.rx.try_recv() {
-                Ok(push) => self.push_element(&push),
-                Err(_) => break,
-            }
+    /// Puts the session's answers in the outbox, with the session's login when it changed.
+    fn commit(&mut self, outputs: &[Output]) {
+        let login = self.session.logged_in_ivr().zip(self.session.call_id());
+        let changed = login != self.login.as_ref().map(|(ivr, c)| (ivr, c.as_str()));
+        let frames: Vec<&[u8]> = outputs
+            .iter()
+            .filter_map(|o| match o {
+                Output::Send(bytes) => Some(bytes.as_slice()),
+                _ => None,
+            })
+            .collect();
+        self.hub
+            .messages_sent
+            .fetch_add(frames.len() as u64, Ordering::Relaxed);
+        self.entry.outbox.answer(changed.then_some(login), frames);
+        if changed {
+            self.login = login.map(|(ivr, c)| (ivr.clone(), c.to_owned()));
         }
     }
 
-    async fn flush_queue(&mut self) -> Result<(), End> {
+    /// Writes what is waiting in the outbox, if this task is the writer, until nothing is.
+    async fn flush(&mut self) -> Result<(), End> {
         loop {
-            self.drain_queue();
-            if self.out.is_empty() {
-                return Ok(());
+            match self.entry.outbox.take(&mut self.out) {
+                Take::Write => self.write_out().await?,
+                Take::Done => {
+                    // An idle client keeps no big buffer.
+                    if self.out.capacity() > KEEP_CAPACITY {
+                        self.out = Vec::new();
+                    }
+                    return Ok(());
+                }
+                Take::Killed => return Err(End::Closed("outbound queue full".into())),
             }
-            self.write_out().await?;
         }
     }
 
     /// Writes `out`, giving up on a kill, a shutdown or the write timeout.
     async fn write_out(&mut self) -> Result<(), End> {
-        if self.out.is_empty() {
-            return Ok(());
-        }
         let timeout = self.hub.config().write_timeout;
+        let (writer, out) = (&mut self.writer, &self.out);
+        let write = async move {
+            writer.write_all(out).await?;
+            // TLS may hold the end of what it was given.
+            writer.flush().await
+        };
         let result = tokio::select! {
-            r = tokio::time::timeout(timeout, self.io.write_all(&self.out)) => r,
-            _ = self.entry.kill.notified() => return Err(End::Closed("outbound queue full".into())),
+            r = tokio::time::timeout(timeout, write) => r,
+            _ = self.entry.outbox.kill.notified() => return Err(End::Closed("outbound queue full".into())),
             _ = self.closing.changed() => return Err(End::Closed("server shutting down".into())),
         };
         self.out.clear();
-        // An idle client keeps no big buffer.
-        if self.out.capacity() > 2 * WRITE_BATCH {
-            self.out = Vec::new();
-        }
         match result {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(End::Io(e)),

@@ -400,3 +400,93 @@ async fn shutdown_closes_clients_and_returns() {
         "the listener is closed"
     );
 }
+
+/// A Server MonitorInfo named `#n` after `pad`, for tests that check order.
+fn numbered(pad: &str, n: usize) -> Change {
+    Change {
+        ivr: IvrName::from("IVR_1"),
+        info: MonitorInfo::Server {
+            name: format!("{pad}#{n}").into(),
+            status: Availability::Ok,
+            switch: None,
+        },
+    }
+}
+
+/// The `n` of a push made by [`numbered`].
+fn number_of(m: &GctiMsg) -> usize {
+    match &m.msg {
+        Message::MonitorInfo {
+            req_id: None,
+            info: MonitorInfo::Server { name, .. },
+        } => name.as_str().rsplit('#').next().unwrap().parse().unwrap(),
+        other => panic!("not a numbered push: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fan_out_to_hundreds_of_clients_gives_each_every_push_in_order() {
+    // Enough clients for `publish` to split the fan-out between threads.
+    const CLIENTS: usize = 300;
+    let srv = start(HubConfig::default(), true).await;
+    let mut clients = Vec::new();
+    for i in 0..CLIENTS {
+        let mut c = Client::connect(srv.addr).await;
+        c.login(&format!("c{i}"), "IVR_1", false).await;
+        clients.push(c);
+    }
+    let mut n = 0;
+    for _ in 0..20 {
+        let batch: Vec<Change> = (n..n + 3).map(|i| numbered("", i)).collect();
+        srv.hub.publish(&batch);
+        n += batch.len();
+    }
+    for (i, c) in clients.iter_mut().enumerate() {
+        for want in 0..n {
+            let m = c.msg().await;
+            assert_eq!(m.call_id, format!("c{i}"));
+            assert_eq!(number_of(&m), want, "client {i}");
+        }
+    }
+    assert_eq!(srv.hub.metrics().queue_drops, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_a_socket_cannot_take_wait_and_go_out_in_order_before_later_answers() {
+    let cfg = HubConfig {
+        queue_capacity: 100_000,
+        ..HubConfig::default()
+    };
+    let srv = start(cfg, true).await;
+    let mut c = Client::connect(srv.addr).await;
+    c.login("1", "IVR_1", false).await;
+    // The client reads nothing while far more is published than socket buffers hold: the
+    // direct writes stop taking, the rest waits for the connection task.
+    let pad = "P".repeat(8000);
+    let mut n = 0;
+    for _ in 0..100 {
+        let batch: Vec<Change> = (n..n + 20).map(|i| numbered(&pad, i)).collect();
+        srv.hub.publish(&batch);
+        n += batch.len();
+    }
+    // An answer asked for now comes after everything published before.
+    c.send(
+        "1",
+        Message::AgentQuery {
+            req_id: "q".into(),
+            port: "01".into(),
+        },
+    )
+    .await;
+    for want in 0..n {
+        assert_eq!(number_of(&c.msg().await), want);
+    }
+    assert!(matches!(
+        c.msg().await.msg,
+        Message::MonitorInfo { req_id: Some(r), .. } if r == "q"
+    ));
+    // Caught up: pushes flow again.
+    srv.hub.publish(&[numbered("", n)]);
+    assert_eq!(number_of(&c.msg().await), n);
+    assert_eq!(srv.hub.metrics().queue_drops, 0);
+}
