@@ -320,12 +320,23 @@ fn agent_query_answers_unknown_while_the_link_is_down() {
                 Some("7002"),
                 "\tAttributeAgentWorkMode\t3 (AfterCallWork)\n",
             ),
-            printout("EventLinkDisconnected", 4, T0 + 3, None, ""),
         ]
         .concat(),
     );
     let mut gli = Gli::connect(addr);
     login_ok(&mut gli, "1", "IVR_1", false);
+    // Unknown is also the answer before anything is folded (no link yet): first see the agent,
+    // then take the link down.
+    wait_for("the agent's state to be folded", || {
+        gli.send("1", "<AgentQuery ReqId='1' PortNum='02'/>");
+        gli.recv_until("ReqId='1'")
+            .contains("Status='NotReady'")
+            .then_some(())
+    });
+    append(
+        &s.a_log,
+        &printout("EventLinkDisconnected", 4, T0 + 3, None, ""),
+    );
     let answer = wait_for("the link-down to be folded", || {
         gli.send("1", "<AgentQuery ReqId='1' PortNum='02'/>");
         let a = gli.recv_until("ReqId='1'");
