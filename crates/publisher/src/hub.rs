@@ -79,12 +79,6 @@ pub struct HubMetrics {
     pub refused: u64,
 }
 
-/// Clients per thread below which `publish` does not split a fan-out: a thread costs tens of
-/// microseconds to start, a push a few.
-const MIN_PART: usize = 128;
-/// Threads a fan-out is split between, at most.
-const MAX_FAN_OUT_THREADS: usize = 4;
-
 /// What a fan-out did: pushes sent, and the clients to take off the list (killed or gone).
 #[derive(Default)]
 struct FanOut {
@@ -111,8 +105,6 @@ pub struct Hub<S = ivrstate_projection::State> {
     pub(crate) messages_sent: AtomicU64,
     queue_drops: AtomicU64,
     pub(crate) refused: AtomicU64,
-    /// Threads a big fan-out is split between (the cores, up to a limit).
-    fan_out_threads: usize,
     /// Set to true when `serve` shuts down: every connection closes.
     pub(crate) closing: watch::Sender<bool>,
 }
@@ -140,9 +132,6 @@ impl<S: StateView> Hub<S> {
             messages_sent: AtomicU64::new(0),
             queue_drops: AtomicU64::new(0),
             refused: AtomicU64::new(0),
-            fan_out_threads: std::thread::available_parallelism()
-                .map_or(1, |n| n.get())
-                .min(MAX_FAN_OUT_THREADS),
             closing: watch::Sender::new(false),
         })
     }
@@ -206,14 +195,7 @@ impl<S: StateView> Hub<S> {
             let Some(list) = clients.get_mut(*ivr) else {
                 continue;
             };
-            let done = fan_out(
-                list,
-                ivr,
-                elements,
-                capacity,
-                self.fan_out_threads,
-                &self.queue_drops,
-            );
+            let done = push_to(list, ivr, elements, capacity, &self.queue_drops);
             sent += done.sent;
             if !done.dropped.is_empty() {
                 list.retain(|c| !done.dropped.contains(&c.id));
@@ -282,56 +264,7 @@ impl<S: StateView> Hub<S> {
     }
 }
 
-/// Pushes `elements` to `clients`; a long list is split between this thread and helpers.
-///
-/// Why threads: a push to a client that keeps up is one `send` — on loopback or a fast
-/// network a few microseconds of kernel work, all of it on the sending thread — so a
-/// thousand clients are milliseconds of CPU on one core. Split over the cores, the last
-/// client gets its push sooner. The helpers are scoped: `publish` returns when every part is
-/// done, so each client still gets its pushes in `publish` order, from one thread at a time.
-fn fan_out(
-    clients: &[Arc<ClientEntry>],
-    ivr: &IvrName,
-    elements: &[Vec<u8>],
-    capacity: usize,
-    threads: usize,
-    queue_drops: &AtomicU64,
-) -> FanOut {
-    let parts = (clients.len() / MIN_PART).clamp(1, threads.max(1));
-    if parts == 1 {
-        return push_to(clients, ivr, elements, capacity, queue_drops);
-    }
-    let part_len = clients.len().div_ceil(parts);
-    let (mine, theirs) = clients.split_at(part_len);
-    std::thread::scope(|scope| {
-        let helpers: Vec<_> = theirs
-            .chunks(part_len)
-            .map(|part| {
-                let helper = std::thread::Builder::new()
-                    .name("gli-fan-out".into())
-                    .spawn_scoped(scope, move || {
-                        push_to(part, ivr, elements, capacity, queue_drops)
-                    });
-                // No thread to be had: this one does the part.
-                helper.map_err(|_| part)
-            })
-            .collect();
-        let mut done = push_to(mine, ivr, elements, capacity, queue_drops);
-        for helper in helpers {
-            let part = match helper {
-                Ok(handle) => match handle.join() {
-                    Ok(part) => part,
-                    Err(panic) => std::panic::resume_unwind(panic),
-                },
-                Err(part) => push_to(part, ivr, elements, capacity, queue_drops),
-            };
-            done.sent += part.sent;
-            done.dropped.extend(part.dropped);
-        }
-        done
-    })
-}
-
+/// Pushes `elements` to each of `clients`, on this thread.
 fn push_to(
     clients: &[Arc<ClientEntry>],
     ivr: &IvrName,

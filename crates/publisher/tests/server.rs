@@ -426,7 +426,6 @@ fn number_of(m: &GctiMsg) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fan_out_to_hundreds_of_clients_gives_each_every_push_in_order() {
-    // Enough clients for `publish` to split the fan-out between threads.
     const CLIENTS: usize = 300;
     let srv = start(HubConfig::default(), true).await;
     let mut clients = Vec::new();
