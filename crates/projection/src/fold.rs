@@ -96,12 +96,23 @@ impl State {
     ) {
         // A T-Server seen in T-Library events is tracked even if never configured.
         self.track_server(at, ts, out);
-        if !self.dns.contains_key(ts.as_str()) {
-            self.dns.insert(ts.clone(), SortedHashMap::default());
+        // One T-Server lookup for the usual case (its DN table exists).
+        if let Some(dns) = self.dns.get_mut(ts.as_str()) {
+            return Self::apply_in(dns, at, ts, dn, out, rule);
         }
-        let Some(dns) = self.dns.get_mut(ts.as_str()) else {
-            return;
-        };
+        let dns = self.dns.entry(ts.clone()).or_default();
+        Self::apply_in(dns, at, ts, dn, out, rule)
+    }
+
+    /// [`Self::apply_dn`] within the DN table of the event's T-Server.
+    fn apply_in(
+        dns: &mut SortedHashMap<Dn, DnSlot>,
+        at: At,
+        ts: &TServerName,
+        dn: &Dn,
+        out: &mut Applied,
+        rule: impl FnOnce(&mut AgentState, bool, &mut Applied) -> rules::Outcome,
+    ) {
         let (outcome, ports) = match dns.get_mut(dn.as_str()) {
             Some(DnSlot {
                 agent: Some(a),
