@@ -3,9 +3,15 @@
 //! Invariants kept here (DESIGN.md 2-4):
 //! - seqs start at 1 and are contiguous: one writer (a mutex) assigns them, and a block's key is
 //!   its first seq, so the next block's key is always the previous key + its record count;
-//! - acknowledged means durable: an append is one atomic sled batch (blocks and dedup entries)
-//!   followed by a flush that covers it, and the report, `last_seq` and the tail move only after
-//!   that flush returned. Reads never go past the tail, so nothing unflushed is visible;
+//! - acknowledged means durable: an append is its blocks, then their dedup entries, written
+//!   into sled in that order, followed by a flush that covers them; the report, `last_seq` and
+//!   the tail move only after that flush returned. Reads never go past the tail, so nothing
+//!   unflushed is visible;
+//! - why not one atomic sled batch for a block and its entries: sled's `apply_batch` takes a
+//!   lock that its flush holds for the whole disk write, so no append could be written while
+//!   another was being flushed, and group commit grouped nothing. Separate inserts need no such
+//!   lock; sled recovers a prefix of its log, so the only state a crash can leave is a last
+//!   block or two without their entries, which `open` completes ([`complete_index`]);
 //! - group commit: writing (under the writer lock) and flushing (under the sync lock) are two
 //!   steps. While one append waits for the disk, others write their batches into sled and then
 //!   wait for the sync lock; the next flush covers all of them, so N concurrent appenders pay
@@ -167,6 +173,45 @@ struct Writer {
     candidates: Vec<Seq>,
 }
 
+/// Adds the index entries the last blocks lack. An append writes its blocks, then their index
+/// entries, as separate sled inserts, and sled recovers a prefix of its log: a crash between the
+/// two leaves the newest blocks without entries (never an entry without its block). Walks back
+/// from the last block until one whose entries are all there. The entries added are flushed
+/// with the next append (or found missing again, and added again, at the next open).
+fn complete_index(tree: &sled::Tree, index: &mut DedupIndex) -> Result<(), StoreError> {
+    for entry in tree.scan_prefix([BLOCK_PREFIX]).rev() {
+        let (key, value) = entry?;
+        let Some(first) = parse_block_key(&key) else {
+            return Ok(());
+        };
+        // A damaged block is for verify to report, not for this to guess around.
+        let Ok(envs) = codec::decode_block(&value) else {
+            return Ok(());
+        };
+        let mut complete = true;
+        for (ts, min, max) in dedup::block_ranges(envs.iter()) {
+            let key = dedup::entry_key(ts.as_str(), min, first);
+            if tree.get(&key)?.is_none() {
+                complete = false;
+                tracing::warn!(block = first, tserver = %ts, "adding a dedup index entry a crash left out");
+                tree.insert(key, &max.to_be_bytes())?;
+                index.insert(
+                    ts,
+                    SourceRange {
+                        min,
+                        max,
+                        block: first,
+                    },
+                );
+            }
+        }
+        if complete {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
 /// The source keys of the fresh envelopes of one append, for finding a repeat within the call:
 /// the newest fresh index per key, and a chain to older ones with the same key (no allocation
 /// per key).
@@ -260,6 +305,9 @@ impl EventLog {
                     damaged = Some(format!("malformed dedup index entry {:02x?}", key.as_ref()))
                 }
             }
+        }
+        if damaged.is_none() {
+            complete_index(&tree, &mut index)?;
         }
         if let Some(why) = &damaged {
             tracing::error!(%why, "the event log is damaged; appends are refused");
@@ -388,7 +436,11 @@ impl EventLog {
             });
         }
 
-        let mut batch = sled::Batch::default();
+        // Blocks first, then their index entries, each its own sled insert (why: the module
+        // docs): after a crash an entry never names a missing block, and `open` completes the
+        // entries of the last blocks if the crash came between.
+        let mut blocks = Vec::new();
+        let mut entries = Vec::new();
         let mut ranges = Vec::new();
         let mut first = base + 1;
         if fresh.len() < envs.len() {
@@ -399,12 +451,9 @@ impl EventLog {
                 Some(v) => v,
                 None => codec::encode_block(chunk).map_err(StoreError::Encode)?,
             };
-            batch.insert(&block_key(first), value);
+            blocks.push((block_key(first), value));
             for (ts, min, max) in dedup::block_ranges(chunk.iter().copied()) {
-                batch.insert(
-                    dedup::entry_key(ts.as_str(), min, first),
-                    &max.to_be_bytes(),
-                );
+                entries.push((dedup::entry_key(ts.as_str(), min, first), max.to_be_bytes()));
                 ranges.push((
                     ts,
                     SourceRange {
@@ -417,9 +466,18 @@ impl EventLog {
             first += chunk.len() as Seq;
         }
         let last = base + appended;
+        let tree = &self.inner.tree;
+        let written = blocks
+            .into_iter()
+            .try_for_each(|(k, v)| tree.insert(k, v).map(drop))
+            .and_then(|()| {
+                entries
+                    .into_iter()
+                    .try_for_each(|(k, v)| tree.insert(k, &v).map(drop))
+            });
         // After a failed write or flush we no longer know what the disk holds: stop appending
         // rather than reuse seqs that may already be stored.
-        if let Err(e) = self.inner.tree.apply_batch(batch) {
+        if let Err(e) = written {
             let e = StoreError::from(e);
             let why = format!("writing seqs {}..={last} failed: {e}", base + 1);
             tracing::error!(%why, "append failed");
