@@ -530,10 +530,10 @@ impl EventLog {
 
     /// sled's flush, then the fsyncs it leaves out: see [`Durability::Full`].
     pub(crate) fn sync(&self) -> Result<(), StoreError> {
-        self.inner.tree.flush()?;
+        let flush = || self.inner.tree.flush().map(drop).map_err(StoreError::from);
         match &self.inner.disk {
-            Some(d) => d.sync(),
-            None => Ok(()),
+            Some(d) => d.sync(flush),
+            None => flush(),
         }
     }
 

@@ -162,8 +162,10 @@ fn open_sled(config: &sled::Config) -> std::thread::Result<sled::Result<sled::Db
     loop {
         let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()));
         match &opened {
+            // sled reports the lock as an error of kind Other with this text.
             Ok(Err(sled::Error::Io(e)))
-                if e.kind() == std::io::ErrorKind::WouldBlock
+                if (e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.to_string().contains("could not acquire lock"))
                     && std::time::Instant::now() < deadline =>
             {
                 std::thread::sleep(std::time::Duration::from_millis(10));
