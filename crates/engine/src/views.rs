@@ -73,7 +73,7 @@ pub(crate) fn agent(a: &AgentSnapshot) -> AgentView {
         agent_id: a.agent_id.as_ref().map(ToString::to_string),
         status: a.status,
         work_mode: a.work_mode.map(|m| m.name()),
-        reason: a.reason.clone(),
+        reason: a.reason.as_deref().map(str::to_owned),
         since: a.start,
     }
 }

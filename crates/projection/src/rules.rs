@@ -25,8 +25,8 @@ use crate::change::{Applied, FoldAnomaly};
 use crate::fold::At;
 use crate::state::AgentState;
 use ivrstate_model::{
-    AddressInfo, AgentEvent, AgentEventKind, AgentStatus, AnomalyKind, KvList, TServerName,
-    WorkMode,
+    AddressInfo, AgentEvent, AgentEventKind, AgentStatus, AnomalyKind, CompactString, KvList,
+    TServerName, WorkMode,
 };
 
 /// What a rule did to a DN.
@@ -196,7 +196,7 @@ fn set(
         a.agent_id = agent_id.cloned();
     }
     if reason_changed {
-        a.reason = reason.map(str::to_owned);
+        a.reason = reason.map(CompactString::from);
     }
     a.status = status;
     a.work_mode = work_mode;

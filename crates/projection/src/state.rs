@@ -11,8 +11,8 @@ use crate::change::MonitorInfo;
 use crate::history::AgentSnapshot;
 use crate::table::SortedHashMap;
 use ivrstate_model::{
-    AgentId, AgentStatus, Availability, Dn, IvrConfig, IvrName, Micros, PortConfig, PortNum, Seq,
-    TServerName, WorkMode,
+    AgentId, AgentStatus, Availability, CompactString, Dn, IvrConfig, IvrName, Micros, PortConfig,
+    PortNum, Seq, TServerName, WorkMode,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -71,7 +71,9 @@ pub struct AgentState {
     pub status: AgentStatus,
     pub agent_id: Option<AgentId>,
     pub work_mode: Option<WorkMode>,
-    pub reason: Option<String>,
+    /// An inline small string (as ids are): a rebuild changes it at most NotReady events, and
+    /// an allocation each time was a measurable share of the fold.
+    pub reason: Option<CompactString>,
     /// Event time at which (status, agent_id, work_mode, reason) took their current values.
     pub since: Micros,
     pub since_seq: Seq,
@@ -187,7 +189,7 @@ impl State {
             dn: dn.clone(),
             status: a.status,
             work_mode: a.work_mode,
-            reason: a.reason.clone(),
+            reason: a.reason.as_deref().map(str::to_owned),
             start: a.since,
             start_seq: a.since_seq,
         })
