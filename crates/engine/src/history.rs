@@ -90,7 +90,9 @@ fn encode_chunk(states: &[AgentSnapshot]) -> Vec<u8> {
 fn decode_chunk(bytes: &[u8]) -> Result<Vec<AgentSnapshot>> {
     let raw = lz4_flex::decompress_size_prepended(bytes)
         .map_err(|e| crate::EngineError::Derived(format!("history chunk: {e}")))?;
-    bincode::borrow_decode_from_slice(&raw, bincode::config::standard())
+    // A limit, so that a damaged length is an error rather than an allocation that aborts.
+    let config = bincode::config::standard().with_limit::<{ 16 << 20 }>();
+    bincode::borrow_decode_from_slice(&raw, config)
         .map(|(states, _)| states)
         .map_err(|e| crate::EngineError::Derived(format!("undecodable history chunk: {e}")))
 }

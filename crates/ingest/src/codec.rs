@@ -34,6 +34,20 @@ const fn config() -> bincode::config::Configuration {
     bincode::config::standard()
 }
 
+/// What one decode may claim (bincode counts what it reads and allocates against it).
+/// bincode's own `Vec` decoding preallocates the length it reads: without a limit a damaged
+/// length asks for hundreds of GB and aborts the process. One envelope needs a few KB.
+const DECODE_LIMIT: usize = 16 << 20;
+
+/// [`config`] with [`DECODE_LIMIT`], for every decode.
+pub(crate) const fn decode_config() -> bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Varint,
+    bincode::config::Limit<DECODE_LIMIT>,
+> {
+    config().with_limit::<DECODE_LIMIT>()
+}
+
 /// Why bytes could not be turned back into envelopes (or envelopes into bytes).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CodecError {
@@ -87,7 +101,7 @@ pub fn decode_envelope(bytes: &[u8]) -> Result<Envelope, CodecError> {
     if let Some((env, [])) = fast::envelope(bytes) {
         return Ok(env);
     }
-    let (env, used): (Envelope, usize) = bincode::borrow_decode_from_slice(bytes, config())
+    let (env, used): (Envelope, usize) = bincode::borrow_decode_from_slice(bytes, decode_config())
         .map_err(|e| CodecError::Decode(e.to_string()))?;
     if used != bytes.len() {
         return Err(CodecError::Trailing(bytes.len() - used));
@@ -159,7 +173,8 @@ fn decode_envelopes<T>(
     mut make: impl FnMut(Envelope) -> T,
 ) -> Result<Vec<T>, CodecError> {
     let bad = |e: bincode::error::DecodeError| CodecError::Decode(e.to_string());
-    let (count, used): (u64, usize) = bincode::decode_from_slice(raw, config()).map_err(bad)?;
+    let (count, used): (u64, usize) =
+        bincode::decode_from_slice(raw, decode_config()).map_err(bad)?;
     let mut rest = &raw[used..];
     // Every envelope takes at least three bytes: a larger count is damage, not an allocation.
     let count = usize::try_from(count)
@@ -172,7 +187,7 @@ fn decode_envelopes<T>(
             Some(decoded) => decoded,
             None => {
                 let (env, used): (Envelope, usize) =
-                    bincode::borrow_decode_from_slice(rest, config()).map_err(bad)?;
+                    bincode::borrow_decode_from_slice(rest, decode_config()).map_err(bad)?;
                 (env, &rest[used..])
             }
         };

@@ -296,7 +296,7 @@ proptest! {
         garbage in prop::collection::vec(any::<u8>(), 0..80),
     ) {
         let bincode_only = |bytes: &[u8]| -> Option<Envelope> {
-            match bincode::borrow_decode_from_slice::<Envelope, _>(bytes, bincode::config::standard()) {
+            match bincode::borrow_decode_from_slice::<Envelope, _>(bytes, codec::decode_config()) {
                 Ok((env, used)) if used == bytes.len() => Some(env),
                 _ => None,
             }
@@ -1170,4 +1170,35 @@ fn a_crash_between_a_block_and_its_index_entries_is_completed_on_open() {
         assert_eq!((again.appended, again.duplicates), (0, 50));
     }
     assert_eq!(store.log().last_seq(), 200);
+}
+
+#[test]
+fn a_damaged_length_is_an_error_not_an_allocation_that_aborts() {
+    // An agent event with empty lists ends with the two list lengths (0, 0); make the last one
+    // claim 2^60 pairs (varint: 253, then 8 bytes little endian).
+    let env = events("TS", 1, 1).pop().unwrap();
+    let mut bytes = codec::encode_envelope(&Envelope {
+        event: Event::TLib(TLibEvent {
+            tserver: TServerName::from("TS"),
+            source_seq: Some(1),
+            kind: TLibKind::Agent(AgentEvent {
+                extensions: KvList::default(),
+                reasons: KvList::default(),
+                ..match env.event {
+                    Event::TLib(TLibEvent {
+                        kind: TLibKind::Agent(a),
+                        ..
+                    }) => a,
+                    _ => unreachable!(),
+                }
+            }),
+        }),
+        ..env
+    })
+    .unwrap();
+    assert_eq!(bytes.pop(), Some(0));
+    bytes.push(253);
+    bytes.extend_from_slice(&(1u64 << 60).to_le_bytes());
+    bytes.extend_from_slice(b"ab");
+    assert!(codec::decode_envelope(&bytes).is_err());
 }

@@ -173,7 +173,7 @@ fn put_kv_list(out: &mut Vec<u8>, kv: &KvList) {
 /// A unit variant from its index, through the model's own derive (so the order is not written
 /// down twice); `None` for a variant that carries data.
 fn unit<T: bincode::Decode<()>>(index: u8) -> Option<T> {
-    bincode::decode_from_slice::<T, _>(&[index], super::config())
+    bincode::decode_from_slice::<T, _>(&[index], super::decode_config())
         .ok()
         .map(|(v, _)| v)
 }
