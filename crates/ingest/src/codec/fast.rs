@@ -24,6 +24,7 @@ const TLIB_LINK_CONNECTED: u8 = 2;
 const TLIB_LINK_DISCONNECTED: u8 = 3;
 
 /// Decodes one envelope from the front of `bytes`; returns it and the bytes after it.
+#[inline(always)]
 pub(super) fn envelope(bytes: &[u8]) -> Option<(Envelope, &[u8])> {
     let mut c = Cursor(bytes);
     let time = Micros(c.i64()?);
