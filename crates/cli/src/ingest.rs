@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-/// Events per append: one atomic batch and one flush each (group commit).
+/// Events per append: each append is durable (flushed) before the next is read.
 pub const BATCH: usize = 1000;
 /// Locations of malformed input kept for the summary.
 const MAX_ERRORS: usize = 100;
