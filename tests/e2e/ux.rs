@@ -189,6 +189,11 @@ fn user_errors_are_one_line_with_the_exit_status_of_the_interface() {
     // The store is locked while `serve` runs: say so, and what to do.
     let mut serve = t.spawn(&["serve", "--listen", "127.0.0.1:0"]);
     let gli = serve.addr("gli");
+    // serve announces its address before its appender opens the store: wait until it holds it
+    // (a `status` that gets in first just reads the store, and serve waits for it).
+    wait_for("serve to open the store", || {
+        (t.run(&["status"]).status.code() == Some(1)).then_some(())
+    });
     one_line_error(&t, &["status"], 1, &["in use", "serve", "db"]);
     // A second server on the same address: the address and the flag.
     let other = ivrstate();

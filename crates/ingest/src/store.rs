@@ -150,8 +150,10 @@ impl Store {
     }
 }
 
-/// How long opening waits for sled's lock on the database file.
-const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long opening waits for sled's lock on the database file: long enough for sled to let
+/// go of a store just closed in this process (milliseconds), short enough that a command run
+/// while `serve` holds the store says so at once.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// `config.open()`, with a panic caught, waiting up to [`LOCK_WAIT`] while the file is locked:
 /// sled releases its lock only when the last of its I/O threads lets go of the file, a moment
