@@ -11,9 +11,8 @@
 //! Envelopes are encoded with bincode's own derive (`Encode`/`Decode` on the model types), which
 //! writes exactly the bytes its serde path wrote before (a test holds them equal) at a fraction
 //! of the cost; ids are decoded borrowed, without allocating. The bincode configuration is fixed
-//! here (standard: little endian, varint integers) so a migration
-//! can move the format on by adding a version; the benchmark decodes the same bytes through
-//! these functions.
+//! here (standard: little endian, varint integers) so a migration can move the format on by
+//! adding a version; the benchmark decodes the same bytes through these functions.
 
 use ivrstate_model::{Envelope, Record, Seq};
 use std::borrow::Borrow;

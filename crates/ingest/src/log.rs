@@ -43,9 +43,9 @@ pub enum Durability {
     /// An append returns after a flush that covers it (the default; concurrent appends may
     /// share one: group commit). sled's own flush is not enough on Linux: sled 0.34 writes its
     /// log with `pwrite` + `sync_file_range`, which neither flushes the drive's cache nor
-    /// commits a grown file size (its `fsync` runs only on a 500 ms timer); and it writes a page larger than a quarter of its segment (128 KiB:
-    /// a consolidated leaf of several ~20 KB blocks) to a file of its own under `blobs/` with
-    /// no fsync at all. So after sled's flush the log calls `fdatasync` on sled's data file
+    /// commits a grown file size (its `fsync` runs only on a 500 ms timer); and it writes a
+    /// page larger than a quarter of its segment (128 KiB: a consolidated leaf of several ~20
+    /// KB blocks) to a file of its own under `blobs/` with no fsync at all. So after sled's flush the log calls `fdatasync` on sled's data file
     /// (fsync acts on the file, whichever descriptor wrote it), on every blob file not synced
     /// before (a blob file is complete once sled's flush returned and never changes after, so
     /// each is synced once; which ones were is remembered), on `blobs/` and the store

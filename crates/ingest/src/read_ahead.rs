@@ -64,9 +64,7 @@ impl ReadAhead {
         };
         ReadAhead { inner }
     }
-}
 
-impl ReadAhead {
     /// Calls `f` with every record in order, by reference, stopping at the first error (the
     /// read's or `f`'s). The same records as iterating, without moving each one out of the
     /// block it was decoded into: the way to fold a whole log.
@@ -80,12 +78,16 @@ impl ReadAhead {
                     f(&record)?;
                 }
                 while let Some(block) = p.next_block() {
-                    let (records, skip) = block?;
+                    let Block {
+                        records,
+                        skip,
+                        decoder,
+                    } = block?;
                     for record in &records[skip..] {
                         f(record)?;
                     }
                     // A decoder that has ended hands the block back: it is dropped here.
-                    if let Some(tx) = p.recycle.get(p.from_decoder) {
+                    if let Some(tx) = p.recycle.get(decoder) {
                         let _ = tx.send(records);
                     }
                 }
@@ -112,6 +114,15 @@ impl Iterator for ReadAhead {
     }
 }
 
+/// A decoded block as [`Parallel::next_block`] hands it over.
+struct Block {
+    records: Vec<Record>,
+    /// Records at its front to skip (the first block may start before `from`).
+    skip: usize,
+    /// The decoder that built it (which frees it, see `Parallel::recycle`).
+    decoder: usize,
+}
+
 /// The fetcher + decoders path.
 struct Parallel {
     /// One receiver per decoder; blocks come back in turn: 0, 1, 0, 1, ...
@@ -120,8 +131,6 @@ struct Parallel {
     /// freed there: freeing into another thread's malloc arena contends for its lock.
     recycle: Vec<Sender<Vec<Record>>>,
     turn: usize,
-    /// The decoder the last block came from.
-    from_decoder: usize,
     current: std::vec::IntoIter<Record>,
     /// Whether the first block (which may start before `from`) has arrived.
     started: bool,
@@ -188,7 +197,6 @@ impl Parallel {
             decoded,
             recycle,
             turn: 0,
-            from_decoder: 0,
             current: Vec::new().into_iter(),
             started: false,
             next: from,
@@ -219,7 +227,7 @@ impl Parallel {
                 return Some(Ok(record));
             }
             match self.next_block()? {
-                Ok((records, skip)) => {
+                Ok(Block { records, skip, .. }) => {
                     let mut it = records.into_iter();
                     it.by_ref().take(skip).for_each(drop);
                     self.current = it;
@@ -229,14 +237,13 @@ impl Parallel {
         }
     }
 
-    /// The next decoded block, checked, cut at `to`, with the number of records at its front
-    /// to skip (the first block may start before `from`). `None` once `to` has been reached.
-    fn next_block(&mut self) -> Option<Result<(Vec<Record>, usize), StoreError>> {
+    /// The next decoded block, checked and cut at `to`. `None` once `to` has been reached.
+    fn next_block(&mut self) -> Option<Result<Block, StoreError>> {
         if self.done || self.next > self.to {
             return None;
         }
         let rx = self.decoded.get(self.turn)?;
-        self.from_decoder = self.turn;
+        let decoder = self.turn;
         self.turn = (self.turn + 1) % self.decoded.len().max(1);
         let (first, mut records) = match rx.recv() {
             Ok(Ok(block)) => block,
@@ -260,7 +267,11 @@ impl Parallel {
         let last = (end - 1).min(self.to);
         records.truncate((last - first + 1) as usize);
         self.next = last + 1;
-        Some(Ok((records, skip)))
+        Some(Ok(Block {
+            records,
+            skip,
+            decoder,
+        }))
     }
 
     fn fail<T>(&mut self, e: StoreError) -> Option<Result<T, StoreError>> {

@@ -137,10 +137,10 @@ impl Store {
         Ok(())
     }
 
-    /// Makes everything written so far durable: sled's flush of every tree, then the fsyncs sled
-    /// leaves out (see [`Durability::Full`] for why sled's flush alone is not enough).
+    /// Makes everything written so far durable: sled's flush, then the fsyncs sled leaves out
+    /// (see [`Durability::Full`] for why sled's flush alone is not enough). The log's flush is
+    /// the whole database's: every tree writes into the one sled log it flushes.
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
         self.log.sync()
     }
 
