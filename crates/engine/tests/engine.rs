@@ -2,9 +2,9 @@
 //! catches up on open, rebuild reproduces it, verify catches damage.
 
 use ivrstate_engine::{Engine, HistorySelector, StatusView};
-use ivrstate_ingest::StoreOptions;
 use ivrstate_model::*;
 use ivrstate_projection::{Applied, State};
+use ivrstate_store::StoreOptions;
 use proptest::prelude::*;
 
 fn agent(
