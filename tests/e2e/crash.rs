@@ -406,7 +406,7 @@ fn a_store_from_a_newer_version_is_refused_and_left_untouched() {
         );
     }
     // Put back, it is the same store as before.
-    set_format_version(&t.db(), ivrstate_ingest::CURRENT_VERSION);
+    set_format_version(&t.db(), ivrstate_store::CURRENT_VERSION);
     assert_eq!(t.ok(&["export"]), export);
 }
 

@@ -9,9 +9,9 @@
 )] // test code
 
 use ivrstate_engine::{Engine, HistorySelector, StatusView};
-use ivrstate_ingest::StoreOptions;
 use ivrstate_model::*;
 use ivrstate_projection::{Applied, State};
+use ivrstate_store::StoreOptions;
 use proptest::prelude::*;
 
 fn agent(

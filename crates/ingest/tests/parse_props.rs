@@ -14,8 +14,8 @@
 use ivrstate_ingest::parse::{
     parse_ndjson_line, write_ndjson, NdjsonReader, Parsed, TlogParser, TlogReader,
 };
-use ivrstate_ingest::simulate::{simulate, SimConfig};
 use ivrstate_model::{Micros, Record, TServerName};
+use ivrstate_simulate::{simulate, SimConfig};
 use proptest::prelude::*;
 use std::io::BufReader;
 use std::sync::OnceLock;

@@ -8,7 +8,7 @@
 //! one seeded splitmix64 generator and no clock, so the same [`SimConfig`] gives the same bytes.
 //!
 //! `events` counts the state-carrying printouts written (duplicates included): parsing the output
-//! yields exactly that many [`crate::parse::Parsed::Event`]s and nothing malformed.
+//! yields exactly that many `Parsed::Event`s and nothing malformed.
 
 use ivrstate_model::{Micros, WorkMode};
 use std::fmt::Write as _;
@@ -535,7 +535,7 @@ fn at_time(t: Micros) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parse::{ParseStats, Parsed, TlogReader};
+    use ivrstate_ingest::parse::{ParseStats, Parsed, TlogReader};
     use ivrstate_model::{Event, TLibKind};
     use proptest::prelude::*;
 
@@ -633,7 +633,7 @@ mod tests {
     }
 
     /// Rough parse throughput on the simulator's output (release build):
-    /// `cargo test -p ivrstate-ingest --release -- --ignored --nocapture parse_throughput`.
+    /// `cargo test -p ivrstate-simulate --release -- --ignored --nocapture parse_throughput`.
     #[test]
     #[ignore]
     fn parse_throughput() {
