@@ -9,7 +9,7 @@
 //! - [`intervals`] and [`audit`]: history and audit from persisted transitions ([`AgentSnapshot`]);
 //!   [`interval_report`] and [`sessions`]: the audit per wall-clock interval and per login session.
 //!
-//! Pure (DESIGN.md invariant 5): no I/O, no clock, no panics on any input.
+//! Pure (docs/design.md invariant 5): no I/O, no clock, no panics on any input.
 
 mod audit;
 mod change;
