@@ -1,4 +1,5 @@
-//! One connection's protocol state machine, sans-IO and quinn-style.
+//! One connection's protocol state machine (docs/protocol.md sections 1-5), sans-IO and
+//! quinn-style.
 //!
 //! The driver hands it the bytes it read and the time ([`Session::handle_bytes`]), and
 //! carries out what it asks for: frames to send ([`Session::poll_transmit`]), requests to record
@@ -424,7 +425,7 @@ impl Session {
             self.send(call_id, resp(LoginResult::Success, LoginStatus::Ok, None));
         }
         flow_control_off(self);
-        // ServerMonitor is a Version 4.0 feature.
+        // ServerMonitor works only for Version 4.0 (docs/protocol.md section 3).
         if server_monitor && version == "4.0" {
             for info in state.server_statuses_for(&ivr_name) {
                 self.send(call_id, Message::MonitorInfo { req_id: None, info });
