@@ -9,6 +9,13 @@
 //! call-control request (a new CallId per call) a `CallError` naming it, on its own CallId,
 //! with the connection kept open.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::string_slice
+)] // test code
+
 use ivrstate_tests::{attr, frame, real_captures, wait_for, Gli, Ivrstate, DATA};
 use std::path::PathBuf;
 
