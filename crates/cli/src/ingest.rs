@@ -38,7 +38,7 @@ pub struct IngestArgs {
     files: Vec<PathBuf>,
 }
 
-/// The summary INTERFACE.md specifies for `ingest --json`.
+/// The summary docs/interface.md specifies for `ingest --json`.
 #[derive(Default, Serialize)]
 pub struct Summary {
     pub read: u64,

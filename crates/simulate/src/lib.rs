@@ -217,7 +217,8 @@ impl Simulator {
         let start = self.buf.len();
         self.printout(t, &ev);
         self.last.clear();
-        self.last.push_str(&self.buf[start..]);
+        self.last
+            .push_str(self.buf.get(start..).unwrap_or_default());
         self.summary.events += 1;
         self.summary.first_time.get_or_insert(t);
         self.summary.last_time = Some(t);
@@ -405,7 +406,7 @@ impl Simulator {
                  \tAttributeUserData\t[31] 00 01 00 00..\n\
                  \t\t'Customer'\t'C{}'\n",
                 self.seq,
-                &at[..8],
+                at.get(..8).unwrap_or(&at),
                 self.rng.below(1_000_000),
                 self.rng.next() >> 8,
                 self.rng.below(100_000),
@@ -441,7 +442,7 @@ impl Simulator {
              \tAttributeTimeinuSecs\t{us}\n\
              \tAttributeTimeinSecs\t{secs} ({})\n",
             self.seq,
-            &at[..8]
+            at.get(..8).unwrap_or(&at)
         );
         match ev {
             Ev::Agent {
