@@ -186,16 +186,29 @@ pub enum DurabilityArg {
     Relaxed,
 }
 
+/// `--format` of `ingest` and `serve`.
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+pub enum Format {
+    /// T-Server log printouts.
+    Tlog,
+    /// One JSON record per line, as `export` writes.
+    Ndjson,
+}
+
+/// The format of `path`: as given by `--format`, else by its extension.
+pub fn format_of(flag: Option<Format>, path: &std::path::Path) -> ivrstate_ingest::Format {
+    match flag {
+        Some(Format::Tlog) => ivrstate_ingest::Format::Tlog,
+        Some(Format::Ndjson) => ivrstate_ingest::Format::Ndjson,
+        None => ivrstate_ingest::guess_format(path),
+    }
+}
+
 pub fn parse_time(s: &str) -> Result<Micros, String> {
     Micros::parse(s).map_err(|e| e.to_string())
 }
 
-pub fn now() -> Micros {
-    let since = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    Micros(i64::try_from(since.as_micros()).unwrap_or(i64::MAX))
-}
+pub use ivrstate_ingest::now;
 
 /// Opens the store for one command. The engine is leaked on purpose: it lives until the process
 /// exits and is never dropped, because dropping sled flushes, and after an I/O error (a full
