@@ -303,7 +303,10 @@ impl NatsCluster {
             let Some(jsz) = self.monitor(i, "/jsz?streams=true") else {
                 continue;
             };
-            let accounts = jsz["account_details"].as_array().cloned().unwrap_or_default();
+            let accounts = jsz["account_details"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
             for acc in accounts {
                 for s in acc["stream_detail"].as_array().cloned().unwrap_or_default() {
                     if s["name"] == stream {
