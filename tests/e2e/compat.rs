@@ -72,7 +72,11 @@ fn a_format_2_store_opens_verifies_and_answers_as_it_did() {
         assert_contains(&o, &n, &format!("export line {}", i + 1));
     }
 
-    assert_contains(&read_json("status.json"), &t.json(&["status", "--json"]), "status");
+    assert_contains(
+        &read_json("status.json"),
+        &t.json(&["status", "--json"]),
+        "status",
+    );
     assert_contains(
         &read_json("status-at-noon.json"),
         &t.json(&["status", "--at", "2015-08-17T12:00:00Z", "--json"]),
