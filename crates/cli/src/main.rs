@@ -13,8 +13,8 @@ mod svg;
 use anyhow::{Context, Result};
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use ivrstate_engine::Engine;
-use ivrstate_ingest::{Durability, StoreOptions};
 use ivrstate_model::{Micros, Seq};
+use ivrstate_store::{Durability, StoreOptions};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -249,7 +249,7 @@ pub fn usage(message: impl Into<String>) -> anyhow::Error {
 
 fn main() -> ExitCode {
     restore_sigpipe();
-    ivrstate_ingest::limit_malloc_arenas();
+    ivrstate_store::limit_malloc_arenas();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return clap_error(&e),
@@ -465,7 +465,7 @@ fn export(db: &std::path::Path, args: ExportArgs) -> Result<ExitCode> {
 
 fn simulate(args: SimulateArgs) -> Result<ExitCode> {
     use std::io::Write;
-    let config = ivrstate_ingest::simulate::SimConfig {
+    let config = ivrstate_simulate::SimConfig {
         agents: args.agents,
         events: args.events,
         seed: args.seed,
@@ -474,7 +474,7 @@ fn simulate(args: SimulateArgs) -> Result<ExitCode> {
     };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    ivrstate_ingest::simulate::simulate(config, &mut out).context("writing the simulated log")?;
+    ivrstate_simulate::simulate(config, &mut out).context("writing the simulated log")?;
     out.flush()?;
     Ok(ExitCode::SUCCESS)
 }

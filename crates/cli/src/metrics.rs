@@ -2,9 +2,9 @@
 //! appender and sources, plus the hub's client counts, rendered on any HTTP GET.
 
 use ivrstate_ingest::parse::Parsed;
-use ivrstate_ingest::Store;
 use ivrstate_model::Envelope;
 use ivrstate_publisher::hub::Hub;
+use ivrstate_store::Store;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};

@@ -1,6 +1,13 @@
 //! Hostile clients over real loopback TCP, next to a well-behaved one that must still be
 //! served. Every wait has a deadline; nothing sleeps and hopes.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::string_slice
+)] // test code
+
 mod common;
 
 use common::*;

@@ -2,6 +2,13 @@
 //! random streams of valid and damaged GLI traffic cut at random places: the ordinary-suite
 //! counterpart of the `session` fuzz target (`fuzz/fuzz_targets/session.rs`).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::string_slice
+)] // test code
+
 use ivrstate_model::{
     ConfigEvent, Dn, Envelope, Event, IvrConfig, IvrName, Micros, PortConfig, Record, TLibEvent,
     TLibKind, TServerName,

@@ -1,4 +1,11 @@
 //! Shared by the loopback TCP tests: a fake state, a server on an ephemeral port, a GLI client.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::string_slice
+)] // test code
 #![allow(dead_code)] // each test file uses a different part
 
 use ivrstate_model::{
