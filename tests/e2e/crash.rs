@@ -1,4 +1,4 @@
-//! Crashes, corruption and disk trouble, through the real binary: what DESIGN.md's invariants
+//! Crashes, corruption and disk trouble, through the real binary: what docs/design.md's invariants
 //! 2, 3 and 4 promise when `ingest` or `serve` is SIGKILLed at a random moment, when the store's
 //! files are damaged or left by a newer version, and when the disk fills up.
 //!

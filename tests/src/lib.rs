@@ -423,7 +423,7 @@ pub fn exported_events(t: &Ivrstate) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// Asserts that a command that failed did so as INTERFACE.md says: exit 1 (not a panic's 101,
+/// Asserts that a command that failed did so as docs/interface.md says: exit 1 (not a panic's 101,
 /// not a signal), never "panicked", and a last stderr line `error: ...`. Returns that line.
 pub fn assert_clean_failure(args: &[&str], out: &Output) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr);

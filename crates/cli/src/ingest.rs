@@ -46,7 +46,7 @@ pub enum Format {
     Ndjson,
 }
 
-/// The summary INTERFACE.md specifies for `ingest --json`.
+/// The summary docs/interface.md specifies for `ingest --json`.
 #[derive(Default, Serialize)]
 pub struct Summary {
     pub read: u64,

@@ -1,4 +1,4 @@
-//! One connection's protocol state machine (PROTOCOL.md sections 1-5), sans-IO.
+//! One connection's protocol state machine (docs/protocol.md sections 1-5), sans-IO.
 //!
 //! The driver feeds it decoded frames (or the decoder's error) together with a view of the
 //! current state, and carries out what it returns: frames to send, requests to record, or a
@@ -291,7 +291,7 @@ impl Session {
             warn!(client = %self.client, ivr = %ivr_name, "ConfigOptions too large for a frame; sent without them");
             out = send(call_id, resp(LoginResult::Success, LoginStatus::Ok, None));
         }
-        // ServerMonitor works only for Version 4.0 (PROTOCOL.md section 3).
+        // ServerMonitor works only for Version 4.0 (docs/protocol.md section 3).
         if server_monitor && version == "4.0" {
             for info in state.server_statuses_for(&ivr_name) {
                 out.extend(send(call_id, Message::MonitorInfo { req_id: None, info }));

@@ -1,4 +1,4 @@
-//! The GctiMsg XML codec (PROTOCOL.md sections 2-5), sans-IO.
+//! The GctiMsg XML codec (docs/protocol.md sections 2-5), sans-IO.
 //!
 //! Decoding reads the bytes as ISO-8859-1 (each byte is the char of the same code point), lets
 //! quick-xml tokenize them into a small bounded tree, then reads the message out of the tree by
