@@ -1,18 +1,18 @@
 //! `ivrstate ingest`: parse files (or stdin) and append their events in group-committed batches.
 
-use crate::{now, open_engine, progress, DurabilityArg};
+use crate::{format_of, now, open_engine, progress, DurabilityArg, Format};
 use anyhow::{Context, Result};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use ivrstate_engine::Engine;
+use ivrstate_ingest::follow::spawn_follower;
 use ivrstate_ingest::parse::{ndjson::NdjsonReader, tlog::TlogReader, ParseError, Parsed};
+use ivrstate_ingest::BATCH;
 use ivrstate_model::{Envelope, TServerName};
 use serde::Serialize;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-/// Events per append: each append is durable (flushed) before the next is read.
-pub const BATCH: usize = 1000;
 /// Locations of malformed input kept for the summary.
 const MAX_ERRORS: usize = 100;
 
@@ -36,14 +36,6 @@ pub struct IngestArgs {
     /// Files to read; `-` for stdin.
     #[arg(required = true, value_name = "FILE")]
     files: Vec<PathBuf>,
-}
-
-#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
-pub enum Format {
-    /// T-Server log printouts.
-    Tlog,
-    /// One JSON record per line, as `export` writes.
-    Ndjson,
 }
 
 /// The summary docs/interface.md specifies for `ingest --json`.
@@ -109,7 +101,7 @@ pub fn run(db: &Path, args: IngestArgs) -> Result<ExitCode> {
         if args.follow && !is_stdin(path) {
             continue;
         }
-        let format = args.format.unwrap_or_else(|| guess_format(path));
+        let format = format_of(args.format, path);
         ingest_file(engine, path, format, tserver.clone(), &mut summary)?;
     }
     if args.follow {
@@ -125,13 +117,6 @@ pub fn run(db: &Path, args: IngestArgs) -> Result<ExitCode> {
         print_summary(&summary, started.elapsed());
     }
     Ok(ExitCode::SUCCESS)
-}
-
-pub fn guess_format(path: &Path) -> Format {
-    match path.extension().and_then(|e| e.to_str()) {
-        Some("ndjson" | "jsonl" | "json") => Format::Ndjson,
-        _ => Format::Tlog,
-    }
 }
 
 /// A reader that advances a progress bar by the bytes it hands out.
@@ -151,7 +136,7 @@ impl<R: Read> Read for Counting<R> {
 fn ingest_file(
     engine: &mut Engine,
     path: &Path,
-    format: Format,
+    format: ivrstate_ingest::Format,
     tserver: Option<TServerName>,
     summary: &mut Summary,
 ) -> Result<()> {
@@ -223,8 +208,12 @@ fn follow(
     runtime.block_on(async {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Parsed>>(64);
         for path in args.files.iter().filter(|p| !is_stdin(p)) {
-            let format = args.format.unwrap_or_else(|| guess_format(path));
-            crate::serve::spawn_follower(path.clone(), format, tserver.clone(), tx.clone(), true);
+            spawn_follower(
+                path.clone(),
+                format_of(args.format, path),
+                tserver.clone(),
+                tx.clone(),
+            );
         }
         drop(tx);
         loop {
@@ -262,11 +251,11 @@ fn print_summary(s: &Summary, elapsed: std::time::Duration) {
 pub fn parse_reader<'a>(
     reader: impl BufRead + 'a,
     name: &str,
-    format: Format,
+    format: ivrstate_ingest::Format,
     tserver: Option<TServerName>,
 ) -> Box<dyn Iterator<Item = Parsed> + 'a> {
     match format {
-        Format::Tlog => Box::new(TlogReader::new(reader, name, tserver, now())),
-        Format::Ndjson => Box::new(NdjsonReader::new(reader, name, now())),
+        ivrstate_ingest::Format::Tlog => Box::new(TlogReader::new(reader, name, tserver, now())),
+        ivrstate_ingest::Format::Ndjson => Box::new(NdjsonReader::new(reader, name, now())),
     }
 }

@@ -186,16 +186,29 @@ pub enum DurabilityArg {
     Relaxed,
 }
 
+/// `--format` of `ingest` and `serve`.
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+pub enum Format {
+    /// T-Server log printouts.
+    Tlog,
+    /// One JSON record per line, as `export` writes.
+    Ndjson,
+}
+
+/// The format of `path`: as given by `--format`, else by its extension.
+pub fn format_of(flag: Option<Format>, path: &std::path::Path) -> ivrstate_ingest::Format {
+    match flag {
+        Some(Format::Tlog) => ivrstate_ingest::Format::Tlog,
+        Some(Format::Ndjson) => ivrstate_ingest::Format::Ndjson,
+        None => ivrstate_ingest::guess_format(path),
+    }
+}
+
 pub fn parse_time(s: &str) -> Result<Micros, String> {
     Micros::parse(s).map_err(|e| e.to_string())
 }
 
-pub fn now() -> Micros {
-    let since = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    Micros(i64::try_from(since.as_micros()).unwrap_or(i64::MAX))
-}
+pub use ivrstate_ingest::now;
 
 /// Opens the store for one command. The engine is leaked on purpose: it lives until the process
 /// exits and is never dropped, because dropping sled flushes, and after an I/O error (a full
@@ -255,6 +268,14 @@ fn main() -> ExitCode {
         Err(e) => return clap_error(&e),
     };
     init_tracing(cli.verbose, cli.quiet);
+    let serves = match &cli.command {
+        Command::Serve(_) => true,
+        Command::Replay(r) => r.listen.is_some(),
+        _ => false,
+    };
+    if serves {
+        ignore_sigpipe();
+    }
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -334,6 +355,18 @@ fn restore_sigpipe() {
     // SAFETY: called first thing in main, before any thread exists; SIG_DFL is always valid.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// A server writes to peers that may vanish: a client that resets its connection must cost an
+/// error on that connection, not the process. (rustls writes with `writev`, which, unlike
+/// `send`, raises SIGPIPE on a reset socket.)
+fn ignore_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to SIG_IGN is valid at any time, from any thread;
+    // no handler runs.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
 }
 

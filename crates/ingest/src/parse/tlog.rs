@@ -763,4 +763,4 @@ impl<R: BufRead> Iterator for TlogReader<R> {
 
 #[cfg(test)]
 #[path = "tlog_tests.rs"]
-mod tests;
+pub(crate) mod tests;
