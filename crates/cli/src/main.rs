@@ -2,7 +2,6 @@
 //! engine (store + fold), the parsers and the publisher.
 
 mod ingest;
-mod metrics;
 mod output;
 mod progress;
 mod query;

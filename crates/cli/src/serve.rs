@@ -6,13 +6,14 @@
 //!   group commit, folds it, then updates the hub's state and publishes the changes. Events are
 //!   therefore stored (flushed) before any client hears of them;
 //! - tokio tasks: the GLI server (publisher crate), one per followed file, the feed listener and
-//!   its connections, the metrics endpoint. None of them touches the store.
+//!   its connections, the HTTP API and metrics (`ivrstate-http`). None of them touches the store:
+//!   the API's queries are closures the appender runs between commits.
 
-use crate::metrics::Metrics;
 use crate::{format_of, now, open_engine, DurabilityArg, Format};
 use anyhow::{Context, Result};
 use clap::Args;
 use ivrstate_engine::Engine;
+use ivrstate_http::{ChangeEvent, EngineQuery, EventHub, Metrics};
 use ivrstate_ingest::appender::{self, Job};
 use ivrstate_ingest::feed::{self, FeedConfig};
 use ivrstate_ingest::follow::spawn_follower;
@@ -46,9 +47,28 @@ pub struct ServeArgs {
     /// acknowledged with a line `{"committed":N}` (the running count for that connection).
     #[arg(long, value_name = "ADDR")]
     feed_listen: Option<String>,
-    /// Expose Prometheus text metrics on ADDR (any HTTP GET).
+    /// Expose Prometheus text metrics on ADDR (any HTTP GET; `--http` serves them too, at
+    /// `/metrics`).
     #[arg(long, value_name = "ADDR")]
     metrics: Option<String>,
+    /// Serve the HTTP API, the SSE stream of changes, metrics and the wallboard on ADDR
+    /// (read-only; loopback unless told otherwise).
+    #[arg(long, value_name = "ADDR")]
+    http: Option<String>,
+    /// Require `Authorization: Bearer TOKEN` on the API and metrics of `--http`.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "IVRSTATE_HTTP_TOKEN",
+        requires = "http"
+    )]
+    http_token: Option<String>,
+    /// Seconds one HTTP request may take.
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    http_timeout: u64,
+    /// Allow `--http` on a non-loopback address without `--http-token`.
+    #[arg(long)]
+    insecure: bool,
     /// The T-Server of followed or fed logs that have no `Application name:` header.
     #[arg(long, value_name = "NAME")]
     tserver: Option<String>,
@@ -80,6 +100,9 @@ pub struct ServeArgs {
 }
 
 pub fn run(db: &Path, args: ServeArgs) -> Result<ExitCode> {
+    if let Some(addr) = &args.http {
+        check_http_bind(addr, args.http_token.is_some(), args.insecure)?;
+    }
     // Read the configuration before anything else: a bad file is a clear error at once.
     let config = match &args.config {
         Some(path) => {
@@ -100,6 +123,22 @@ pub fn run(db: &Path, args: ServeArgs) -> Result<ExitCode> {
         .build()
         .context("starting the runtime")?;
     runtime.block_on(serve(db.to_path_buf(), args, config, tls))
+}
+
+/// An API open to the network without a token is refused at start, unless `--insecure`.
+fn check_http_bind(addr: &str, token: bool, insecure: bool) -> Result<()> {
+    use std::net::ToSocketAddrs;
+    let resolved: Vec<std::net::SocketAddr> = addr
+        .to_socket_addrs()
+        .map_err(|e| crate::usage(format!("--http {addr}: {e}")))?
+        .collect();
+    let exposed = resolved.iter().any(|a| !a.ip().is_loopback());
+    if exposed && !token && !insecure {
+        return Err(crate::usage(format!(
+            "--http {addr} is reachable from the network: give --http-token TOKEN (or --insecure to serve it open)"
+        )));
+    }
+    Ok(())
 }
 
 async fn serve(
@@ -128,6 +167,9 @@ async fn serve(
 
     let (jobs_tx, jobs_rx) = mpsc::channel::<Job>(256);
     let stopping = Arc::new(AtomicBool::new(false));
+    // The HTTP API's queries wait here; an empty job wakes the appender to run them.
+    let (queries_tx, queries_rx) = std::sync::mpsc::sync_channel::<EngineQuery>(64);
+    let events = args.http.is_some().then(|| EventHub::new(16_384, 4_096));
     let (ready_tx, ready_rx) = oneshot::channel::<Result<(), String>>();
     let appender = {
         let ctx = Appender {
@@ -137,6 +179,8 @@ async fn serve(
             hub: hub.clone(),
             metrics: metrics.clone(),
             stopping: stopping.clone(),
+            queries: queries_rx,
+            events: events.clone(),
         };
         std::thread::Builder::new()
             .name("appender".into())
@@ -203,10 +247,41 @@ async fn serve(
             .await
             .with_context(|| format!("cannot listen on {addr} (--metrics)"))?;
         announce("metrics", listener.local_addr()?);
-        tokio::spawn(crate::metrics::serve(
+        let router = ivrstate_http::metrics_router(metrics.clone(), hub.clone());
+        tokio::spawn(ivrstate_http::serve(
             listener,
-            metrics.clone(),
-            hub.clone(),
+            router,
+            std::future::pending(),
+        ));
+    }
+    if let (Some(addr), Some(events)) = (&args.http, &events) {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (--http)"))?;
+        announce("http", listener.local_addr()?);
+        let wake = jobs_tx.clone();
+        let api = ivrstate_http::Api {
+            hub: hub.clone(),
+            events: events.clone(),
+            metrics: metrics.clone(),
+            queries: Arc::new(move |query| {
+                if queries_tx.try_send(query).is_err() {
+                    return false;
+                }
+                // A full job queue means the appender is busy and runs the query after its
+                // next commit anyway.
+                let _ = wake.try_send(Job::unacknowledged(Vec::new()));
+                true
+            }),
+            token: args.http_token.clone(),
+            timeout: Duration::from_secs(args.http_timeout),
+        };
+        let router = ivrstate_http::router(Arc::new(api));
+        // Not shut down gracefully: SSE readers never end on their own.
+        tokio::spawn(ivrstate_http::serve(
+            listener,
+            router,
+            std::future::pending(),
         ));
     }
     let wake_appender = jobs_tx;
@@ -294,6 +369,10 @@ struct Appender {
     metrics: Arc<Metrics>,
     /// Set when serve is shutting down: commit what is queued, then stop.
     stopping: Arc<AtomicBool>,
+    /// Questions of the HTTP API, run between commits.
+    queries: std::sync::mpsc::Receiver<EngineQuery>,
+    /// Where state changes go for SSE readers (with `--http`).
+    events: Option<Arc<EventHub>>,
 }
 
 /// The appender thread: opens the store (the hub answers InitInProgress meanwhile), applies the
@@ -310,6 +389,8 @@ fn appender(
         hub,
         metrics,
         stopping,
+        queries,
+        events,
     } = ctx;
     let opened = open_engine(&db, durability).and_then(|engine| {
         if let Some(config) = &config {
@@ -332,9 +413,24 @@ fn appender(
     let _ = ready.send(Ok(()));
     tracing::info!(seq = engine.log().last_seq(), "store open; serving");
 
-    let mut applied = Applied::state_only();
+    // SSE readers need the entities each record touched; GLI needs only the state.
+    let mut applied = match events {
+        Some(_) => Applied::without_changes(),
+        None => Applied::state_only(),
+    };
     appender::run(jobs, &stopping, &mut |envelopes: &[Envelope]| {
-        commit(engine, &hub, &metrics, envelopes, &mut applied)
+        let report = commit(
+            engine,
+            &hub,
+            &metrics,
+            events.as_deref(),
+            envelopes,
+            &mut applied,
+        );
+        while let Ok(query) = queries.try_recv() {
+            query(engine);
+        }
+        report
     });
     engine.store().flush()?;
     Ok(())
@@ -346,6 +442,7 @@ fn commit(
     engine: &mut Engine,
     hub: &Hub,
     metrics: &Metrics,
+    events: Option<&EventHub>,
     envelopes: &[Envelope],
     applied: &mut Applied,
 ) -> Result<AppendReport, ivrstate_engine::EngineError> {
@@ -357,12 +454,35 @@ fn commit(
         changes.extend_from_slice(record_changes);
     })?;
     metrics.committed(report.appended, report.duplicates, started.elapsed());
+    let mut changed = Vec::new();
     hub.update(|state| {
         for record in &records {
             applied.clear();
             state.apply(record, applied);
+            if events.is_some() && !applied.touched.is_empty() {
+                changed.push(ivrstate_engine::changed_view(
+                    state,
+                    record.seq,
+                    record.envelope.time,
+                    &applied.touched,
+                ));
+            }
         }
     });
     hub.publish(&changes);
+    if let Some(events) = events {
+        events.publish(
+            changed
+                .iter()
+                .filter_map(|view| {
+                    let json = serde_json::to_string(view).ok()?;
+                    Some(ChangeEvent {
+                        seq: view.seq,
+                        json,
+                    })
+                })
+                .collect(),
+        );
+    }
     Ok(report)
 }

@@ -512,6 +512,41 @@ pub fn status_of(state: &State, at: Option<Micros>) -> StatusView {
     views::from_state(state, at)
 }
 
+/// The `status` view of only the entities a record touched, in the state right after it: one
+/// state change as `GET /api/v1/events` sends it (same shape as `status --json`, so a reader
+/// merges it into the status it loaded). A removed entity is left out.
+pub fn changed_view(state: &State, seq: Seq, at: Micros, touched: &[EntityKey]) -> StatusView {
+    let (mut servers, mut ports, mut agents) = (Vec::new(), Vec::new(), Vec::new());
+    for entity in touched {
+        match entity {
+            EntityKey::Server(name) => {
+                if let Some(s) = state.server(name.as_str()) {
+                    servers.push(views::server(name, s));
+                }
+            }
+            EntityKey::Port(ivr, port) => {
+                if let Some(p) = state.port(ivr.as_str(), port.as_str()) {
+                    let mut view = views::port(ivr, port, p);
+                    view.agent_status = state.dn_status(p.tserver.as_str(), p.dn.as_str());
+                    ports.push(view);
+                }
+            }
+            EntityKey::Agent(ts, dn) => {
+                if let Some(a) = state.agent_snapshot(ts.as_str(), dn.as_str()) {
+                    agents.push(views::agent(&a));
+                }
+            }
+        }
+    }
+    StatusView {
+        seq,
+        at: Some(at),
+        servers,
+        ports,
+        agents,
+    }
+}
+
 /// Order-independent digest of (key, value) pairs: count and wrapping sum of per-pair hashes.
 #[derive(Default, PartialEq, Eq)]
 struct Digest {

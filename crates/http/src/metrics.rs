@@ -1,5 +1,6 @@
-//! Prometheus text metrics for `serve --metrics ADDR`: counters kept with atomics by the
-//! appender and sources, plus the hub's client counts, rendered on any HTTP GET.
+//! Prometheus text metrics (`GET /metrics`, and any GET on `serve --metrics ADDR`): counters
+//! kept with atomics by the appender and sources, plus the hub's client counts and the HTTP
+//! side's own, rendered when scraped.
 
 use ivrstate_ingest::SourceCounters;
 use ivrstate_publisher::hub::Hub;
@@ -8,8 +9,6 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 /// Upper bounds (seconds) of the commit latency histogram buckets.
 const BUCKETS: [f64; 10] = [
@@ -135,27 +134,5 @@ impl Metrics {
         let _ = writeln!(out, "# HELP ivrstate_store_bytes Bytes the store occupies on disk.\n# TYPE ivrstate_store_bytes gauge");
         let _ = writeln!(out, "ivrstate_store_bytes {store_bytes}");
         out
-    }
-}
-
-/// Answers every connection with the current metrics (a minimal HTTP/1.1 responder: scrapers
-/// send one GET and read until close).
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, hub: Arc<Hub>) {
-    loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let body = metrics.render(&hub);
-        tokio::spawn(async move {
-            let mut request = [0u8; 2048];
-            // Read the request head (bounded); its content does not matter.
-            let _ = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut request)).await;
-            let response = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = stream.write_all(response.as_bytes()).await;
-            let _ = stream.shutdown().await;
-        });
     }
 }
