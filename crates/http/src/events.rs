@@ -13,6 +13,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
 
+/// How many changes one SSE reader may have waiting before it is dropped.
+pub const PER_READER: usize = 4096;
+
 /// One state change: the record's seq (the SSE id) and its JSON (a `status --json` object with
 /// only the entities the record changed).
 #[derive(Debug)]

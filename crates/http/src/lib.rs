@@ -465,11 +465,59 @@ async fn config(AxumState(api): AxumState<Arc<Api>>) -> ApiResult<Response> {
     Ok(json(&config))
 }
 
-/// What an SSE reader is owed: the backlog first, then live events.
-struct Reader {
-    subscription: events::Subscription,
-    events: Arc<EventHub>,
-    reset_pending: bool,
+/// Feeds one SSE reader: a reset when changes were missed, the backlog, then live changes.
+async fn forward(
+    mut sub: events::Subscription,
+    hub: Arc<EventHub>,
+    tx: tokio::sync::mpsc::Sender<Event>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    let dropped = || {
+        hub.dropped
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    };
+    if sub.gap {
+        // Changes were missed: the reader reloads the state (the id is where it stands).
+        let reset = Event::default()
+            .event("reset")
+            .id(sub.after.to_string())
+            .data("{}");
+        if tx.send(reset).await.is_err() {
+            return;
+        }
+    }
+    // The backlog is already in memory: it is handed over at the reader's pace.
+    while let Some(e) = sub.backlog.pop_front() {
+        sub.after = e.seq;
+        if tx.send(sse_event(&e)).await.is_err() {
+            return;
+        }
+    }
+    loop {
+        let e = tokio::select! {
+            received = sub.live.recv() => received,
+            () = tx.closed() => return,
+        };
+        match e {
+            Ok(e) if e.seq <= sub.after => continue,
+            Ok(e) => {
+                sub.after = e.seq;
+                match tx.try_send(sse_event(&e)) {
+                    Ok(()) => {}
+                    Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+                        dropped();
+                        return;
+                    }
+                    Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return,
+                }
+            }
+            Err(RecvError::Lagged(_)) => {
+                dropped();
+                return;
+            }
+            Err(RecvError::Closed) => return,
+        }
+    }
 }
 
 async fn events(
@@ -494,43 +542,13 @@ async fn events(
         })
         .transpose()?;
     let subscription = api.events.subscribe(after);
-    let reader = Reader {
-        reset_pending: subscription.gap,
-        subscription,
-        events: api.events.clone(),
-    };
-    let stream = futures_util::stream::unfold(reader, |mut r| async move {
-        if r.reset_pending {
-            r.reset_pending = false;
-            // Changes were missed: the reader reloads the state (its seq is the id).
-            let event = Event::default()
-                .event("reset")
-                .id(r.subscription.after.to_string())
-                .data("{}");
-            return Some((Ok::<Event, Infallible>(event), r));
-        }
-        if let Some(e) = r.subscription.backlog.pop_front() {
-            r.subscription.after = e.seq;
-            return Some((Ok(sse_event(&e)), r));
-        }
-        loop {
-            match r.subscription.live.recv().await {
-                Ok(e) if e.seq <= r.subscription.after => continue,
-                Ok(e) => {
-                    r.subscription.after = e.seq;
-                    return Some((Ok(sse_event(&e)), r));
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    // Too far behind: dropped. It reconnects with its last id and resumes from
-                    // the ring (or gets a reset).
-                    r.events
-                        .dropped
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    return None;
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-            }
-        }
+    // A task per reader moves events into the reader's own bounded queue; when the reader is
+    // that far behind (or behind the broadcast's bound), the task gives up on it: the reader is
+    // dropped, and the store and the other readers never wait for it.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(events::PER_READER);
+    tokio::spawn(forward(subscription, api.events.clone(), tx));
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|e| (Ok::<Event, Infallible>(e), rx))
     });
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))

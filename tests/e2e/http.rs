@@ -1,0 +1,337 @@
+//! `serve --http` end to end: the real binary, real HTTP over real sockets. The API answers with
+//! the CLI's own JSON; the SSE stream carries every stored change in order and resumes after
+//! `Last-Event-ID` without a gap; tokens, limits and errors.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::string_slice
+)] // test code
+
+use ivrstate_tests::http::{get, request, Sse};
+use ivrstate_tests::{Ivrstate, Running};
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+
+fn ivrstate() -> Ivrstate {
+    Ivrstate::new(env!("CARGO_BIN_EXE_ivrstate"))
+}
+
+/// A store with the simulator's day of 6 agents.
+fn store() -> Ivrstate {
+    let t = ivrstate();
+    let log = t.path("ts.log");
+    std::fs::write(
+        &log,
+        t.ok(&["simulate", "--agents", "6", "--events", "800"]),
+    )
+    .unwrap();
+    t.ok(&["ingest", "--tserver", "TS_SIP", log.to_str().unwrap()]);
+    t
+}
+
+fn serve(t: &Ivrstate, extra: &[&str]) -> (Running, SocketAddr) {
+    let mut args = vec![
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+        "--feed-listen",
+        "127.0.0.1:0",
+    ];
+    args.extend_from_slice(extra);
+    let mut running = t.spawn(&args);
+    let http = running.addr("http");
+    // Ready once the store is open and caught up.
+    ivrstate_tests::wait_for("readyz", || {
+        (get(http, "/readyz").status == 200).then_some(())
+    });
+    (running, http)
+}
+
+/// An NDJSON line (the `export` format) for agent `dn`'s state change.
+pub fn agent_line(source_seq: u64, secs: u64, dn: &str, agent: &str, kind: &str) -> String {
+    let work_mode = if kind == "NotReady" {
+        "\"AuxWork\""
+    } else {
+        "\"ManualIn\""
+    };
+    format!(
+        r#"{{"time":{secs},"recorded":{secs},"event":{{"TLib":{{"tserver":"TS_SIP","source_seq":{source_seq},"kind":{{"Agent":{{"kind":"{kind}","dn":"{dn}","agent_id":"{agent}","queue":null,"work_mode":{work_mode},"reasons":[],"extensions":[]}}}}}}}}}}"#
+    )
+}
+
+/// Writes lines to the feed and waits for the acknowledgement of all of them.
+fn feed(addr: SocketAddr, lines: &[String]) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    let mut acks = BufReader::new(stream.try_clone().unwrap());
+    let mut text = lines.join("\n");
+    text.push('\n');
+    stream.write_all(text.as_bytes()).unwrap();
+    let want = lines.len();
+    loop {
+        let mut ack = String::new();
+        assert!(acks.read_line(&mut ack).unwrap() > 0, "feed closed");
+        let v: Value = serde_json::from_str(ack.trim()).unwrap();
+        if v["committed"].as_u64() == Some(want as u64) {
+            return;
+        }
+    }
+}
+
+#[test]
+fn the_api_answers_with_the_json_of_the_cli() {
+    let t = store();
+    let window = "from=2015-08-17T09:00:00Z&to=2015-08-17T12:00:00Z";
+    let cli = |args: &[&str]| t.json(args);
+    let w = [
+        "--from",
+        "2015-08-17T09:00:00Z",
+        "--to",
+        "2015-08-17T12:00:00Z",
+    ];
+    let with = |base: &[&'static str]| {
+        let mut v: Vec<&str> = base.to_vec();
+        v.extend(w);
+        v
+    };
+    let expected = [
+        ("/api/v1/status".to_owned(), cli(&["status", "--json"])),
+        (
+            "/api/v1/status?at=2015-08-17T10:00:00Z".to_owned(),
+            cli(&["status", "--json", "--at", "2015-08-17T10:00:00Z"]),
+        ),
+        (
+            "/api/v1/status?seq=100".to_owned(),
+            cli(&["status", "--json", "--seq", "100"]),
+        ),
+        (
+            format!("/api/v1/history?agent=1002&{window}"),
+            cli(&with(&["history", "--json", "--agent", "1002"])),
+        ),
+        (
+            format!("/api/v1/history?dn=7003&tserver=TS_SIP&{window}"),
+            cli(&with(&[
+                "history",
+                "--json",
+                "--dn",
+                "7003",
+                "--tserver",
+                "TS_SIP",
+            ])),
+        ),
+        (
+            format!("/api/v1/audit?{window}"),
+            cli(&with(&["audit", "--json"])),
+        ),
+        (
+            format!("/api/v1/audit?{window}&interval=15m&tz=%2B02:00"),
+            cli(&with(&[
+                "audit",
+                "--json",
+                "--interval",
+                "15m",
+                "--tz",
+                "+02:00",
+            ])),
+        ),
+        (
+            format!("/api/v1/audit?{window}&sessions=true"),
+            cli(&with(&["audit", "--json", "--sessions"])),
+        ),
+        (
+            "/api/v1/config".to_owned(),
+            cli(&["config", "show", "--json"]),
+        ),
+    ];
+    let (_serve, http) = serve(&t, &[]);
+    for (path, want) in &expected {
+        let r = get(http, path);
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        assert_eq!(r.header("content-type"), Some("application/json"), "{path}");
+        assert_eq!(&r.json(), want, "{path}");
+    }
+    // The same store through the API as a whole: ready, healthy, metrics in Prometheus text.
+    assert_eq!(get(http, "/healthz").json()["ok"], true);
+    let metrics = get(http, "/metrics");
+    assert!(
+        metrics.text().contains("ivrstate_events_appended_total"),
+        "{}",
+        metrics.text()
+    );
+    assert!(metrics
+        .text()
+        .contains("ivrstate_sse_readers_dropped_total 0"));
+}
+
+#[test]
+fn errors_are_json_with_a_status_that_says_what_went_wrong() {
+    let t = store();
+    let (_serve, http) = serve(&t, &[]);
+    let cases = [
+        ("/api/v1/status?at=yesterday", 400, "invalid time"),
+        (
+            "/api/v1/status?seq=999999999",
+            404,
+            "beyond the end of the log",
+        ),
+        (
+            "/api/v1/status?colour=red",
+            400,
+            "unknown parameter \"colour\"",
+        ),
+        ("/api/v1/history", 400, "exactly one of agent, dn or port"),
+        ("/api/v1/history?port=IVR_1", 400, "IVR:PORT"),
+        ("/api/v1/history?port=NOPE:01", 404, "no port NOPE:01"),
+        (
+            "/api/v1/audit?from=2015-08-18&to=2015-08-17",
+            400,
+            "after to",
+        ),
+        ("/api/v1/audit?interval=7m", 400, "15m, 30m, 1h or 1d"),
+        ("/api/v1/audit?interval=1h&tz=Mars/Olympus", 400, "tz="),
+        ("/api/v1/nothing", 404, "no such route"),
+    ];
+    for (path, status, needle) in cases {
+        let r = get(http, path);
+        assert_eq!(r.status, status, "{path}: {}", r.text());
+        let error = r.json()["error"].as_str().unwrap().to_owned();
+        assert!(error.contains(needle), "{path}: {error}");
+    }
+    let post = request(http, "POST", "/api/v1/status", &[], b"{}");
+    assert_eq!(post.status, 405);
+    assert!(post.json()["error"].as_str().unwrap().contains("read-only"));
+    let big = vec![b'x'; 64 * 1024];
+    let r = request(http, "GET", "/api/v1/status", &[], &big);
+    assert_eq!(r.status, 413, "{}", r.text());
+}
+
+#[test]
+fn a_token_guards_the_api_and_an_open_network_bind_needs_one() {
+    let t = store();
+    let (_serve, http) = serve(&t, &["--http-token", "s3cret"]);
+    let denied = get(http, "/api/v1/status");
+    assert_eq!(denied.status, 401);
+    assert_eq!(denied.header("www-authenticate"), Some("Bearer"));
+    assert_eq!(get(http, "/metrics").status, 401);
+    let wrong = request(
+        http,
+        "GET",
+        "/api/v1/status",
+        &[("Authorization", "Bearer s3cre7")],
+        b"",
+    );
+    assert_eq!(wrong.status, 401);
+    let ok = request(
+        http,
+        "GET",
+        "/api/v1/status",
+        &[("Authorization", "Bearer s3cret")],
+        b"",
+    );
+    assert_eq!(ok.status, 200);
+    assert_eq!(get(http, "/api/v1/config?access_token=s3cret").status, 200);
+    // Probes and the page reveal nothing and need no token.
+    assert_eq!(get(http, "/healthz").status, 200);
+    assert_eq!(get(http, "/readyz").status, 200);
+    assert_eq!(get(http, "/").status, 200);
+
+    let other = ivrstate();
+    let out = other.run(&["serve", "--listen", "127.0.0.1:0", "--http", "0.0.0.0:0"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("--http-token"), "{stderr}");
+}
+
+#[test]
+fn sse_carries_every_stored_change_in_order_and_resumes_after_the_last_id() {
+    let t = store();
+    let (mut serve, http) = serve(&t, &[]);
+    let feed_addr = serve.addr("feed");
+    let seq0 = get(http, "/api/v1/status").json()["seq"].as_u64().unwrap();
+    let mut sse = Sse::open(http, &format!("/api/v1/events?after={seq0}"), &[]);
+    assert_eq!(sse.status, 200);
+    let base = 1_439_900_000u64;
+    let lines: Vec<String> = (0..40)
+        .map(|i| {
+            let kind = if i % 2 == 0 { "NotReady" } else { "Ready" };
+            agent_line(
+                90_000_000 + i,
+                base + i,
+                &format!("70{:02}", i % 5 + 1),
+                "1001",
+                kind,
+            )
+        })
+        .collect();
+    feed(feed_addr, &lines);
+    let mut seqs = Vec::new();
+    while seqs.len() < 40 {
+        let e = sse.next().expect("stream open");
+        assert_eq!(e.event, "change");
+        let data: Value = serde_json::from_str(&e.data).unwrap();
+        let seq = data["seq"].as_u64().unwrap();
+        assert_eq!(e.id.as_deref(), Some(seq.to_string().as_str()));
+        let agent = &data["agents"][0];
+        let i = seqs.len() as u64;
+        assert_eq!(agent["dn"], format!("70{:02}", i % 5 + 1));
+        assert_eq!(
+            agent["status"],
+            if i % 2 == 0 { "NotReady" } else { "Ready" }
+        );
+        seqs.push(seq);
+    }
+    assert_eq!(seqs, (seq0 + 1..=seq0 + 40).collect::<Vec<_>>());
+    // A reader that lost its connection after the 15th change resumes at the 16th.
+    let last = seqs[14].to_string();
+    let mut resumed = Sse::open(http, "/api/v1/events", &[("Last-Event-ID", &last)]);
+    for want in &seqs[15..] {
+        let e = resumed.next().unwrap();
+        assert_eq!(e.id.as_deref(), Some(want.to_string().as_str()));
+    }
+    // Stored before published: what the stream said is what status now says.
+    let status = get(http, "/api/v1/status").json();
+    assert_eq!(status["seq"].as_u64(), Some(seq0 + 40));
+}
+
+#[test]
+fn a_reader_that_does_not_read_is_dropped_while_another_gets_everything() {
+    let t = store();
+    let (mut serve, http) = serve(&t, &[]);
+    let feed_addr = serve.addr("feed");
+    let seq0 = get(http, "/api/v1/status").json()["seq"].as_u64().unwrap();
+    // Never read from: its socket buffers fill, then it falls behind the stream's bound.
+    let _stalled = Sse::open(http, "/api/v1/events", &[]);
+    let mut good = Sse::open(http, &format!("/api/v1/events?after={seq0}"), &[]);
+    let total = 60_000u64;
+    let reader = std::thread::spawn(move || {
+        let mut last = seq0;
+        while last < seq0 + total {
+            let e = good.next().expect("the good reader keeps its stream");
+            let id: u64 = e.id.unwrap().parse().unwrap();
+            assert_eq!(id, last + 1, "no gap, no repeat");
+            last = id;
+        }
+        last
+    });
+    let base = 1_439_900_000u64;
+    for chunk in 0..(total / 5000) {
+        let lines: Vec<String> = (0..5000)
+            .map(|i| {
+                let n = chunk * 5000 + i;
+                let kind = if n % 2 == 0 { "NotReady" } else { "Ready" };
+                agent_line(80_000_000 + n, base + n, "7001", "1001", kind)
+            })
+            .collect();
+        feed(feed_addr, &lines);
+    }
+    assert_eq!(reader.join().unwrap(), seq0 + total);
+    ivrstate_tests::wait_for("the stalled reader to be dropped", || {
+        let m = get(http, "/metrics").text();
+        (!m.contains("ivrstate_sse_readers_dropped_total 0\n")).then_some(())
+    });
+}
