@@ -29,6 +29,11 @@ impl Tz {
         self.0.local(t)
     }
 
+    /// The zone for aligning report intervals (a named zone's days are 23 or 25 h at DST).
+    pub fn zone(self) -> jiff::tz::TimeZone {
+        self.0.time_zone().clone()
+    }
+
     /// `UTC`, `+02:00` or `Europe/Berlin`, for titles.
     pub fn name(self) -> String {
         self.0.name().to_owned()

@@ -237,6 +237,11 @@ impl Zone {
         }
     }
 
+    /// jiff's zone, for calendar arithmetic in it.
+    pub fn time_zone(&self) -> &TimeZone {
+        &self.tz
+    }
+
     /// `UTC`, `+02:00` or `Europe/Berlin`, for titles.
     pub fn name(&self) -> &str {
         &self.name
