@@ -24,6 +24,9 @@ struct Args {
     /// Where to put the temporary stores (default: the system's temporary directory).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Run only the `end_to_end` scenario (the user's whole ingest path; e.g. at 10 M events).
+    #[arg(long)]
+    end_to_end_only: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -34,6 +37,7 @@ fn main() -> anyhow::Result<()> {
         runs: args.runs,
         clients: args.clients,
         dir: args.dir,
+        end_to_end_only: args.end_to_end_only,
         ..Options::default()
     };
     let start = std::time::Instant::now();
