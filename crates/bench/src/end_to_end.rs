@@ -105,6 +105,8 @@ pub fn run(log: &Path, work: &Path) -> Result<Run> {
 /// The parser's events into SQLite; returns how many were stored.
 fn sqlite(log: &Path, path: &Path) -> Result<u64> {
     let mut conn = sqlite_open(path)?;
+    // A 64 MB page cache rather than the default 2 MB, so that the indexes' hot pages stay in it.
+    conn.pragma_update(None, "cache_size", -65_536)?;
     conn.execute_batch(
         "CREATE TABLE events (seq INTEGER PRIMARY KEY, time INTEGER NOT NULL, \
              tserver TEXT, dn TEXT, agent TEXT, body BLOB NOT NULL);

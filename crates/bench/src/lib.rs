@@ -38,6 +38,8 @@ pub struct Options {
     pub dir: Option<PathBuf>,
     /// Run only the `end_to_end` scenario (for 10 M events, where the rest would take long).
     pub end_to_end_only: bool,
+    /// Repetitions of `end_to_end` (SQLite's part alone takes minutes at 1 M events).
+    pub end_to_end_runs: usize,
 }
 
 impl Default for Options {
@@ -51,6 +53,7 @@ impl Default for Options {
             as_of_queries: 100,
             dir: None,
             end_to_end_only: false,
+            end_to_end_runs: 1,
         }
     }
 }
@@ -77,7 +80,7 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report> {
     let log = end_to_end::simulate_log(work, opts.events)?;
     let mut e2e_runs = Vec::new();
     let mut e2e_events = 0;
-    for r in 0..runs {
+    for r in 0..opts.end_to_end_runs.max(1) {
         let run = end_to_end::run(&log, work)?;
         progress(&format!(
             "end_to_end run {}: ivrstate {:.0}/s, sqlite {:.0}/s, {:.1} bytes/event (SQLite {:.1}), peak {:.0} MB",
@@ -172,8 +175,8 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report> {
         name: "ingest_durable",
         fields: median_fields(&ingest_runs),
         note: format!(
-            "events/s, batches of {}, each acknowledged once durable; ivrstate: {} writers, \
-             group commit; SQLite and raw file: one writer",
+            "events/s, batches of {}, each acknowledged once durable; ivrstate and raw file: {} \
+             writers, group commit (one write + one fdatasync per group); SQLite: one writer",
             ingest::BATCH,
             ingest::WRITERS
         ),
@@ -246,7 +249,11 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report> {
     scenarios.push(Scenario {
         name: "fanout",
         fields: median_fields(&fo),
-        note: format!("Hub::publish to all, {} per run", opts.publishes),
+        note: format!(
+            "Hub::publish to all, {} per run; baseline: the same frame to as many loopback \
+             sockets by a plain non-blocking send loop, same readers, same run",
+            opts.publishes
+        ),
     });
 
     // as_of: the engine derives its history index on first open (not timed in the figures).
@@ -323,6 +330,7 @@ mod tests {
             as_of_queries: 5,
             dir: None,
             end_to_end_only: false,
+            end_to_end_runs: 1,
         };
         let report = run(&opts, &mut |_| {}).unwrap();
         let expect: [(&str, &[&str]); 9] = [
@@ -341,7 +349,16 @@ mod tests {
             ("ingest_durable", &["ivrstate", "sqlite", "raw_file"]),
             ("rebuild", &["ivrstate", "sqlite", "in_memory"]),
             ("agent_query", &["p50_us", "p99_us", "clients"]),
-            ("fanout", &["p50_ms", "p99_ms", "clients"]),
+            (
+                "fanout",
+                &[
+                    "p50_ms",
+                    "p99_ms",
+                    "clients",
+                    "baseline_p50_ms",
+                    "baseline_p99_ms",
+                ],
+            ),
             ("as_of", &["p50_ms", "p99_ms"]),
             ("storage", &["bytes_per_event", "sqlite_bytes_per_event"]),
             ("tlog_parse", &["mb_per_s"]),
