@@ -3,6 +3,13 @@
 //! (migrating it), verifies, and answers what the old version answered. Later versions may add
 //! fields to the answers; none may drop or change one.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::string_slice
+)] // test code
+
 use std::path::Path;
 
 use ivrstate_tests::{repo_root, Ivrstate};

@@ -1,10 +1,17 @@
-//! Crashes, corruption and disk trouble, through the real binary: what DESIGN.md's invariants
+//! Crashes, corruption and disk trouble, through the real binary: what docs/design.md's invariants
 //! 2, 3 and 4 promise when `ingest` or `serve` is SIGKILLed at a random moment, when the store's
 //! files are damaged or left by a newer version, and when the disk fills up.
 //!
 //! The kill moments come from a fixed seed, so a run is repeatable as far as the machine's
 //! timing allows. `IVRSTATE_SOAK=N` runs N ingest kills (and N/10 serve kills) instead of the
 //! normal suite's 20 (and 3); `IVRSTATE_SEED` changes the seed.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::string_slice
+)] // test code
 
 use ivrstate_ingest::parse::{tlog::TlogReader, Parsed};
 use ivrstate_model::Micros;
@@ -399,7 +406,7 @@ fn a_store_from_a_newer_version_is_refused_and_left_untouched() {
         );
     }
     // Put back, it is the same store as before.
-    set_format_version(&t.db(), ivrstate_ingest::CURRENT_VERSION);
+    set_format_version(&t.db(), ivrstate_store::CURRENT_VERSION);
     assert_eq!(t.ok(&["export"]), export);
 }
 

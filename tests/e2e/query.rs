@@ -1,5 +1,12 @@
 //! status, history, audit and config end to end, on simulated T-Server logs.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::string_slice
+)] // test code
+
 use ivrstate_tests::Ivrstate;
 use serde_json::Value;
 

@@ -1,6 +1,13 @@
 //! `ivrstate serve` end to end: the real binary, GLI over real TCP sockets, live events through
 //! `--follow` and `--feed-listen`, replay.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::string_slice
+)] // test code
+
 use ivrstate_tests::{
     attr, frame, wait_for, Gli, Ivrstate, Running, ERROR, KEEPALIVE_REQUEST, KEEPALIVE_RESPONSE,
 };

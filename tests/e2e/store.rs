@@ -1,5 +1,12 @@
 //! The store end to end: simulate -> ingest -> verify -> re-ingest -> export -> ingest again.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::string_slice
+)] // test code
+
 use ivrstate_tests::Ivrstate;
 
 fn ivrstate() -> Ivrstate {

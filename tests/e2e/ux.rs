@@ -2,6 +2,13 @@
 //! readable tables (aligned, UTC or `--tz`, no colour off a terminal or with NO_COLOR), the SVG
 //! timelines, the Prometheus metrics of `serve`, and the README's commands run as printed.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::string_slice
+)] // test code
+
 use ivrstate_tests::{attr, repo_root, wait_for, Gli, Ivrstate, DEADLINE};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};

@@ -36,6 +36,16 @@ pub fn repo_root() -> PathBuf {
         .unwrap_or_default()
 }
 
+/// The folder of real captures (`../shared/real` beside the repository, or
+/// `IVRSTATE_REAL_CAPTURES`), when present. Tests read them there; they are never copied into
+/// the repository.
+pub fn real_captures() -> Option<PathBuf> {
+    let dir = std::env::var_os("IVRSTATE_REAL_CAPTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("../shared/real"));
+    dir.is_dir().then_some(dir)
+}
+
 /// The binary and a temporary store directory.
 pub struct Ivrstate {
     bin: PathBuf,
@@ -305,7 +315,17 @@ impl Gli {
             call_id,
             &format!("<LoginReq Version='{version}' ClientName='{client}'{monitor}/>"),
         );
-        self.recv_until("LoginResp")
+        let resp = self.recv_until("LoginResp");
+        // The IVR Server follows a 4.0 client's LoginResp OK or InitInProgress with this.
+        let status = attr(&resp, "Status");
+        if version == "4.0" && matches!(status.as_deref(), Some("OK" | "InitInProgress")) {
+            let flow = self.recv_xml();
+            assert!(
+                flow.contains("<FlowControl Status='Off'/>"),
+                "expected FlowControl Off after the LoginResp, got {flow}"
+            );
+        }
+        resp
     }
 
     /// True when the server has closed the connection (reads EOF within the deadline).
@@ -421,7 +441,7 @@ pub fn exported_events(t: &Ivrstate) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// Asserts that a command that failed did so as INTERFACE.md says: exit 1 (not a panic's 101,
+/// Asserts that a command that failed did so as docs/interface.md says: exit 1 (not a panic's 101,
 /// not a signal), never "panicked", and a last stderr line `error: ...`. Returns that line.
 pub fn assert_clean_failure(args: &[&str], out: &Output) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr);

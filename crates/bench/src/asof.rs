@@ -5,8 +5,8 @@ use crate::report::percentile;
 use crate::server::Fields;
 use anyhow::Result;
 use ivrstate_engine::Engine;
-use ivrstate_ingest::StoreOptions;
 use ivrstate_model::Micros;
+use ivrstate_store::StoreOptions;
 use std::path::Path;
 use std::time::Instant;
 

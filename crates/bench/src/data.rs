@@ -6,12 +6,12 @@
 //! before it is measured.
 
 use anyhow::{bail, Context, Result};
-use ivrstate_ingest::codec;
 use ivrstate_ingest::parse::{Parsed, TlogReader};
-use ivrstate_ingest::simulate::{simulate, SimConfig};
 use ivrstate_model::{
     ConfigEvent, Dn, Envelope, Event, IvrConfig, IvrName, Micros, PortConfig, PortNum, TServerName,
 };
+use ivrstate_simulate::{simulate, SimConfig};
+use ivrstate_store::codec;
 use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;

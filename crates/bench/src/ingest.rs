@@ -7,8 +7,8 @@
 
 use crate::data::Encoded;
 use anyhow::{anyhow, Context, Result};
-use ivrstate_ingest::{codec, Store, StoreOptions};
 use ivrstate_model::Envelope;
+use ivrstate_store::{codec, Store, StoreOptions};
 use rusqlite::Connection;
 use std::io::Write;
 use std::path::Path;

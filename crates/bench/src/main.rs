@@ -33,7 +33,7 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
-    ivrstate_ingest::limit_malloc_arenas();
+    ivrstate_store::limit_malloc_arenas();
     let args = Args::parse();
     let opts = Options {
         events: args.events,

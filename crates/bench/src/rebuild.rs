@@ -3,9 +3,9 @@
 
 use crate::data::Encoded;
 use anyhow::{bail, Result};
-use ivrstate_ingest::{codec, Store, StoreOptions};
 use ivrstate_model::Record;
 use ivrstate_projection::{Applied, State};
+use ivrstate_store::{codec, Store, StoreOptions};
 use rusqlite::Connection;
 use std::path::Path;
 use std::time::Instant;
@@ -24,7 +24,7 @@ pub fn ivrstate(dir: &Path) -> Result<(f64, State)> {
         applied.clear();
         state.apply(record, &mut applied);
         n += 1;
-        Ok::<(), ivrstate_ingest::StoreError>(())
+        Ok::<(), ivrstate_store::StoreError>(())
     })?;
     Ok((n as f64 / t.elapsed().as_secs_f64(), state))
 }

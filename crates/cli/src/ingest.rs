@@ -1,17 +1,16 @@
 //! `ivrstate ingest`: parse files (or stdin) and append their events in group-committed batches.
 
-use crate::{now, open_engine, progress, DurabilityArg};
+use crate::{format_of, now, open_engine, progress, DurabilityArg, Format};
 use anyhow::{Context, Result};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use ivrstate_engine::bulk::{self, IngestSummary};
 use ivrstate_engine::Engine;
+use ivrstate_ingest::follow::spawn_follower;
 use ivrstate_ingest::parse::{ndjson::NdjsonReader, tlog::TlogReader, Parsed};
 use ivrstate_model::TServerName;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-
-pub use ivrstate_engine::bulk::BATCH;
 
 #[derive(Args)]
 pub struct IngestArgs {
@@ -35,14 +34,6 @@ pub struct IngestArgs {
     files: Vec<PathBuf>,
 }
 
-#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
-pub enum Format {
-    /// T-Server log printouts.
-    Tlog,
-    /// One JSON record per line, as `export` writes.
-    Ndjson,
-}
-
 pub fn run(db: &Path, args: IngestArgs) -> Result<ExitCode> {
     let engine = open_engine(db, args.durability)?;
     let mut summary = IngestSummary::default();
@@ -54,7 +45,7 @@ pub fn run(db: &Path, args: IngestArgs) -> Result<ExitCode> {
         if args.follow && !is_stdin(path) {
             continue;
         }
-        let format = args.format.unwrap_or_else(|| guess_format(path));
+        let format = format_of(args.format, path);
         ingest_file(engine, path, format, tserver.clone(), &mut summary)?;
     }
     if args.follow {
@@ -67,13 +58,6 @@ pub fn run(db: &Path, args: IngestArgs) -> Result<ExitCode> {
         print_summary(&summary, started.elapsed());
     }
     Ok(ExitCode::SUCCESS)
-}
-
-pub fn guess_format(path: &Path) -> Format {
-    match path.extension().and_then(|e| e.to_str()) {
-        Some("ndjson" | "jsonl" | "json") => Format::Ndjson,
-        _ => Format::Tlog,
-    }
 }
 
 /// A reader that advances a progress bar by the bytes it hands out.
@@ -93,7 +77,7 @@ impl<R: Read> Read for Counting<R> {
 fn ingest_file(
     engine: &mut Engine,
     path: &Path,
-    format: Format,
+    format: ivrstate_ingest::Format,
     tserver: Option<TServerName>,
     summary: &mut IngestSummary,
 ) -> Result<()> {
@@ -136,8 +120,12 @@ fn follow(
     runtime.block_on(async {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Parsed>>(64);
         for path in args.files.iter().filter(|p| !is_stdin(p)) {
-            let format = args.format.unwrap_or_else(|| guess_format(path));
-            crate::serve::spawn_follower(path.clone(), format, tserver.clone(), tx.clone(), true);
+            spawn_follower(
+                path.clone(),
+                format_of(args.format, path),
+                tserver.clone(),
+                tx.clone(),
+            );
         }
         drop(tx);
         loop {
@@ -175,11 +163,11 @@ fn print_summary(s: &IngestSummary, elapsed: std::time::Duration) {
 pub fn parse_reader<'a>(
     reader: impl BufRead + 'a,
     name: &str,
-    format: Format,
+    format: ivrstate_ingest::Format,
     tserver: Option<TServerName>,
 ) -> Box<dyn Iterator<Item = Parsed> + 'a> {
     match format {
-        Format::Tlog => Box::new(TlogReader::new(reader, name, tserver, now())),
-        Format::Ndjson => Box::new(NdjsonReader::new(reader, name, now())),
+        ivrstate_ingest::Format::Tlog => Box::new(TlogReader::new(reader, name, tserver, now())),
+        ivrstate_ingest::Format::Ndjson => Box::new(NdjsonReader::new(reader, name, now())),
     }
 }

@@ -13,8 +13,8 @@ mod svg;
 use anyhow::{Context, Result};
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use ivrstate_engine::Engine;
-use ivrstate_ingest::{Durability, StoreOptions};
 use ivrstate_model::{Micros, Seq};
+use ivrstate_store::{Durability, StoreOptions};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -186,16 +186,29 @@ pub enum DurabilityArg {
     Relaxed,
 }
 
+/// `--format` of `ingest` and `serve`.
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+pub enum Format {
+    /// T-Server log printouts.
+    Tlog,
+    /// One JSON record per line, as `export` writes.
+    Ndjson,
+}
+
+/// The format of `path`: as given by `--format`, else by its extension.
+pub fn format_of(flag: Option<Format>, path: &std::path::Path) -> ivrstate_ingest::Format {
+    match flag {
+        Some(Format::Tlog) => ivrstate_ingest::Format::Tlog,
+        Some(Format::Ndjson) => ivrstate_ingest::Format::Ndjson,
+        None => ivrstate_ingest::guess_format(path),
+    }
+}
+
 pub fn parse_time(s: &str) -> Result<Micros, String> {
     Micros::parse(s).map_err(|e| e.to_string())
 }
 
-pub fn now() -> Micros {
-    let since = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    Micros(i64::try_from(since.as_micros()).unwrap_or(i64::MAX))
-}
+pub use ivrstate_ingest::now;
 
 /// Opens the store for one command. The engine is leaked on purpose: it lives until the process
 /// exits and is never dropped, because dropping sled flushes, and after an I/O error (a full
@@ -249,12 +262,20 @@ pub fn usage(message: impl Into<String>) -> anyhow::Error {
 
 fn main() -> ExitCode {
     restore_sigpipe();
-    ivrstate_ingest::limit_malloc_arenas();
+    ivrstate_store::limit_malloc_arenas();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return clap_error(&e),
     };
     init_tracing(cli.verbose, cli.quiet);
+    let serves = match &cli.command {
+        Command::Serve(_) => true,
+        Command::Replay(r) => r.listen.is_some(),
+        _ => false,
+    };
+    if serves {
+        ignore_sigpipe();
+    }
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -334,6 +355,18 @@ fn restore_sigpipe() {
     // SAFETY: called first thing in main, before any thread exists; SIG_DFL is always valid.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// A server writes to peers that may vanish: a client that resets its connection must cost an
+/// error on that connection, not the process. (rustls writes with `writev`, which, unlike
+/// `send`, raises SIGPIPE on a reset socket.)
+fn ignore_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to SIG_IGN is valid at any time, from any thread;
+    // no handler runs.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
 }
 
@@ -465,7 +498,7 @@ fn export(db: &std::path::Path, args: ExportArgs) -> Result<ExitCode> {
 
 fn simulate(args: SimulateArgs) -> Result<ExitCode> {
     use std::io::Write;
-    let config = ivrstate_ingest::simulate::SimConfig {
+    let config = ivrstate_simulate::SimConfig {
         agents: args.agents,
         events: args.events,
         seed: args.seed,
@@ -474,7 +507,7 @@ fn simulate(args: SimulateArgs) -> Result<ExitCode> {
     };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    ivrstate_ingest::simulate::simulate(config, &mut out).context("writing the simulated log")?;
+    ivrstate_simulate::simulate(config, &mut out).context("writing the simulated log")?;
     out.flush()?;
     Ok(ExitCode::SUCCESS)
 }

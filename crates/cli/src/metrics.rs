@@ -1,10 +1,9 @@
 //! Prometheus text metrics for `serve --metrics ADDR`: counters kept with atomics by the
 //! appender and sources, plus the hub's client counts, rendered on any HTTP GET.
 
-use ivrstate_ingest::parse::Parsed;
-use ivrstate_ingest::Store;
-use ivrstate_model::Envelope;
+use ivrstate_ingest::SourceCounters;
 use ivrstate_publisher::hub::Hub;
+use ivrstate_store::Store;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
@@ -19,11 +18,10 @@ const BUCKETS: [f64; 10] = [
 
 #[derive(Default)]
 pub struct Metrics {
-    ingested: AtomicU64,
+    /// What the followers and feed connections read.
+    pub sources: Arc<SourceCounters>,
     appended: AtomicU64,
     duplicates: AtomicU64,
-    malformed: AtomicU64,
-    skipped: AtomicU64,
     commits: AtomicU64,
     commit_us_sum: AtomicU64,
     commit_buckets: [AtomicU64; BUCKETS.len()],
@@ -33,27 +31,6 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Counts parser output and returns the envelopes to append.
-    pub fn count_parsed(&self, parsed: Vec<Parsed>) -> Vec<Envelope> {
-        let mut envelopes = Vec::with_capacity(parsed.len());
-        for p in parsed {
-            match p {
-                Parsed::Event(e) => {
-                    self.ingested.fetch_add(1, Relaxed);
-                    envelopes.push(e);
-                }
-                Parsed::Skipped { .. } => {
-                    self.skipped.fetch_add(1, Relaxed);
-                }
-                Parsed::Malformed(error) => {
-                    tracing::warn!("{error}");
-                    self.malformed.fetch_add(1, Relaxed);
-                }
-            }
-        }
-        envelopes
-    }
-
     pub fn committed(&self, appended: u64, duplicates: u64, took: Duration) {
         self.appended.fetch_add(appended, Relaxed);
         self.duplicates.fetch_add(duplicates, Relaxed);
@@ -84,7 +61,7 @@ impl Metrics {
         counter(
             "ivrstate_events_ingested_total",
             "Events parsed from sources.",
-            self.ingested.load(Relaxed),
+            self.sources.ingested(),
         );
         counter(
             "ivrstate_events_appended_total",
@@ -99,12 +76,12 @@ impl Metrics {
         counter(
             "ivrstate_input_malformed_total",
             "Malformed printouts or lines.",
-            self.malformed.load(Relaxed),
+            self.sources.malformed(),
         );
         counter(
             "ivrstate_input_skipped_total",
             "Printouts that carry no state.",
-            self.skipped.load(Relaxed),
+            self.sources.skipped(),
         );
         let hub_metrics = hub.metrics();
         counter(

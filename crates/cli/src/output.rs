@@ -17,16 +17,24 @@ impl Tz {
             return Ok(Tz::default());
         }
         let (sign, rest) = match s.as_bytes().first() {
-            Some(b'+') => (1, &s[1..]),
-            Some(b'-') => (-1, &s[1..]),
+            Some(b'+') => (1, s.get(1..).unwrap_or_default()),
+            Some(b'-') => (-1, s.get(1..).unwrap_or_default()),
             _ => return Err(bad()),
         };
         let digits: String = rest.chars().filter(|c| *c != ':').collect();
         if digits.len() != 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
             return Err(bad());
         }
-        let h: i64 = digits[..2].parse().map_err(|_| bad())?;
-        let m: i64 = digits[2..].parse().map_err(|_| bad())?;
+        let h: i64 = digits
+            .get(..2)
+            .unwrap_or_default()
+            .parse()
+            .map_err(|_| bad())?;
+        let m: i64 = digits
+            .get(2..)
+            .unwrap_or_default()
+            .parse()
+            .map_err(|_| bad())?;
         if h > 14 || m > 59 {
             return Err(bad());
         }

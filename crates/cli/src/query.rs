@@ -20,7 +20,7 @@ pub struct StatusArgs {
     /// The state right after this record of the log.
     #[arg(long, value_name = "N")]
     seq: Option<Seq>,
-    /// One JSON object on stdout (INTERFACE.md `status --json`).
+    /// One JSON object on stdout (docs/interface.md `status --json`).
     #[arg(long)]
     json: bool,
     /// Show times in a fixed offset, e.g. `+02:00` (default UTC).

@@ -8,34 +8,27 @@
 //! - tokio tasks: the GLI server (publisher crate), one per followed file, the feed listener and
 //!   its connections, the metrics endpoint. None of them touches the store.
 
-use crate::ingest::{Format, BATCH};
 use crate::metrics::Metrics;
-use crate::{now, open_engine, DurabilityArg};
+use crate::{format_of, now, open_engine, DurabilityArg, Format};
 use anyhow::{Context, Result};
 use clap::Args;
 use ivrstate_engine::Engine;
-use ivrstate_ingest::follow::{feed_tlog, follow_lines, FollowItem, LineSplitter};
-use ivrstate_ingest::parse::{ndjson::parse_ndjson_line, tlog::TlogParser, Parsed, MAX_LINE};
-use ivrstate_ingest::AppendOutcome;
+use ivrstate_ingest::appender::{self, Job};
+use ivrstate_ingest::feed::{self, FeedConfig};
+use ivrstate_ingest::follow::spawn_follower;
+use ivrstate_ingest::parse::Parsed;
 use ivrstate_model::{ClientRequest, Envelope, Event, IvrName, Record, TServerName};
 use ivrstate_projection::{Applied, Change};
 use ivrstate_publisher::hub::{Hub, HubConfig};
 use ivrstate_publisher::TlsConfig;
+use ivrstate_store::AppendReport;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
-
-/// A printout is complete when the next line arrives; when a source goes quiet for this long,
-/// the printout in progress is ended so that its event is not held back (latency goal: 50 ms
-/// from the file to the client).
-const IDLE_FLUSH: Duration = Duration::from_millis(10);
-/// How often a followed file is polled when it has nothing new.
-const FOLLOW_POLL: Duration = Duration::from_millis(5);
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -84,12 +77,6 @@ pub struct ServeArgs {
     /// `relaxed` skips the flush per batch.
     #[arg(long, value_enum, default_value = "full")]
     durability: DurabilityArg,
-}
-
-/// A batch for the appender, with where to say how it went.
-pub struct Job {
-    pub envelopes: Vec<Envelope>,
-    pub ack: Option<oneshot::Sender<Result<(u64, u64), String>>>,
 }
 
 pub fn run(db: &Path, args: ServeArgs) -> Result<ExitCode> {
@@ -169,10 +156,7 @@ async fn serve(
                     event: Event::Request(request),
                 };
                 if jobs
-                    .send(Job {
-                        envelopes: vec![envelope],
-                        ack: None,
-                    })
+                    .send(Job::unacknowledged(vec![envelope]))
                     .await
                     .is_err()
                 {
@@ -184,24 +168,15 @@ async fn serve(
 
     let tserver = args.tserver.as_deref().map(TServerName::from);
     for path in &args.follow {
-        let format = args
-            .format
-            .unwrap_or_else(|| crate::ingest::guess_format(path));
+        let format = format_of(args.format, path);
         let (tx, mut rx) = mpsc::channel::<Vec<Parsed>>(64);
-        spawn_follower(path.clone(), format, tserver.clone(), tx, true);
+        spawn_follower(path.clone(), format, tserver.clone(), tx);
         let jobs = jobs_tx.clone();
-        let metrics = metrics.clone();
+        let counters = metrics.sources.clone();
         tokio::spawn(async move {
             while let Some(parsed) = rx.recv().await {
-                let envelopes = metrics.count_parsed(parsed);
-                if !envelopes.is_empty()
-                    && jobs
-                        .send(Job {
-                            envelopes,
-                            ack: None,
-                        })
-                        .await
-                        .is_err()
+                let envelopes = counters.count(parsed);
+                if !envelopes.is_empty() && jobs.send(Job::unacknowledged(envelopes)).await.is_err()
                 {
                     break;
                 }
@@ -214,11 +189,13 @@ async fn serve(
             .await
             .with_context(|| format!("cannot listen on {addr} (--feed-listen)"))?;
         announce("feed", feed.local_addr()?);
-        tokio::spawn(feed_listener(
+        tokio::spawn(feed::listen(
             feed,
-            jobs_tx.clone(),
-            tserver.clone(),
-            metrics.clone(),
+            FeedConfig {
+                tserver: tserver.clone(),
+                jobs: jobs_tx.clone(),
+                counters: metrics.sources.clone(),
+            },
         ));
     }
     if let Some(addr) = &args.metrics {
@@ -271,12 +248,7 @@ async fn serve(
     // Sources keep their senders until the runtime ends; tell the appender to commit what is
     // queued and stop, and wake it with an empty job.
     stopping.store(true, Ordering::SeqCst);
-    let _ = wake_appender
-        .send(Job {
-            envelopes: Vec::new(),
-            ack: None,
-        })
-        .await;
+    let _ = wake_appender.send(Job::unacknowledged(Vec::new())).await;
     let joined = tokio::task::spawn_blocking(move || appender.join()).await;
     if let Ok(Ok(Err(e))) = joined {
         tracing::error!("appender: {e}");
@@ -328,7 +300,7 @@ struct Appender {
 /// configuration, then appends and publishes until told to stop.
 fn appender(
     ctx: Appender,
-    mut jobs: mpsc::Receiver<Job>,
+    jobs: mpsc::Receiver<Job>,
     ready: oneshot::Sender<Result<(), String>>,
 ) -> Result<()> {
     let Appender {
@@ -361,271 +333,36 @@ fn appender(
     tracing::info!(seq = engine.log().last_seq(), "store open; serving");
 
     let mut applied = Applied::state_only();
-    while let Some(first) = jobs.blocking_recv() {
-        // Group commit: everything queued right now goes into one append and one flush.
-        let mut batch = vec![first];
-        let mut total = batch[0].envelopes.len();
-        while total < BATCH * 8 {
-            match jobs.try_recv() {
-                Ok(job) => {
-                    total += job.envelopes.len();
-                    batch.push(job);
-                }
-                Err(_) => break,
-            }
-        }
-        commit(engine, &hub, &metrics, batch, &mut applied);
-        if stopping.load(Ordering::SeqCst) {
-            jobs.close();
-            let rest: Vec<Job> = std::iter::from_fn(|| jobs.try_recv().ok()).collect();
-            if !rest.is_empty() {
-                commit(engine, &hub, &metrics, rest, &mut applied);
-            }
-            break;
-        }
-    }
+    appender::run(jobs, &stopping, &mut |envelopes: &[Envelope]| {
+        commit(engine, &hub, &metrics, envelopes, &mut applied)
+    });
     engine.store().flush()?;
     Ok(())
 }
 
+/// One group commit for the appender: append and fold, then update the hub's state and
+/// publish the changes, so that every ack means stored and published.
 fn commit(
     engine: &mut Engine,
     hub: &Hub,
     metrics: &Metrics,
-    batch: Vec<Job>,
+    envelopes: &[Envelope],
     applied: &mut Applied,
-) {
-    // The jobs' envelopes are moved into one batch; each job keeps its count and its ack.
-    let mut envelopes: Vec<Envelope> = Vec::new();
-    let mut acks = Vec::with_capacity(batch.len());
-    for job in batch {
-        acks.push((job.envelopes.len(), job.ack));
-        envelopes.extend(job.envelopes);
-    }
+) -> Result<AppendReport, ivrstate_engine::EngineError> {
     let mut records: Vec<Record> = Vec::new();
     let mut changes: Vec<Change> = Vec::new();
     let started = Instant::now();
-    let result = engine.append(&envelopes, |record, record_changes| {
+    let report = engine.append(envelopes, |record, record_changes| {
         records.push(record.clone());
         changes.extend_from_slice(record_changes);
+    })?;
+    metrics.committed(report.appended, report.duplicates, started.elapsed());
+    hub.update(|state| {
+        for record in &records {
+            applied.clear();
+            state.apply(record, applied);
+        }
     });
-    match result {
-        Ok(report) => {
-            metrics.committed(report.appended, report.duplicates, started.elapsed());
-            hub.update(|state| {
-                for record in &records {
-                    applied.clear();
-                    state.apply(record, applied);
-                }
-            });
-            hub.publish(&changes);
-            let mut outcomes = report.outcomes.iter();
-            for (count, ack) in acks {
-                let (mut new, mut dup) = (0, 0);
-                for outcome in outcomes.by_ref().take(count) {
-                    match outcome {
-                        AppendOutcome::New(_) => new += 1,
-                        AppendOutcome::Duplicate(_) => dup += 1,
-                    }
-                }
-                if let Some(ack) = ack {
-                    let _ = ack.send(Ok((new, dup)));
-                }
-            }
-        }
-        Err(e) => {
-            tracing::error!("append failed, {} events not stored: {e}", envelopes.len());
-            for (_, ack) in acks {
-                if let Some(ack) = ack {
-                    let _ = ack.send(Err(e.to_string()));
-                }
-            }
-        }
-    }
-}
-
-/// Follows `path` and sends what its lines parse to, batch by batch. Runs until the receiver
-/// is dropped. `idle_flush`: end a printout when the file goes quiet (live serving).
-pub fn spawn_follower(
-    path: PathBuf,
-    format: Format,
-    tserver: Option<TServerName>,
-    tx: mpsc::Sender<Vec<Parsed>>,
-    idle_flush: bool,
-) {
-    tokio::spawn(async move {
-        let name = path.display().to_string();
-        let mut lines = follow_lines(path, FOLLOW_POLL);
-        let mut parser = TlogParser::new(&name, tserver, now());
-        let mut out: Vec<Parsed> = Vec::new();
-        loop {
-            let item = match tokio::time::timeout(IDLE_FLUSH, lines.recv()).await {
-                Ok(Some(item)) => item,
-                Ok(None) => break,
-                Err(_) => {
-                    if idle_flush {
-                        parser.finish(&mut out);
-                    }
-                    if !out.is_empty() && tx.send(std::mem::take(&mut out)).await.is_err() {
-                        return;
-                    }
-                    continue;
-                }
-            };
-            feed(&name, format, &item, &mut parser, &mut out);
-            while out.len() < BATCH {
-                match lines.try_recv() {
-                    Ok(item) => feed(&name, format, &item, &mut parser, &mut out),
-                    Err(_) => break,
-                }
-            }
-            if out.len() >= BATCH && tx.send(std::mem::take(&mut out)).await.is_err() {
-                return;
-            }
-        }
-        parser.finish(&mut out);
-        let _ = tx.send(out).await;
-    });
-}
-
-fn feed(
-    name: &str,
-    format: Format,
-    item: &FollowItem,
-    parser: &mut TlogParser,
-    out: &mut Vec<Parsed>,
-) {
-    match (format, item) {
-        (Format::Tlog, _) => feed_tlog(item, parser, out),
-        (
-            Format::Ndjson,
-            FollowItem::Line {
-                bytes,
-                line_no,
-                byte_offset,
-                ..
-            },
-        ) => {
-            out.extend(parse_ndjson_line(name, bytes, *line_no, *byte_offset));
-        }
-        (_, FollowItem::Error { message }) => tracing::warn!("{name}: {message}"),
-        (_, FollowItem::Reset { reason }) => tracing::info!("{name}: {reason}"),
-    }
-}
-
-/// Accepts feed connections: each sends T-Server printouts or NDJSON lines (decided by its
-/// first non-blank line) and gets one line back per committed batch.
-async fn feed_listener(
-    listener: TcpListener,
-    jobs: mpsc::Sender<Job>,
-    tserver: Option<TServerName>,
-    metrics: Arc<Metrics>,
-) {
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                tracing::warn!("feed accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let jobs = jobs.clone();
-        let tserver = tserver.clone();
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            if let Err(e) = feed_connection(stream, peer, jobs, tserver, metrics).await {
-                tracing::warn!("feed {peer}: {e}");
-            }
-        });
-    }
-}
-
-async fn feed_connection(
-    mut stream: tokio::net::TcpStream,
-    peer: std::net::SocketAddr,
-    jobs: mpsc::Sender<Job>,
-    tserver: Option<TServerName>,
-    metrics: Arc<Metrics>,
-) -> Result<()> {
-    let name = format!("feed {peer}");
-    let mut splitter = LineSplitter::new(MAX_LINE);
-    let mut parser = TlogParser::new(&name, tserver, now());
-    let mut format: Option<Format> = None;
-    let mut items: Vec<FollowItem> = Vec::new();
-    let mut parsed: Vec<Parsed> = Vec::new();
-    let mut committed: u64 = 0;
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let read = tokio::time::timeout(IDLE_FLUSH, stream.read(&mut buf)).await;
-        let eof = match read {
-            Ok(Ok(0)) => {
-                splitter.flush_partial(&mut items);
-                true
-            }
-            Ok(Ok(n)) => {
-                splitter.push(&buf[..n], &mut items);
-                false
-            }
-            Ok(Err(e)) => return Err(e.into()),
-            Err(_) => {
-                // Quiet: end the printout in progress so its event is committed and acked.
-                parser.finish(&mut parsed);
-                false
-            }
-        };
-        for item in items.drain(..) {
-            if format.is_none() {
-                if let FollowItem::Line { bytes, .. } = &item {
-                    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
-                    format = first.map(|&b| {
-                        if b == b'{' {
-                            Format::Ndjson
-                        } else {
-                            Format::Tlog
-                        }
-                    });
-                }
-            }
-            feed(
-                &name,
-                format.unwrap_or(Format::Tlog),
-                &item,
-                &mut parser,
-                &mut parsed,
-            );
-        }
-        if eof {
-            parser.finish(&mut parsed);
-        }
-        let envelopes = metrics.count_parsed(std::mem::take(&mut parsed));
-        if !envelopes.is_empty() {
-            let (ack_tx, ack_rx) = oneshot::channel();
-            jobs.send(Job {
-                envelopes,
-                ack: Some(ack_tx),
-            })
-            .await
-            .map_err(|_| anyhow::anyhow!("the store is shutting down"))?;
-            match ack_rx.await {
-                Ok(Ok((new, dup))) => {
-                    committed += new + dup;
-                    stream
-                        .write_all(format!("{{\"committed\":{committed}}}\n").as_bytes())
-                        .await?;
-                }
-                Ok(Err(e)) => {
-                    stream
-                        .write_all(
-                            format!("{{\"error\":{}}}\n", serde_json::Value::from(e)).as_bytes(),
-                        )
-                        .await?;
-                }
-                Err(_) => anyhow::bail!("the store stopped before committing"),
-            }
-        }
-        if eof {
-            return Ok(());
-        }
-    }
+    hub.publish(&changes);
+    Ok(report)
 }

@@ -9,8 +9,7 @@ use ivrstate_ingest::parse::{ParseError, Parsed};
 use ivrstate_model::Envelope;
 use serde::Serialize;
 
-/// Events per append: each append is durable (flushed) before it is counted as appended.
-pub const BATCH: usize = 1000;
+pub use ivrstate_ingest::BATCH;
 /// Locations of malformed input kept for the summary.
 const MAX_ERRORS: usize = 100;
 

@@ -1,4 +1,4 @@
-//! The configuration file (INTERFACE.md "Configuration") and its difference to the stored
+//! The configuration file (docs/interface.md "Configuration") and its difference to the stored
 //! configuration, as [`ConfigEvent`]s.
 //!
 //! Configuration is audited like everything else: `config apply` never overwrites, it records
@@ -258,7 +258,7 @@ fn all_ports(config: &Config) -> impl Iterator<Item = &PortConfig> {
     config.ports.values().flat_map(|ports| ports.values())
 }
 
-/// The configuration as a TOML file in the INTERFACE.md layout: `config show` prints it and
+/// The configuration as a TOML file in the docs/interface.md layout: `config show` prints it and
 /// `config apply` of that output records nothing.
 pub fn to_toml(config: &Config) -> String {
     let mut root = toml::Table::new();

@@ -22,9 +22,9 @@
 
 use crate::keys;
 use crate::{decode, encode, Result};
-use ivrstate_ingest::DerivedTree;
 use ivrstate_model::{IvrName, Micros, PortNum, Record, Seq, TServerName};
 use ivrstate_projection::{AgentSnapshot, EntityKey, PortState, ServerState, State};
+use ivrstate_store::DerivedTree;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap};
 

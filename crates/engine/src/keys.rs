@@ -72,7 +72,7 @@ pub fn decode_entity(bytes: &[u8]) -> Option<EntityKey> {
 }
 
 /// Key of one transition: entity prefix, event time, seq. Within an entity, time order is
-/// source order (DESIGN: each entity is changed only by its own source, in order), and the
+/// source order (docs/design.md: each entity is changed only by its own source, in order), and the
 /// seq breaks ties between events stamped with the same microsecond.
 pub fn transition_key(prefix: &[u8], time: Micros, seq: Seq) -> Vec<u8> {
     let mut out = Vec::with_capacity(prefix.len() + 16);

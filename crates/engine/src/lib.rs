@@ -24,13 +24,13 @@ pub use ivrstate_projection::{AgentAudit, Interval};
 pub use views::{AgentView, PortView, ServerView, StatusView};
 
 use history::{Deriver, EntityState};
-use ivrstate_ingest::{
-    AppendReport, DerivedBatch, DerivedTree, EventLog, Store, StoreError, StoreOptions,
-};
 use ivrstate_model::{
     AgentId, ConfigEvent, Dn, Envelope, Event, IvrName, Micros, PortNum, Record, Seq, TServerName,
 };
 use ivrstate_projection::{Applied, Change, EntityKey, State};
+use ivrstate_store::{
+    AppendReport, DerivedBatch, DerivedTree, EventLog, Store, StoreError, StoreOptions,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::path::Path;

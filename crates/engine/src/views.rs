@@ -1,4 +1,4 @@
-//! The `status` view (INTERFACE.md `status --json`), built the same way from the live state and
+//! The `status` view (docs/interface.md `status --json`), built the same way from the live state and
 //! from per-entity history, so that `status` and `status --at <now>` cannot disagree.
 
 use ivrstate_model::{AgentStatus, Availability, IvrName, Micros, PortNum, Seq, TServerName};

@@ -1,10 +1,17 @@
 //! The engine over a real store: as-of equals folding the records up to that time, derived data
 //! catches up on open, rebuild reproduces it, verify catches damage.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::string_slice
+)] // test code
+
 use ivrstate_engine::{Engine, HistorySelector, StatusView};
-use ivrstate_ingest::StoreOptions;
 use ivrstate_model::*;
 use ivrstate_projection::{Applied, State};
+use ivrstate_store::StoreOptions;
 use proptest::prelude::*;
 
 fn agent(

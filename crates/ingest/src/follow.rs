@@ -11,7 +11,9 @@
 //! tokio channel. A thread rather than a task because every step is blocking file I/O, and it
 //! ends by itself when the receiver is dropped.
 
-use crate::parse::{Parsed, TlogParser, MAX_LINE};
+use crate::parse::{parse_ndjson_line, Parsed, TlogParser, MAX_LINE};
+use crate::{now, Format, BATCH, IDLE_FLUSH};
+use ivrstate_model::TServerName;
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -316,6 +318,78 @@ pub fn follow_lines(path: impl Into<PathBuf>, poll: Duration) -> mpsc::Receiver<
         tracing::error!("cannot start the file follower thread: {e}");
     }
     rx
+}
+
+/// How often a followed file is polled when it has nothing new.
+const FOLLOW_POLL: Duration = Duration::from_millis(5);
+
+/// Follows `path` (a tokio task and the follower's thread) and sends what its lines parse to,
+/// batch by batch; a printout in progress is ended when the file goes quiet for
+/// [`IDLE_FLUSH`]. Runs until the receiver is dropped.
+pub fn spawn_follower(
+    path: PathBuf,
+    format: Format,
+    tserver: Option<TServerName>,
+    tx: mpsc::Sender<Vec<Parsed>>,
+) {
+    tokio::spawn(async move {
+        let name = path.display().to_string();
+        let mut lines = follow_lines(path, FOLLOW_POLL);
+        let mut parser = TlogParser::new(&name, tserver, now());
+        let mut out: Vec<Parsed> = Vec::new();
+        loop {
+            let item = match tokio::time::timeout(IDLE_FLUSH, lines.recv()).await {
+                Ok(Some(item)) => item,
+                Ok(None) => break,
+                Err(_) => {
+                    parser.finish(&mut out);
+                    if !out.is_empty() && tx.send(std::mem::take(&mut out)).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            feed_item(&name, format, &item, &mut parser, &mut out);
+            while out.len() < BATCH {
+                match lines.try_recv() {
+                    Ok(item) => feed_item(&name, format, &item, &mut parser, &mut out),
+                    Err(_) => break,
+                }
+            }
+            if out.len() >= BATCH && tx.send(std::mem::take(&mut out)).await.is_err() {
+                return;
+            }
+        }
+        parser.finish(&mut out);
+        let _ = tx.send(out).await;
+    });
+}
+
+/// Feeds one item of a line source in `format`: T-Server log lines go to `parser`, NDJSON lines
+/// are parsed on their own; errors and resets are logged under `name`.
+pub fn feed_item(
+    name: &str,
+    format: Format,
+    item: &FollowItem,
+    parser: &mut TlogParser,
+    out: &mut Vec<Parsed>,
+) {
+    match (format, item) {
+        (Format::Tlog, _) => feed_tlog(item, parser, out),
+        (
+            Format::Ndjson,
+            FollowItem::Line {
+                bytes,
+                line_no,
+                byte_offset,
+                ..
+            },
+        ) => {
+            out.extend(parse_ndjson_line(name, bytes, *line_no, *byte_offset));
+        }
+        (_, FollowItem::Error { message }) => tracing::warn!("{name}: {message}"),
+        (_, FollowItem::Reset { reason }) => tracing::info!("{name}: {reason}"),
+    }
 }
 
 /// Feeds one followed item to a T-Server log parser: lines are pushed, a reset ends the

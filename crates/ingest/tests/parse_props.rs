@@ -4,11 +4,18 @@
 //! the line-at-a-time core used by followed files and TCP feeds agrees with the streaming
 //! reader, and every NDJSON event accepted survives export and re-import.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::string_slice
+)] // test code
+
 use ivrstate_ingest::parse::{
     parse_ndjson_line, write_ndjson, NdjsonReader, Parsed, TlogParser, TlogReader,
 };
-use ivrstate_ingest::simulate::{simulate, SimConfig};
 use ivrstate_model::{Micros, Record, TServerName};
+use ivrstate_simulate::{simulate, SimConfig};
 use proptest::prelude::*;
 use std::io::BufReader;
 use std::sync::OnceLock;

@@ -41,7 +41,7 @@ impl AgentStatus {
     }
 
     /// The status an `EventAddressInfo` `AgentStatus` extension value stands for
-    /// (PROTOCOL.md section 5): `<=0` Unknown, 1 LoggedIn, 2 Ready, 3-5 NotReady, else Unknown.
+    /// (docs/protocol.md section 5): `<=0` Unknown, 1 LoggedIn, 2 Ready, 3-5 NotReady, else Unknown.
     pub fn from_address_info_code(code: i64) -> Self {
         match code {
             1 => AgentStatus::LoggedIn,

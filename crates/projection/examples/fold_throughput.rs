@@ -3,6 +3,13 @@
 //! Prints events/s for the fold alone and for bincode decode + fold of in-memory bytes.
 //! A measurement tool, not a test: nothing here asserts timings.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::string_slice
+)] // test code
+
 use ivrstate_model::*;
 use ivrstate_projection::{Applied, State};
 use std::time::Instant;

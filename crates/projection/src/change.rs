@@ -14,7 +14,7 @@ pub struct Change {
     pub info: MonitorInfo,
 }
 
-/// The child of a `<MonitorInfo>` (PROTOCOL.md section 4).
+/// The child of a `<MonitorInfo>` (docs/protocol.md section 4).
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub enum MonitorInfo {
     Server {
@@ -40,7 +40,7 @@ pub enum EntityKey {
     Agent(TServerName, Dn),
 }
 
-/// An inconsistency the fold found and tolerated (DESIGN.md invariant 5: anomalies, not panics).
+/// An inconsistency the fold found and tolerated (docs/design.md invariant 5: anomalies, not panics).
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct FoldAnomaly {
     /// The record that revealed it.

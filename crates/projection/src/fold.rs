@@ -1,12 +1,12 @@
 //! The fold: [`State::apply`] and the routing of its effects to IVRs.
 //!
-//! Invariant kept here (DESIGN.md 5): `apply` is pure and total. It reads nothing but its
+//! Invariant kept here (docs/design.md 5): `apply` is pure and total. It reads nothing but its
 //! arguments, never panics, and turns inconsistent input (a Ready without a login, a removal of
 //! something never added, an event older than the state it would change) into a
 //! [`FoldAnomaly`] while still folding it the documented way, so the same log always gives the
 //! same state. The agent rules themselves are in `rules.rs`.
 //!
-//! Configuration decisions (PROTOCOL.md section 4, "a configuration change means no further
+//! Configuration decisions (docs/protocol.md section 4, "a configuration change means no further
 //! request can succeed on that port"):
 //! - `PortAdded` makes the port OK and publishes its Agent status (the status of its DN).
 //! - `PortChanged` remaps the port to its new DN/T-Server and makes it Unavailable; it stays
@@ -67,7 +67,7 @@ impl State {
                     rules::address_info(a, fresh, at, &t.tserver, info, out)
                 })
             }
-            // Link events change only the Server status: agent states go on (DESIGN.md).
+            // Link events change only the Server status: agent states go on (docs/design.md).
             TLibKind::LinkConnected => {
                 self.update_server(at, &t.tserver, out, |s| s.status = Availability::Ok)
             }

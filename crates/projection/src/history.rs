@@ -1,5 +1,5 @@
 //! History arithmetic: from the agent-state transitions the engine persisted to the intervals of
-//! `history --json` (INTERFACE.md). Pure: the caller reads the transitions from its index.
+//! `history --json` (docs/interface.md). Pure: the caller reads the transitions from its index.
 //!
 //! An interval starts at each transition that changes status, work mode, reason or agent id and
 //! ends where the next one of the same DN starts. Intervals are per (T-Server, DN): to show one

@@ -8,7 +8,7 @@
 //! - [`State::to_bytes`] / [`State::from_bytes`]: snapshots.
 //! - [`intervals`] and [`audit`]: history and audit from persisted transitions ([`AgentSnapshot`]).
 //!
-//! Pure (DESIGN.md invariant 5): no I/O, no clock, no panics on any input.
+//! Pure (docs/design.md invariant 5): no I/O, no clock, no panics on any input.
 
 mod audit;
 mod change;

@@ -1,4 +1,4 @@
-//! The agent-state rules (DESIGN.md "Agent-state rules", PROTOCOL.md section 4), one DN at a time.
+//! The agent-state rules (docs/design.md "Agent-state rules", docs/protocol.md section 4), one DN at a time.
 //!
 //! These functions see one DN's state and one event; they never look anything up, so the hot
 //! path does one map lookup per event. They allocate only when a value actually changes (a new

@@ -2,7 +2,7 @@
 //! ask. The write side (the rules) is in `fold.rs`.
 //!
 //! Every map is a `BTreeMap` so that views come out sorted by their identifying fields and the
-//! snapshot bytes of equal states are equal (DESIGN.md invariant 1: rebuilt == stored, byte for
+//! snapshot bytes of equal states are equal (docs/design.md invariant 1: rebuilt == stored, byte for
 //! byte). Maps are nested by the first id (`TServerName`, `IvrName`) rather than keyed by tuples
 //! so that the hot path looks entries up with borrowed `&str` keys, without building owned keys.
 //! The DN tables, the hot path, are hash maps that iterate and serialize sorted (`table.rs`).
@@ -65,7 +65,7 @@ pub struct PortState {
 }
 
 /// The agent state of one DN on one T-Server. `status` is never `Unknown`: Unknown counts as
-/// LoggedOut for state and history (DESIGN.md "Agent-state rules").
+/// LoggedOut for state and history (docs/design.md "Agent-state rules").
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct AgentState {
     pub status: AgentStatus,

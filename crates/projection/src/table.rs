@@ -3,7 +3,7 @@
 //! The DN tables are the hot path of the fold (one lookup per agent event): a `HashMap` finds a
 //! DN in one hash and one compare where a `BTreeMap` of thousands of DNs does a dozen string
 //! compares. Order still matters for views (sorted by id) and for snapshots (the same state must
-//! give the same bytes, DESIGN.md invariant 1), so iteration for those goes through [`Self::sorted`]
+//! give the same bytes, docs/design.md invariant 1), so iteration for those goes through [`Self::sorted`]
 //! and serialization writes the entries sorted by key. Equality is a map's: order-independent.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};

@@ -1,4 +1,4 @@
-//! One test per rule of the fold (DESIGN.md "Agent-state rules"), plus queries and snapshots.
+//! One test per rule of the fold (docs/design.md "Agent-state rules"), plus queries and snapshots.
 
 use crate::*;
 use ivrstate_model::*;

@@ -3,6 +3,13 @@
 //! snapshot, `touched` names every entity that changed, and the history built from the touched
 //! agents' snapshots covers time without gaps.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::string_slice
+)] // test code
+
 use ivrstate_model::*;
 use ivrstate_projection::*;
 use proptest::prelude::*;

@@ -1,4 +1,4 @@
-//! The GLI frame codec (PROTOCOL.md section 1), sans-IO.
+//! The GLI frame codec (docs/protocol.md section 1), sans-IO.
 //!
 //! A frame is a 6-byte header (`0x00`, type, u16 big-endian length = body + 2, version `2`,
 //! application id `0`) followed by the body. [`FrameDecoder`] takes bytes as they arrive, in
@@ -10,7 +10,7 @@ use thiserror::Error;
 
 /// Bytes before the body: marker, type, length (2), version, application id.
 pub const HEADER_LEN: usize = 6;
-/// The largest frame, header included (PROTOCOL.md: "a whole frame is at most 64 KiB").
+/// The largest frame, header included (docs/protocol.md: "a whole frame is at most 64 KiB").
 pub const MAX_FRAME_LEN: usize = 64 * 1024;
 /// The largest body a frame can carry.
 pub const MAX_BODY_LEN: usize = MAX_FRAME_LEN - HEADER_LEN;

@@ -6,6 +6,13 @@
 //! Names carry their IVR (`IVR_2-07`, `IVR_2-TS_a`), so each received MonitorInfo says whose
 //! it is, and its CallId says which login it was sent under.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::string_slice
+)] // test code
+
 mod common;
 
 use common::*;

@@ -1,5 +1,12 @@
 //! The server over real loopback TCP. Every wait has a deadline.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::string_slice
+)] // test code
+
 mod common;
 
 use common::*;

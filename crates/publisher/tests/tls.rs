@@ -1,6 +1,13 @@
 //! GLI over TLS (rustls) with a self-signed certificate made in the test, and the errors of
 //! loading PEM files.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::string_slice
+)] // test code
+
 mod common;
 
 use common::*;

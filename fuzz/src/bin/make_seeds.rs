@@ -3,7 +3,7 @@
 //! Run from `fuzz/`: `cargo run --bin make-seeds`.
 
 use ivrstate_ingest::parse::{write_ndjson, Parsed, TlogReader};
-use ivrstate_ingest::simulate::{simulate, SimConfig};
+use ivrstate_simulate::{simulate, SimConfig};
 use ivrstate_model::{Micros, Record};
 use ivrstate_publisher::frame::{encode_frame, FrameKind};
 use ivrstate_publisher::xml::{encode, AgentControl, GctiMsg, Message};

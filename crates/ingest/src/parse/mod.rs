@@ -2,7 +2,7 @@
 //!
 //! Both are streaming readers over a `BufRead` that yield [`Parsed`] items in input order and
 //! keep memory constant (one reused line buffer, lines capped at [`MAX_LINE`]). Bad input never
-//! stops a reader: it becomes a located [`Parsed::Malformed`] and reading goes on (DESIGN.md
+//! stops a reader: it becomes a located [`Parsed::Malformed`] and reading goes on (docs/design.md
 //! invariant 7). The T-Server log logic itself is a sans-IO push core
 //! ([`tlog::TlogParser`]) so that followed files and TCP feeds can drive it line by line.
 

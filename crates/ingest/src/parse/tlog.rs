@@ -1,4 +1,4 @@
-//! The T-Server log printout parser (PROTOCOL.md section 6).
+//! The T-Server log printout parser (docs/protocol.md section 6).
 //!
 //! [`TlogParser`] is the sans-IO core: it is pushed one line at a time and emits [`Parsed`]
 //! items. A printout starts at an `@HH:MM:SS.ffff ... message EventName` line and runs over the
@@ -763,4 +763,4 @@ impl<R: BufRead> Iterator for TlogReader<R> {
 
 #[cfg(test)]
 #[path = "tlog_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -75,7 +75,7 @@ fn kv(pairs: &[(&str, &str)]) -> KvList {
 }
 
 /// The protocol document's own example.
-const READY: &str = "\
+pub(crate) const READY: &str = "\
 @23:16:17.4586 [0] 8.1.101.33 distribute_event: message EventAgentReady\n\
 \tAttributeEventSequenceNumber\t00000000010c9288\n\
 \tAttributeTimeinuSecs\t458658\n\

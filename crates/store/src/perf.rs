@@ -1,5 +1,5 @@
 //! A rough check of append rate and bytes per event (not a benchmark, not a test: run with
-//! `cargo test -p ivrstate-ingest --release --lib perf -- --ignored --nocapture`).
+//! `cargo test -p ivrstate-store --release --lib perf -- --ignored --nocapture`).
 
 use crate::*;
 use ivrstate_model::*;

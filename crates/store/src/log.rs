@@ -1,6 +1,6 @@
 //! The append-only event log.
 //!
-//! Invariants kept here (DESIGN.md 2-4):
+//! Invariants kept here (docs/design.md 2-4):
 //! - seqs start at 1 and are contiguous: one writer (a mutex) assigns them, and a block's key is
 //!   its first seq, so the next block's key is always the previous key + its record count;
 //! - acknowledged means durable: an append is its blocks, then their dedup entries, written

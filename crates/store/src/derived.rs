@@ -1,6 +1,6 @@
 //! Named trees for derived data (snapshots, history indexes), owned by the engine crate.
 //!
-//! Derived data can always be rebuilt from the log (DESIGN.md invariant 1), so these trees may
+//! Derived data can always be rebuilt from the log (docs/design.md invariant 1), so these trees may
 //! be dropped wholesale ([`crate::Store::drop_derived`]). Keys and values are plain bytes; sled's
 //! types stay behind this wrapper.
 

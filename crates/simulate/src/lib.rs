@@ -8,7 +8,7 @@
 //! one seeded splitmix64 generator and no clock, so the same [`SimConfig`] gives the same bytes.
 //!
 //! `events` counts the state-carrying printouts written (duplicates included): parsing the output
-//! yields exactly that many [`crate::parse::Parsed::Event`]s and nothing malformed.
+//! yields exactly that many `Parsed::Event`s and nothing malformed.
 
 use ivrstate_model::{Micros, WorkMode};
 use std::fmt::Write as _;
@@ -217,7 +217,8 @@ impl Simulator {
         let start = self.buf.len();
         self.printout(t, &ev);
         self.last.clear();
-        self.last.push_str(&self.buf[start..]);
+        self.last
+            .push_str(self.buf.get(start..).unwrap_or_default());
         self.summary.events += 1;
         self.summary.first_time.get_or_insert(t);
         self.summary.last_time = Some(t);
@@ -405,7 +406,7 @@ impl Simulator {
                  \tAttributeUserData\t[31] 00 01 00 00..\n\
                  \t\t'Customer'\t'C{}'\n",
                 self.seq,
-                &at[..8],
+                at.get(..8).unwrap_or(&at),
                 self.rng.below(1_000_000),
                 self.rng.next() >> 8,
                 self.rng.below(100_000),
@@ -441,7 +442,7 @@ impl Simulator {
              \tAttributeTimeinuSecs\t{us}\n\
              \tAttributeTimeinSecs\t{secs} ({})\n",
             self.seq,
-            &at[..8]
+            at.get(..8).unwrap_or(&at)
         );
         match ev {
             Ev::Agent {
@@ -534,7 +535,7 @@ fn at_time(t: Micros) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parse::{ParseStats, Parsed, TlogReader};
+    use ivrstate_ingest::parse::{ParseStats, Parsed, TlogReader};
     use ivrstate_model::{Event, TLibKind};
     use proptest::prelude::*;
 
@@ -632,7 +633,7 @@ mod tests {
     }
 
     /// Rough parse throughput on the simulator's output (release build):
-    /// `cargo test -p ivrstate-ingest --release -- --ignored --nocapture parse_throughput`.
+    /// `cargo test -p ivrstate-simulate --release -- --ignored --nocapture parse_throughput`.
     #[test]
     #[ignore]
     fn parse_throughput() {
