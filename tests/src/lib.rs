@@ -1,6 +1,8 @@
 //! Support for end-to-end tests: the real `ivrstate` binary on a temporary store, a GLI client
 //! over real TCP, and waiting on conditions with a deadline (never sleeping and hoping).
 
+pub mod nats;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
