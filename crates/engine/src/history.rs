@@ -83,16 +83,14 @@ fn upto(prefix: &[u8], at: Micros) -> Vec<u8> {
 /// per agent, and this is most of its cost.
 fn encode_chunk(states: &[AgentSnapshot]) -> Vec<u8> {
     // Encoding plain data into a Vec cannot fail; an empty value would be caught by verify.
-    let raw = bincode::encode_to_vec(states, bincode::config::standard()).unwrap_or_default();
+    let raw = bincode::encode_to_vec(states, ivrstate_model::bincode_config()).unwrap_or_default();
     lz4_flex::compress_prepend_size(&raw)
 }
 
 fn decode_chunk(bytes: &[u8]) -> Result<Vec<AgentSnapshot>> {
     let raw = lz4_flex::decompress_size_prepended(bytes)
         .map_err(|e| crate::EngineError::Derived(format!("history chunk: {e}")))?;
-    // A limit, so that a damaged length is an error rather than an allocation that aborts.
-    let config = bincode::config::standard().with_limit::<{ 16 << 20 }>();
-    bincode::borrow_decode_from_slice(&raw, config)
+    bincode::borrow_decode_from_slice(&raw, ivrstate_model::bincode_config())
         .map(|(states, _)| states)
         .map_err(|e| crate::EngineError::Derived(format!("undecodable history chunk: {e}")))
 }
