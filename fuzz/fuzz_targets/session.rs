@@ -7,7 +7,7 @@
 use ivrstate_fuzz::{chunks, small_state};
 use ivrstate_model::IvrName;
 use ivrstate_publisher::frame::{FrameDecoder, FrameKind};
-use ivrstate_publisher::session::{Output, Session};
+use ivrstate_publisher::session::{Session, SessionEvent, Timers};
 use ivrstate_publisher::xml::{self, Message};
 use ivrstate_publisher::MonitorInfo;
 use libfuzzer_sys::fuzz_target;
@@ -27,34 +27,27 @@ fuzz_target!(|data: &[u8]| {
     let ready = flags & 1 == 0;
     let allowed: Option<Arc<HashSet<IvrName>>> =
         (flags & 2 != 0).then(|| Arc::new([IvrName::from("IVR_1")].into_iter().collect()));
-    let mut session = Session::new("127.0.0.1:1").with_allowed_clients(allowed.clone());
-    let mut decoder = FrameDecoder::new();
-    for part in chunks(flags >> 2, stream) {
-        decoder.push(part);
-        while let Some(next) = decoder.next_frame() {
-            let outputs = match next {
-                Ok(frame) => session.on_frame(frame, st, ready),
-                Err(e) => session.on_frame_error(&e),
-            };
-            if let Some(ivr) = session.logged_in_ivr() {
-                assert!(ready, "logged in while not ready");
-                assert!(st.ivr(ivr).is_some(), "logged in to an unknown IVR {ivr}");
-                if let Some(a) = &allowed {
-                    assert!(a.contains(ivr), "logged in to {ivr}, not on the allow-list");
-                }
+    let now = std::time::Instant::now();
+    let mut session =
+        Session::new("127.0.0.1:1", now, Timers::default()).with_allowed_clients(allowed.clone());
+    // Byte by byte: every frame is handled alone, so what it caused is checked against the
+    // login it saw.
+    for byte in chunks(flags >> 2, stream).into_iter().flatten() {
+        session.handle_bytes(now, std::slice::from_ref(byte), st, ready);
+        if let Some(ivr) = session.logged_in_ivr() {
+            assert!(ready, "logged in while not ready");
+            assert!(st.ivr(ivr).is_some(), "logged in to an unknown IVR {ivr}");
+            if let Some(a) = &allowed {
+                assert!(a.contains(ivr), "logged in to {ivr}, not on the allow-list");
             }
-            let mut closed = false;
-            for o in outputs {
-                match o {
-                    Output::Send(bytes) => check_sent(&bytes, &session, st),
-                    Output::Record(r) => {
-                        assert_eq!(Some(&r.ivr), session.logged_in_ivr());
-                    }
-                    Output::Close { .. } => closed = true,
-                }
-            }
-            if closed {
-                return;
+        }
+        while let Some(bytes) = session.poll_transmit() {
+            check_sent(&bytes, &session, st);
+        }
+        while let Some(event) = session.poll_event() {
+            match event {
+                SessionEvent::Record(r) => assert_eq!(Some(&r.ivr), session.logged_in_ivr()),
+                SessionEvent::Close { .. } => return,
             }
         }
     }

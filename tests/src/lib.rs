@@ -1,6 +1,8 @@
 //! Support for end-to-end tests: the real `ivrstate` binary on a temporary store, a GLI client
 //! over real TCP, and waiting on conditions with a deadline (never sleeping and hoping).
 
+pub mod nats;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -34,6 +36,16 @@ pub fn repo_root() -> PathBuf {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default()
+}
+
+/// The folder of real captures (`../shared/real` beside the repository, or
+/// `IVRSTATE_REAL_CAPTURES`), when present. Tests read them there; they are never copied into
+/// the repository.
+pub fn real_captures() -> Option<PathBuf> {
+    let dir = std::env::var_os("IVRSTATE_REAL_CAPTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("../shared/real"));
+    dir.is_dir().then_some(dir)
 }
 
 /// The binary and a temporary store directory.
@@ -305,7 +317,17 @@ impl Gli {
             call_id,
             &format!("<LoginReq Version='{version}' ClientName='{client}'{monitor}/>"),
         );
-        self.recv_until("LoginResp")
+        let resp = self.recv_until("LoginResp");
+        // The IVR Server follows a 4.0 client's LoginResp OK or InitInProgress with this.
+        let status = attr(&resp, "Status");
+        if version == "4.0" && matches!(status.as_deref(), Some("OK" | "InitInProgress")) {
+            let flow = self.recv_xml();
+            assert!(
+                flow.contains("<FlowControl Status='Off'/>"),
+                "expected FlowControl Off after the LoginResp, got {flow}"
+            );
+        }
+        resp
     }
 
     /// True when the server has closed the connection (reads EOF within the deadline).

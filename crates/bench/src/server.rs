@@ -97,8 +97,13 @@ impl Client {
         })
         .await?;
         match self.message().await? {
-            Message::LoginResp { .. } => Ok(()),
+            Message::LoginResp { .. } => {}
             other => bail!("expected LoginResp, got {}", other.name()),
+        }
+        // A 4.0 client's LoginResp is followed by FlowControl Off.
+        match self.message().await? {
+            Message::FlowControl { .. } => Ok(()),
+            other => bail!("expected FlowControl, got {}", other.name()),
         }
     }
 }

@@ -284,6 +284,14 @@ fn main() -> ExitCode {
         Err(e) => return clap_error(&e),
     };
     init_tracing(cli.verbose, cli.quiet);
+    let serves = match &cli.command {
+        Command::Serve(_) => true,
+        Command::Replay(r) => r.listen.is_some(),
+        _ => false,
+    };
+    if serves {
+        ignore_sigpipe();
+    }
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -363,6 +371,18 @@ fn restore_sigpipe() {
     // SAFETY: called first thing in main, before any thread exists; SIG_DFL is always valid.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// A server writes to peers that may vanish: a client that resets its connection must cost an
+/// error on that connection, not the process. (rustls writes with `writev`, which, unlike
+/// `send`, raises SIGPIPE on a reset socket.)
+fn ignore_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to SIG_IGN is valid at any time, from any thread;
+    // no handler runs.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
 }
 

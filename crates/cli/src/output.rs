@@ -48,6 +48,12 @@ impl Tz {
         Micros(t.0.saturating_add(self.offset_secs * 1_000_000))
     }
 
+    /// The zone for aligning report intervals (a fixed offset has no DST, so every day is 24 h).
+    pub fn zone(self) -> jiff::tz::TimeZone {
+        jiff::tz::Offset::from_seconds(i32::try_from(self.offset_secs).unwrap_or(0))
+            .map_or(jiff::tz::TimeZone::UTC, jiff::tz::TimeZone::fixed)
+    }
+
     /// `UTC` or the offset (`+02:00`), for titles.
     pub fn name(self) -> String {
         if self.offset_secs == 0 {

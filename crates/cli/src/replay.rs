@@ -33,7 +33,7 @@ pub struct ReplayArgs {
     xml: bool,
     /// Serve GLI clients on ADDR; the replay starts when the first client has logged in.
     #[arg(long, value_name = "ADDR")]
-    listen: Option<String>,
+    pub(crate) listen: Option<String>,
     /// Only the pushes for this IVR.
     #[arg(long, value_name = "NAME")]
     ivr: Option<String>,

@@ -19,7 +19,7 @@ mod keys;
 mod views;
 
 pub use config::{Config, ConfigError};
-pub use ivrstate_projection::{AgentAudit, Interval};
+pub use ivrstate_projection::{AgentAudit, Bucket, Interval, IntervalRow, LoginSession, Step};
 pub use views::{AgentView, PortView, ServerView, StatusView};
 
 use history::{Deriver, EntityState};
@@ -366,6 +366,38 @@ impl Engine {
         let to = to.or(self.state.last_time());
         let intervals = self.history_all(from, to)?;
         Ok(ivrstate_projection::audit(&intervals, from, to))
+    }
+
+    /// The audit per agent per wall-clock interval of `step` in `tz` (see
+    /// [`ivrstate_projection::interval_report`]). Without `from`, from the first agent state;
+    /// without `to`, up to the newest event time folded. The intervals, and the rows.
+    pub fn audit_intervals(
+        &self,
+        from: Option<Micros>,
+        to: Option<Micros>,
+        step: Step,
+        tz: &jiff::tz::TimeZone,
+    ) -> Result<(Vec<Bucket>, Vec<IntervalRow>)> {
+        let Some(to) = to.or(self.state.last_time()) else {
+            return Ok((Vec::new(), Vec::new()));
+        };
+        let intervals = self.history_all(from, Some(to))?;
+        let Some(from) = from.or_else(|| intervals.iter().map(|i| i.start).min()) else {
+            return Ok((Vec::new(), Vec::new()));
+        };
+        let buckets = ivrstate_projection::buckets(from, to, step, tz);
+        let rows = ivrstate_projection::interval_report(&intervals, from, to, &buckets);
+        Ok((buckets, rows))
+    }
+
+    /// The login sessions overlapping `[from, to]` (without `to`: up to the newest event time
+    /// folded), with their real login time even when it is before `from`.
+    pub fn sessions(&self, from: Option<Micros>, to: Option<Micros>) -> Result<Vec<LoginSession>> {
+        let Some(to) = to.or(self.state.last_time()) else {
+            return Ok(Vec::new());
+        };
+        let intervals = self.history_all(None, Some(to))?;
+        Ok(ivrstate_projection::sessions(&intervals, from, to))
     }
 
     /// Every agent's intervals in `[from, to]` (one pass over the per-agent history).

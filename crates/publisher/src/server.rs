@@ -10,10 +10,9 @@
 //! an idle client small (one future with a 2 KiB read buffer) and an AgentQuery answer free of a
 //! task hop.
 
-use crate::frame::FrameDecoder;
 use crate::hub::{ClientEntry, Hub};
 use crate::outbox::Take;
-use crate::session::{Output, Session};
+use crate::session::{Session, SessionEvent, Timers};
 use crate::tls::TlsConfig;
 use crate::view::StateView;
 use ivrstate_model::{ClientRequest, IvrName};
@@ -30,6 +29,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::{sleep_until, Instant};
+
+/// The session's clock: tokio's (so tests with a paused clock drive the session's timers too).
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
+}
 use tracing::{debug, info, warn};
 
 /// Bytes read from a socket at a time.
@@ -213,8 +217,15 @@ async fn drive<S, R, W>(
         hub: hub.clone(),
         requests,
         entry: entry.clone(),
-        session: Session::new(addr.to_string()).with_allowed_clients(hub.allowed_clients()),
-        decoder: FrameDecoder::new(),
+        session: Session::new(
+            addr.to_string(),
+            now(),
+            Timers {
+                login_timeout: hub.config().login_timeout,
+                idle_timeout: hub.config().idle_timeout,
+            },
+        )
+        .with_allowed_clients(hub.allowed_clients()),
         out: Vec::new(),
         login: None,
         registered: None,
@@ -273,7 +284,6 @@ struct Connection<S, R, W> {
     requests: mpsc::Sender<ClientRequest>,
     entry: Arc<ClientEntry>,
     session: Session,
-    decoder: FrameDecoder,
     /// Bytes taken from the outbox, being written (reused).
     out: Vec<u8>,
     /// The login the outbox was last given: IVR and CallId.
@@ -290,10 +300,6 @@ where
     W: AsyncWrite + Unpin,
 {
     async fn run(&mut self) -> End {
-        let cfg = self.hub.config().clone();
-        let login_deadline = Instant::now() + cfg.login_timeout;
-        let mut logged_in_once = false;
-        let mut last_read = Instant::now();
         let mut buf = [0u8; READ_CHUNK];
         // One wake-up future for the connection's life rather than one per loop: a permit given
         // while it is not polled is kept for it.
@@ -301,12 +307,7 @@ where
         let wake = entry.outbox.wake.notified();
         tokio::pin!(wake);
         loop {
-            let idle_deadline = cfg.idle_timeout.map(|d| last_read + d);
-            let deadline = match (logged_in_once, idle_deadline) {
-                (false, Some(i)) => Some(login_deadline.min(i)),
-                (false, None) => Some(login_deadline),
-                (true, i) => i,
-            };
+            let deadline = self.session.poll_timeout().map(Instant::from_std);
             tokio::select! {
                 biased;
                 _ = &mut wake => {
@@ -322,87 +323,82 @@ where
                         Ok(n) => n,
                         Err(e) => return End::Io(e),
                     };
-                    last_read = Instant::now();
-                    self.decoder.push(&buf[..n]);
-                    if let Err(e) = self.handle_input(&mut logged_in_once).await {
+                    self.handle_bytes(buf.get(..n).unwrap_or_default());
+                    if let Err(e) = self.carry_out().await {
                         return e;
                     }
                 }
                 _ = sleep_or_never(deadline) => {
-                    return End::Closed(if logged_in_once { "idle timeout" } else { "no LoginReq before the login timeout" }.into());
+                    self.session.handle_timeout(now());
+                    self.commit();
+                    if let Err(e) = self.carry_out().await {
+                        return e;
+                    }
                 }
             }
         }
     }
 
-    /// Handles every whole frame buffered.
-    async fn handle_input(&mut self, logged_in_once: &mut bool) -> Result<(), End> {
-        while let Some(next) = self.decoder.next_frame() {
-            let outputs = match next {
-                Err(e) => {
-                    warn!(client = %self.session.client(), "{e}");
-                    let outputs = self.session.on_frame_error(&e);
-                    self.commit(&outputs);
-                    outputs
-                }
-                Ok(frame) => {
-                    // Session and registration under the state read lock: see hub.rs.
-                    let hub = self.hub.clone();
-                    let state = hub.read_state();
-                    let outputs = self.session.on_frame(frame, &*state, self.hub.is_ready());
-                    // The answers (and the login that goes with them) are in the outbox before
-                    // the hub has the client under a new IVR: no push for it can overtake the
-                    // LoginResp, and none for the IVR left is taken any more.
-                    self.commit(&outputs);
-                    let now = self.session.logged_in_ivr().cloned();
-                    hub.reregister(&self.entry, self.registered.as_ref(), now.as_ref());
-                    self.registered = now;
-                    drop(state);
-                    *logged_in_once = self.session.logins() > 0;
-                    outputs
-                }
-            };
-            let mut close = None;
-            for o in outputs {
-                match o {
-                    Output::Send(_) => {} // in the outbox already
-                    Output::Record(r) => {
-                        // Waiting here slows only this client; a shutdown still ends it.
-                        tokio::select! {
-                            sent = self.requests.send(r) => if sent.is_err() {
-                                warn!(client = %self.session.client(), "request not recorded: the recorder has stopped");
-                            },
-                            _ = self.closing.changed() => return Err(End::Closed("server shutting down".into())),
-                        }
+    /// Hands the bytes read to the session and its answers to the outbox.
+    fn handle_bytes(&mut self, input: &[u8]) {
+        // Session and registration under the state read lock: see hub.rs.
+        let hub = self.hub.clone();
+        let state = hub.read_state();
+        self.session
+            .handle_bytes(now(), input, &*state, hub.is_ready());
+        // The answers (and the login that goes with them) are in the outbox before the hub has
+        // the client under a new IVR: no push for it can overtake the LoginResp, and none for
+        // the IVR left is taken any more.
+        self.commit();
+        let logged_in = self.session.logged_in_ivr().cloned();
+        hub.reregister(&self.entry, self.registered.as_ref(), logged_in.as_ref());
+        self.registered = logged_in;
+    }
+
+    /// Records what the session asks to record, writes what waits in the outbox, and ends the
+    /// connection when the session closed it.
+    async fn carry_out(&mut self) -> Result<(), End> {
+        let mut close = None;
+        while let Some(event) = self.session.poll_event() {
+            match event {
+                SessionEvent::Record(r) => {
+                    // Waiting here slows only this client; a shutdown still ends it.
+                    tokio::select! {
+                        sent = self.requests.send(r) => if sent.is_err() {
+                            warn!(client = %self.session.client(), "request not recorded: the recorder has stopped");
+                        },
+                        _ = self.closing.changed() => return Err(End::Closed("server shutting down".into())),
                     }
-                    Output::Close { reason } => close = Some(reason),
                 }
-            }
-            self.flush().await?;
-            if let Some(reason) = close {
-                return Err(End::Closed(reason));
+                SessionEvent::Close { reason } => close = Some(reason),
             }
         }
-        Ok(())
+        self.flush().await?;
+        match close {
+            Some(reason) => Err(End::Closed(reason)),
+            None => Ok(()),
+        }
     }
 
     /// Puts the session's answers in the outbox, with the session's login when it changed.
-    fn commit(&mut self, outputs: &[Output]) {
+    fn commit(&mut self) {
         let login = self.session.logged_in_ivr().zip(self.session.call_id());
         let changed = login != self.login.as_ref().map(|(ivr, c)| (ivr, c.as_str()));
-        let frames: Vec<&[u8]> = outputs
-            .iter()
-            .filter_map(|o| match o {
-                Output::Send(bytes) => Some(bytes.as_slice()),
-                _ => None,
-            })
-            .collect();
+        let login = login.map(|(ivr, c)| (ivr.clone(), c.to_owned()));
+        let mut frames = Vec::new();
+        while let Some(frame) = self.session.poll_transmit() {
+            frames.push(frame);
+        }
         self.hub
             .messages_sent
             .fetch_add(frames.len() as u64, Ordering::Relaxed);
-        self.entry.outbox.answer(changed.then_some(login), frames);
+        let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+        self.entry.outbox.answer(
+            changed.then(|| login.as_ref().map(|(ivr, c)| (ivr, c.as_str()))),
+            refs,
+        );
         if changed {
-            self.login = login.map(|(ivr, c)| (ivr.clone(), c.to_owned()));
+            self.login = login;
         }
     }
 

@@ -1,21 +1,34 @@
-//! One connection's protocol state machine (docs/protocol.md sections 1-5), sans-IO.
+//! One connection's protocol state machine (docs/protocol.md sections 1-5), sans-IO and
+//! quinn-style.
 //!
-//! The driver feeds it decoded frames (or the decoder's error) together with a view of the
-//! current state, and carries out what it returns: frames to send, requests to record, or a
-//! close. It never blocks and never touches a socket, so each rule below is tested without one.
+//! The driver hands it the bytes it read and the time ([`Session::handle_bytes`]), and
+//! carries out what it asks for: frames to send ([`Session::poll_transmit`]), requests to record
+//! and a close ([`Session::poll_event`]), a wake-up at [`Session::poll_timeout`] reported back
+//! through [`Session::handle_timeout`]. It owns the frame decoder and its timers (the login
+//! timeout, the idle timeout), never blocks, never reads a clock and never touches a socket, so
+//! every rule below, timers included, is tested without one; and one driver loop (`server.rs`)
+//! serves plain TCP, TLS and replay.
 //!
 //! Choices where the protocol is silent (documented here and in the tests):
-//! - A request other than LoginReq before a successful login is answered
-//!   `CallError FailedReq='<request name>' ReqId='n'` with the request's own CallId; the
-//!   connection stays open (the client may log in next). LogMsg, Reset, FlowControl and unknown
-//!   messages get no answer, logged in or not.
-//! - A request whose CallId differs from the login's is answered the same way, with the login
-//!   CallId (every message of a session carries it), and is not carried out or recorded.
+//! - Every answer goes out on the CallId of the request it answers. A real IVR driver opens a
+//!   CallId per call beside the login's, and routes answers by CallId.
+//! - A request ivrstate does not carry out — the call-control family (`NewCall`, `CallInfoReq`,
+//!   `UDataGet`/`UDataSet`/`UDataDel`, `RouteRequest`, `OneStepXfer`, `EndCall`, ...) and any
+//!   element it does not know — is answered `CallError FailedReq='<element>'` (with the
+//!   request's `ReqId` or `<RequestId>` when it has one), logged in or not; the connection stays
+//!   open. LogMsg, Reset, FlowControl and CallError get no answer.
+//! - A monitoring or agent request before a successful login is answered
+//!   `CallError FailedReq='<request name>' ReqId='n'`; the connection stays open (the client
+//!   may log in next). After the login, AgentQuery and agent control are carried out whatever
+//!   CallId they come with, and answered on that CallId. Unsolicited pushes carry the login's.
 //! - AgentQuery on a port the IVR does not have: `CallError FailedReq='AgentQuery' ReqId='n'`
 //!   (no TlibErrCode: no T-Library request failed).
 //! - Agent control: `CallError FailedReq='AgentControl' TlibErrCode='50' ReqId='n'` (there is
 //!   no switch link to carry it) and the request is recorded, with any `Password` attribute
 //!   replaced by `***` so that the audit log holds no secrets.
+//! - A successful LoginResp to a Version 4.0 client is followed by `<FlowControl Status='Off'/>`
+//!   on its CallId, as the IVR Server 8.1 does (seen in real captures, for `OK` and
+//!   `InitInProgress` alike).
 //! - While the server is not ready, a login gets `InitInProgress` whatever its ClientName (the
 //!   configuration may not be known yet), after the version check.
 //! - Each LoginReq is evaluated afresh and its outcome replaces the previous login: a login that
@@ -26,13 +39,17 @@
 //!   whether or not the server is ready (the list is static configuration, known before the
 //!   store is): a client that is not expected gets nothing more than a configured-but-unknown
 //!   name would, and cannot keep probing on the same connection.
+//! - Timers: a connection that has answered no LoginReq within the login timeout is closed; with
+//!   an idle timeout, one that has sent nothing for that long is closed (keep-alive requests
+//!   count as something). Once closed, a session takes no more input.
 
-use crate::frame::{encode_frame, FrameError, FrameKind};
+use crate::frame::{encode_frame, FrameDecoder, FrameError, FrameKind};
 use crate::view::{MonitorInfo, StateView};
 use crate::xml::{self, GctiMsg, LoginResult, LoginStatus, Message};
 use ivrstate_model::{ClientRequest, IvrName};
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
 /// The Error frame code sent for a frame that could not be decoded.
@@ -44,15 +61,31 @@ pub const SUPPORTED_VERSIONS: [&str; 4] = ["1.0", "2.0", "3.0", "4.0"];
 /// Reported in LoginResp when the configuration names no server version.
 pub const DEFAULT_SERVER_VERSION: &str = concat!("ivrstate ", env!("CARGO_PKG_VERSION"));
 
-/// What the driver must do.
+/// What the driver must do besides sending frames.
 #[derive(Clone, PartialEq, Eq, Debug)]
-pub enum Output {
-    /// Send these frame bytes (a whole frame, header included).
-    Send(Vec<u8>),
+pub enum SessionEvent {
     /// Append this request to the log (for audit).
     Record(ClientRequest),
-    /// Close the connection after sending what came before.
+    /// Close the connection after sending every frame polled before.
     Close { reason: String },
+}
+
+/// The session's timers.
+#[derive(Clone, Copy, Debug)]
+pub struct Timers {
+    /// A connection that has answered no LoginReq by then is closed.
+    pub login_timeout: Duration,
+    /// A connection that has sent nothing for this long is closed; `None`: never.
+    pub idle_timeout: Option<Duration>,
+}
+
+impl Default for Timers {
+    fn default() -> Self {
+        Timers {
+            login_timeout: Duration::from_secs(30),
+            idle_timeout: None,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -62,23 +95,38 @@ struct Login {
 }
 
 /// The protocol state of one connection.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Session {
     client: String,
     login: Option<Login>,
     logins: u64,
     /// Client names that may log in; `None`: any configured IVR.
     allowed: Option<Arc<HashSet<IvrName>>>,
+    decoder: FrameDecoder,
+    transmit: VecDeque<Vec<u8>>,
+    events: VecDeque<SessionEvent>,
+    timers: Timers,
+    opened: Instant,
+    last_input: Instant,
+    closed: bool,
 }
 
 impl Session {
-    /// `client_addr` names the peer in records and logs (`127.0.0.1:51234`).
-    pub fn new(client_addr: impl Into<String>) -> Self {
+    /// A connection from `client_addr` (it names the peer in records and logs,
+    /// `127.0.0.1:51234`), opened at `now`.
+    pub fn new(client_addr: impl Into<String>, now: Instant, timers: Timers) -> Self {
         Session {
             client: client_addr.into(),
             login: None,
             logins: 0,
             allowed: None,
+            decoder: FrameDecoder::new(),
+            transmit: VecDeque::new(),
+            events: VecDeque::new(),
+            timers,
+            opened: now,
+            last_input: now,
+            closed: false,
         }
     }
 
@@ -94,7 +142,7 @@ impl Session {
         self.login.as_ref().map(|l| &l.ivr)
     }
 
-    /// The CallId of the current login: every message of the session carries it.
+    /// The CallId of the current login: unsolicited pushes carry it.
     pub fn call_id(&self) -> Option<&str> {
         self.login.as_ref().map(|l| l.call_id.as_str())
     }
@@ -108,119 +156,194 @@ impl Session {
         &self.client
     }
 
-    /// The decoder refused the byte stream: answer with an Error frame and close.
-    pub fn on_frame_error(&mut self, err: &FrameError) -> Vec<Output> {
-        fail(ERROR_BAD_FRAME, format!("bad frame: {err}"))
+    /// Whether the session has asked to close (it takes no more input).
+    pub fn is_closed(&self) -> bool {
+        self.closed
     }
 
-    /// Handles one frame. `ready` is false while the store is opening or catching up.
-    pub fn on_frame(
+    /// Bytes read from the client at `now`: every whole frame in them is handled, against
+    /// `state`; `ready` is false while the store is opening or catching up. What to do next is
+    /// in [`Session::poll_transmit`] and [`Session::poll_event`].
+    pub fn handle_bytes(
         &mut self,
-        frame: crate::frame::Frame,
+        now: Instant,
+        bytes: &[u8],
         state: &impl StateView,
         ready: bool,
-    ) -> Vec<Output> {
+    ) {
+        if self.closed {
+            return;
+        }
+        self.last_input = now;
+        self.decoder.push(bytes);
+        while !self.closed {
+            match self.decoder.next_frame() {
+                None => break,
+                Some(Err(e)) => self.on_frame_error(&e),
+                Some(Ok(frame)) => self.handle_frame(frame, state, ready),
+            }
+        }
+    }
+
+    /// The next whole frame to send, in order.
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        self.transmit.pop_front()
+    }
+
+    /// The next request to record or the close, in order. A close comes after every frame
+    /// queued before it: send what [`Session::poll_transmit`] gives first.
+    pub fn poll_event(&mut self) -> Option<SessionEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`Session::handle_timeout`] must be called next, if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.closed {
+            return None;
+        }
+        let idle = self.timers.idle_timeout.map(|d| self.last_input + d);
+        let login = (self.logins == 0).then(|| self.opened + self.timers.login_timeout);
+        match (login, idle) {
+            (Some(l), Some(i)) => Some(l.min(i)),
+            (l, i) => l.or(i),
+        }
+    }
+
+    /// The time has come (or passed) for a timer: closes the connection when one expired.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.closed {
+            return;
+        }
+        let login_expired = self.logins == 0 && now >= self.opened + self.timers.login_timeout;
+        let idle_expired = self
+            .timers
+            .idle_timeout
+            .is_some_and(|d| now >= self.last_input + d);
+        if login_expired {
+            self.close("no LoginReq before the login timeout".to_owned());
+        } else if idle_expired {
+            self.close("idle timeout".to_owned());
+        }
+    }
+
+    fn close(&mut self, reason: String) {
+        self.closed = true;
+        self.events.push_back(SessionEvent::Close { reason });
+    }
+
+    /// The decoder refused the byte stream: answer with an Error frame and close.
+    fn on_frame_error(&mut self, err: &FrameError) {
+        warn!(client = %self.client, "{err}");
+        self.fail(ERROR_BAD_FRAME, format!("bad frame: {err}"));
+    }
+
+    fn fail(&mut self, code: u8, reason: String) {
+        let _ = self.frame_out(FrameKind::Error, &[code]);
+        self.close(reason);
+    }
+
+    fn handle_frame(&mut self, frame: crate::frame::Frame, state: &impl StateView, ready: bool) {
         match frame.kind {
-            FrameKind::KeepAliveRequest => frame_out(FrameKind::KeepAliveResponse, &[])
-                .into_iter()
-                .collect(),
-            FrameKind::KeepAliveResponse => Vec::new(),
+            FrameKind::KeepAliveRequest => {
+                let _ = self.frame_out(FrameKind::KeepAliveResponse, &[]);
+            }
+            FrameKind::KeepAliveResponse => {}
             FrameKind::Error => {
                 let code = frame
                     .body
                     .first()
                     .map_or_else(|| "none".to_owned(), |c| c.to_string());
-                vec![Output::Close {
-                    reason: format!("client sent an Error frame (code {code})"),
-                }]
+                self.close(format!("client sent an Error frame (code {code})"));
             }
             FrameKind::Data => match xml::decode(&frame.body) {
                 Ok(msg) => self.on_message(msg, state, ready),
-                Err(e) => fail(ERROR_BAD_XML, format!("bad XML: {e}")),
+                Err(e) => self.fail(ERROR_BAD_XML, format!("bad XML: {e}")),
             },
         }
     }
 
-    fn on_message(&mut self, m: GctiMsg, state: &impl StateView, ready: bool) -> Vec<Output> {
-        if let Message::LoginReq {
-            version,
-            client_name,
-            server_monitor,
-            ..
-        } = &m.msg
-        {
-            return self.on_login(
-                &m.call_id,
+    fn on_message(&mut self, m: GctiMsg, state: &impl StateView, ready: bool) {
+        let GctiMsg { call_id, msg } = m;
+        match msg {
+            Message::LoginReq {
                 version,
                 client_name,
-                *server_monitor,
+                server_monitor,
+                ..
+            } => self.on_login(
+                &call_id,
+                &version,
+                &client_name,
+                server_monitor,
                 state,
                 ready,
-            );
-        }
-        let req_id = request_id(&m.msg);
-        let answers = matches!(
-            m.msg,
-            Message::AgentQuery { .. }
-                | Message::AgentLogin(_)
-                | Message::AgentLogout(_)
-                | Message::AgentReady(_)
-                | Message::AgentNotReady(_)
-        );
-        let Some(login) = &self.login else {
-            if answers {
-                debug!(client = %self.client, request = m.msg.name(), "request before login");
-                return send(&m.call_id, call_error(m.msg.name(), None, req_id));
+            ),
+            // Not requests: nothing to answer (answering a CallError could ping-pong).
+            Message::LogMsg { attributes } => match &self.login {
+                Some(login) => {
+                    let record = ClientRequest {
+                        ivr: login.ivr.clone(),
+                        client: self.client.clone(),
+                        request: "LogMsg".to_owned(),
+                        req_id: None,
+                        port: None,
+                        attributes: redact(&attributes),
+                    };
+                    self.events.push_back(SessionEvent::Record(record));
+                }
+                None => debug!(client = %self.client, "LogMsg before login ignored"),
+            },
+            Message::Reset | Message::FlowControl { .. } | Message::CallError { .. } => {
+                debug!(client = %self.client, message = msg.name(), "message without an answer ignored");
             }
-            debug!(client = %self.client, request = m.msg.name(), "message before login ignored");
-            return Vec::new();
-        };
-        if m.call_id != login.call_id {
-            debug!(client = %self.client, got = %m.call_id, want = %login.call_id, "request with another CallId");
-            return send(&login.call_id, call_error(m.msg.name(), None, req_id));
-        }
-        let call_id = login.call_id.as_str();
-        match m.msg {
-            Message::AgentQuery { req_id, port } => match state.agent_query(&login.ivr, &port) {
-                Some(status) => send(
-                    call_id,
-                    Message::MonitorInfo {
+            Message::AgentQuery { req_id, port } => {
+                let Some(login) = &self.login else {
+                    debug!(client = %self.client, "AgentQuery before login");
+                    return self.send(&call_id, call_error("AgentQuery", None, Some(req_id)));
+                };
+                let answer = match state.agent_query(&login.ivr, &port) {
+                    Some(status) => Message::MonitorInfo {
                         req_id: Some(req_id),
                         info: MonitorInfo::Agent { port, status },
                     },
-                ),
-                None => send(call_id, call_error("AgentQuery", None, Some(req_id))),
-            },
+                    None => call_error("AgentQuery", None, Some(req_id)),
+                };
+                self.send(&call_id, answer);
+            }
             Message::AgentLogin(ref c)
             | Message::AgentLogout(ref c)
             | Message::AgentReady(ref c)
             | Message::AgentNotReady(ref c) => {
+                let Some(login) = &self.login else {
+                    debug!(client = %self.client, request = msg.name(), "agent control before login");
+                    return self.send(
+                        &call_id,
+                        call_error(msg.name(), None, Some(c.req_id.clone())),
+                    );
+                };
                 let record = ClientRequest {
                     ivr: login.ivr.clone(),
                     client: self.client.clone(),
-                    request: m.msg.name().to_owned(),
+                    request: msg.name().to_owned(),
                     req_id: Some(c.req_id.clone()),
                     port: Some(c.port.clone()),
                     attributes: redact(&c.attributes),
                 };
-                let mut out = send(
-                    call_id,
+                self.send(
+                    &call_id,
                     call_error("AgentControl", Some("50"), Some(c.req_id.clone())),
                 );
-                out.push(Output::Record(record));
-                out
+                self.events.push_back(SessionEvent::Record(record));
             }
-            Message::LogMsg { attributes } => vec![Output::Record(ClientRequest {
-                ivr: login.ivr.clone(),
-                client: self.client.clone(),
-                request: "LogMsg".to_owned(),
-                req_id: None,
-                port: None,
-                attributes: redact(&attributes),
-            })],
-            other => {
-                debug!(client = %self.client, message = other.name(), "message without an answer ignored");
-                Vec::new()
+            // The call-control family and anything unknown: ivrstate places no calls.
+            Message::Unknown { name, req_id } => {
+                debug!(client = %self.client, request = %name, %call_id, "request not carried out");
+                self.send(&call_id, call_error(&name, None, req_id));
+            }
+            // Server-to-client messages sent by a client: not carried out either.
+            Message::LoginResp { .. } | Message::MonitorInfo { .. } => {
+                let name = msg.name().to_owned();
+                self.send(&call_id, call_error(&name, None, None));
             }
         }
     }
@@ -233,7 +356,7 @@ impl Session {
         server_monitor: bool,
         state: &impl StateView,
         ready: bool,
-    ) -> Vec<Output> {
+    ) {
         self.login = None;
         self.logins += 1;
         let server_version = state
@@ -253,59 +376,98 @@ impl Session {
                 status: None,
                 config_options: None,
             };
-            return send(call_id, m);
+            return self.send(call_id, m);
         }
+        // The IVR Server follows a successful LoginResp to a 4.0 client with this.
+        let flow_control_off = |s: &mut Session| {
+            if version == "4.0" {
+                s.send(
+                    call_id,
+                    Message::FlowControl {
+                        status: Some("Off".to_owned()),
+                    },
+                );
+            }
+        };
         let ivr_name = IvrName::from(client_name);
         if let Some(allowed) = &self.allowed {
             if !allowed.contains(&ivr_name) {
                 warn!(client = %self.client, client_name, "login refused: ClientName is not on the allow-list");
-                let mut out = send(
+                self.send(
                     call_id,
                     resp(LoginResult::Success, LoginStatus::NoSuchClient, None),
                 );
-                out.push(Output::Close {
-                    reason: format!("ClientName '{client_name}' is not on the allow-list"),
-                });
-                return out;
+                return self.close(format!(
+                    "ClientName '{client_name}' is not on the allow-list"
+                ));
             }
         }
         if !ready {
-            return send(
+            self.send(
                 call_id,
                 resp(LoginResult::Success, LoginStatus::InitInProgress, None),
             );
+            return flow_control_off(self);
         }
         let Some(ivr) = state.ivr(&ivr_name) else {
-            return send(
+            return self.send(
                 call_id,
                 resp(LoginResult::Success, LoginStatus::NoSuchClient, None),
             );
         };
         let options = (!ivr.options.is_empty()).then(|| ivr.options.clone());
-        let mut out = send(
+        if !self.try_send(
             call_id,
             resp(LoginResult::Success, LoginStatus::Ok, options),
-        );
-        if out.is_empty() {
+        ) {
             // The options do not fit a frame: log in anyway, without them.
             warn!(client = %self.client, ivr = %ivr_name, "ConfigOptions too large for a frame; sent without them");
-            out = send(call_id, resp(LoginResult::Success, LoginStatus::Ok, None));
+            self.send(call_id, resp(LoginResult::Success, LoginStatus::Ok, None));
         }
+        flow_control_off(self);
         // ServerMonitor works only for Version 4.0 (docs/protocol.md section 3).
         if server_monitor && version == "4.0" {
             for info in state.server_statuses_for(&ivr_name) {
-                out.extend(send(call_id, Message::MonitorInfo { req_id: None, info }));
+                self.send(call_id, Message::MonitorInfo { req_id: None, info });
             }
         }
         self.login = Some(Login {
             ivr: ivr_name,
             call_id: call_id.to_owned(),
         });
-        out
+    }
+
+    /// Queues a Data frame holding `msg` with `call_id`.
+    fn send(&mut self, call_id: &str, msg: Message) {
+        self.try_send(call_id, msg);
+    }
+
+    /// [`Session::send`]; false (nothing queued) if it cannot fit a frame (only a huge
+    /// ConfigOptions could; the caller decides what to do).
+    fn try_send(&mut self, call_id: &str, msg: Message) -> bool {
+        let doc = xml::encode(&GctiMsg {
+            call_id: call_id.to_owned(),
+            msg,
+        });
+        self.frame_out(FrameKind::Data, &doc)
+    }
+
+    fn frame_out(&mut self, kind: FrameKind, body: &[u8]) -> bool {
+        match encode_frame(kind, body) {
+            Ok(f) => {
+                self.transmit.push_back(f);
+                true
+            }
+            Err(e) => {
+                warn!("not sent: {e}");
+                false
+            }
+        }
     }
 }
 
 /// The ReqId of a request, when it has one.
+#[cfg(test)]
 fn request_id(m: &Message) -> Option<String> {
     match m {
         Message::AgentQuery { req_id, .. } => Some(req_id.clone()),
@@ -313,6 +475,7 @@ fn request_id(m: &Message) -> Option<String> {
         | Message::AgentLogout(c)
         | Message::AgentReady(c)
         | Message::AgentNotReady(c) => Some(c.req_id.clone()),
+        Message::Unknown { req_id, .. } => req_id.clone(),
         _ => None,
     }
 }
@@ -337,32 +500,6 @@ fn redact(attrs: &[(String, String)]) -> Vec<(String, String)> {
             }
         })
         .collect()
-}
-
-/// A Data frame holding `msg` with `call_id`; nothing if it cannot fit a frame (only a huge
-/// ConfigOptions could; the caller decides what to do).
-fn send(call_id: &str, msg: Message) -> Vec<Output> {
-    let doc = xml::encode(&GctiMsg {
-        call_id: call_id.to_owned(),
-        msg,
-    });
-    frame_out(FrameKind::Data, &doc).into_iter().collect()
-}
-
-fn frame_out(kind: FrameKind, body: &[u8]) -> Option<Output> {
-    match encode_frame(kind, body) {
-        Ok(f) => Some(Output::Send(f)),
-        Err(e) => {
-            warn!("not sent: {e}");
-            None
-        }
-    }
-}
-
-fn fail(code: u8, reason: String) -> Vec<Output> {
-    let mut out: Vec<Output> = frame_out(FrameKind::Error, &[code]).into_iter().collect();
-    out.push(Output::Close { reason });
-    out
 }
 
 #[cfg(test)]

@@ -79,8 +79,13 @@ pub enum Message {
     FlowControl {
         status: Option<String>,
     },
-    /// Any other element: its name.
-    Unknown(String),
+    /// Any other element (the call-control family: `NewCall`, `CallInfoReq`, `UDataGet`, ...):
+    /// its name, and the request's id when it carries one (a `ReqId` attribute, or a
+    /// `<RequestId>` child as `UDataGet` has), so an answer can name it.
+    Unknown {
+        name: String,
+        req_id: Option<String>,
+    },
 }
 
 impl Message {
@@ -99,7 +104,7 @@ impl Message {
             Message::LogMsg { .. } => "LogMsg",
             Message::Reset => "Reset",
             Message::FlowControl { .. } => "FlowControl",
-            Message::Unknown(name) => name,
+            Message::Unknown { name, .. } => name,
         }
     }
 }
@@ -498,7 +503,15 @@ fn to_message(e: &Elem) -> Result<Message, XmlError> {
         "FlowControl" => Message::FlowControl {
             status: e.attr("Status").map(str::to_owned),
         },
-        other => Message::Unknown(other.to_owned()),
+        other => Message::Unknown {
+            name: other.to_owned(),
+            req_id: e.attr("ReqId").map(str::to_owned).or_else(|| {
+                e.children
+                    .iter()
+                    .find(|c| c.name == "RequestId")
+                    .map(|c| c.text.trim().to_owned())
+            }),
+        },
     })
 }
 
@@ -758,7 +771,10 @@ pub fn encode_message(msg: &Message, out: &mut Vec<u8>) {
             Some(s) => empty(out, "FlowControl", &[("Status", s)]),
             None => empty(out, "FlowControl", &[]),
         },
-        Message::Unknown(name) => empty(out, name, &[]),
+        Message::Unknown { name, req_id } => match req_id {
+            Some(r) => empty(out, name, &[("ReqId", r)]),
+            None => empty(out, name, &[]),
+        },
     }
 }
 

@@ -162,6 +162,7 @@ async fn half_sent_frames_are_completed_across_writes_or_closed_by_the_login_tim
     }
     let m = slow.msg().await;
     assert_eq!(status_of(&m), Some(LoginStatus::Ok));
+    assert!(matches!(slow.msg().await.msg, Message::FlowControl { .. }));
 
     // Half a frame and then nothing: closed at the login timeout, without an answer.
     let mut stuck = Client::connect(srv.addr).await;

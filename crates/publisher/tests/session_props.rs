@@ -15,7 +15,7 @@ use ivrstate_model::{
 };
 use ivrstate_projection::State;
 use ivrstate_publisher::frame::{encode_frame, FrameDecoder, FrameKind};
-use ivrstate_publisher::session::{Output, Session};
+use ivrstate_publisher::session::{Session, SessionEvent, Timers};
 use ivrstate_publisher::xml::{self, AgentControl, GctiMsg, Message};
 use ivrstate_publisher::MonitorInfo;
 use proptest::prelude::*;
@@ -125,51 +125,51 @@ proptest! {
         let st = state();
         let allowed: Option<Arc<HashSet<IvrName>>> =
             allow_list.then(|| Arc::new([IvrName::from("IVR_1")].into_iter().collect()));
-        let mut s = Session::new("127.0.0.1:9").with_allowed_clients(allowed.clone());
+        let now = std::time::Instant::now();
+        let mut s = Session::new("127.0.0.1:9", now, Timers::default()).with_allowed_clients(allowed.clone());
         let stream: Vec<u8> = pieces.concat();
-        let mut d = FrameDecoder::new();
+        // Chunks of random sizes, each handed over byte by byte: every frame is then handled
+        // alone, so what it caused is checked against the login it saw.
         let mut rest = &stream[..];
         let mut k = 0;
-        'outer: while !rest.is_empty() {
+        let mut bytes_in = Vec::new();
+        while !rest.is_empty() {
             let n = cuts[k % cuts.len()].min(rest.len());
             k += 1;
-            d.push(&rest[..n]);
+            bytes_in.extend(rest[..n].iter().map(|&b| [b]));
             rest = &rest[n..];
-            while let Some(next) = d.next_frame() {
-                let outs = match next {
-                    Ok(f) => s.on_frame(f, &st, ready),
-                    Err(e) => s.on_frame_error(&e),
-                };
-                if let Some(ivr) = s.logged_in_ivr() {
-                    prop_assert!(ready);
-                    prop_assert!(st.ivr(ivr).is_some());
-                    if let Some(a) = &allowed {
-                        prop_assert!(a.contains(ivr));
-                    }
+        }
+        'outer: for byte in bytes_in {
+            s.handle_bytes(now, &byte, &st, ready);
+            if let Some(ivr) = s.logged_in_ivr() {
+                prop_assert!(ready);
+                prop_assert!(st.ivr(ivr).is_some());
+                if let Some(a) = &allowed {
+                    prop_assert!(a.contains(ivr));
                 }
-                for o in outs {
-                    match o {
-                        Output::Send(bytes) => {
-                            let mut fd = FrameDecoder::new();
-                            fd.push(&bytes);
-                            let f = fd.next_frame().unwrap().unwrap();
-                            prop_assert_eq!(fd.buffered(), 0);
-                            if f.kind != FrameKind::Data {
-                                continue;
-                            }
-                            let m = xml::decode(&f.body).unwrap();
-                            if let Message::MonitorInfo { req_id: Some(_), info: MonitorInfo::Agent { port, .. } } = &m.msg {
-                                let ivr = s.logged_in_ivr().unwrap();
-                                prop_assert!(st.agent_query(ivr.as_str(), port.as_str()).is_some());
-                                prop_assert_eq!(Some(m.call_id.as_str()), s.call_id());
-                            }
-                        }
-                        Output::Record(r) => {
-                            prop_assert_eq!(Some(&r.ivr), s.logged_in_ivr());
-                            prop_assert!(r.attributes.iter().all(|(_, v)| v != "secret"), "a password reached the audit log");
-                        }
-                        Output::Close { .. } => break 'outer,
+            }
+            while let Some(bytes) = s.poll_transmit() {
+                let mut fd = FrameDecoder::new();
+                fd.push(&bytes);
+                let f = fd.next_frame().unwrap().unwrap();
+                prop_assert_eq!(fd.buffered(), 0);
+                if f.kind != FrameKind::Data {
+                    continue;
+                }
+                let m = xml::decode(&f.body).unwrap();
+                if let Message::MonitorInfo { req_id: Some(_), info: MonitorInfo::Agent { port, .. } } = &m.msg {
+                    // Answers go out on the request's CallId: only the port is checked.
+                    let ivr = s.logged_in_ivr().unwrap();
+                    prop_assert!(st.agent_query(ivr.as_str(), port.as_str()).is_some());
+                }
+            }
+            while let Some(event) = s.poll_event() {
+                match event {
+                    SessionEvent::Record(r) => {
+                        prop_assert_eq!(Some(&r.ivr), s.logged_in_ivr());
+                        prop_assert!(r.attributes.iter().all(|(_, v)| v != "secret"), "a password reached the audit log");
                     }
+                    SessionEvent::Close { .. } => break 'outer,
                 }
             }
         }

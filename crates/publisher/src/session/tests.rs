@@ -5,6 +5,58 @@ use ivrstate_model::{
     AgentStatus, Availability, ConfigOption, ConfigValue, IvrConfig, PortNum, TServerName,
 };
 use std::collections::HashMap;
+use std::time::Duration;
+
+/// What a session asked for after one input, in the order the driver carries it out.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub(crate) enum Output {
+    Send(Vec<u8>),
+    Record(ClientRequest),
+    Close { reason: String },
+}
+
+/// The time the tests start at: the session never reads a clock, so any instant will do.
+fn t0() -> Instant {
+    use std::sync::OnceLock;
+    static T0: OnceLock<Instant> = OnceLock::new();
+    *T0.get_or_init(Instant::now)
+}
+
+fn session(client: &str) -> Session {
+    Session::new(client, t0(), Timers::default())
+}
+
+/// Everything the session queued: frames first, then records and the close.
+fn drain(s: &mut Session) -> Vec<Output> {
+    let mut out = Vec::new();
+    while let Some(f) = s.poll_transmit() {
+        out.push(Output::Send(f));
+    }
+    while let Some(e) = s.poll_event() {
+        out.push(match e {
+            SessionEvent::Record(r) => Output::Record(r),
+            SessionEvent::Close { reason } => Output::Close { reason },
+        });
+    }
+    out
+}
+
+/// One frame in, its bytes handed to the session as a driver would.
+trait FeedFrame {
+    fn on_frame(&mut self, f: Frame, st: &FakeState, ready: bool) -> Vec<Output>;
+    fn on_bytes(&mut self, bytes: &[u8], st: &FakeState, ready: bool) -> Vec<Output>;
+}
+
+impl FeedFrame for Session {
+    fn on_frame(&mut self, f: Frame, st: &FakeState, ready: bool) -> Vec<Output> {
+        let bytes = encode_frame(f.kind, &f.body).unwrap();
+        self.on_bytes(&bytes, st, ready)
+    }
+    fn on_bytes(&mut self, bytes: &[u8], st: &FakeState, ready: bool) -> Vec<Output> {
+        self.handle_bytes(t0(), bytes, st, ready);
+        drain(self)
+    }
+}
 
 /// A state with IVR_1 (ports 01 Ready, 02 Unknown because its T-Server is down) and IVR_2.
 pub(crate) struct FakeState {
@@ -113,7 +165,7 @@ fn sent(out: &[Output]) -> Vec<GctiMsg> {
 
 fn logged_in(name: &str) -> (Session, FakeState) {
     let st = FakeState::default();
-    let mut s = Session::new("127.0.0.1:5000");
+    let mut s = session("127.0.0.1:5000");
     let out = s.on_frame(login("1", "4.0", name, false), &st, true);
     assert!(matches!(
         &sent(&out)[0].msg,
@@ -139,7 +191,7 @@ fn control(req_id: &str, port: &str) -> AgentControl {
 #[test]
 fn login_ok_returns_config_options_and_logs_in() {
     let st = FakeState::default();
-    let mut s = Session::new("c");
+    let mut s = session("c");
     let out = s.on_frame(login("7", "3.0", "IVR_1", false), &st, true);
     let msgs = sent(&out);
     assert_eq!(msgs.len(), 1);
@@ -163,7 +215,7 @@ fn login_without_options_omits_config_options_and_reports_default_version() {
         version: None,
         ..FakeState::default()
     };
-    let mut s = Session::new("c");
+    let mut s = session("c");
     let msgs = sent(&s.on_frame(login("1", "1.0", "IVR_2", false), &st, true));
     assert_eq!(
         msgs[0].msg,
@@ -179,7 +231,7 @@ fn login_without_options_omits_config_options_and_reports_default_version() {
 #[test]
 fn unsupported_version_gets_invalid_protocol_ver() {
     let st = FakeState::default();
-    let mut s = Session::new("c");
+    let mut s = session("c");
     for v in ["5.0", "0.9", "4", ""] {
         let msgs = sent(&s.on_frame(login("1", v, "IVR_1", false), &st, true));
         assert!(
@@ -200,7 +252,7 @@ fn unsupported_version_gets_invalid_protocol_ver() {
 #[test]
 fn unknown_client_name_gets_no_such_client() {
     let st = FakeState::default();
-    let mut s = Session::new("c");
+    let mut s = session("c");
     let msgs = sent(&s.on_frame(login("1", "4.0", "IVR_9", true), &st, true));
     assert_eq!(msgs.len(), 1, "no server statuses for an unknown client");
     assert!(matches!(
@@ -221,7 +273,7 @@ fn client_not_on_the_allow_list_gets_no_such_client_and_is_closed() {
     let allowed = Some(std::sync::Arc::new(allowed));
     // IVR_2 is configured but not allowed; the refusal comes before readiness is considered.
     for ready in [true, false] {
-        let mut s = Session::new("10.0.0.9:4000").with_allowed_clients(allowed.clone());
+        let mut s = session("10.0.0.9:4000").with_allowed_clients(allowed.clone());
         let out = s.on_frame(login("1", "4.0", "IVR_2", true), &st, ready);
         let msgs = sent(&out);
         assert_eq!(msgs.len(), 1, "no server statuses for a refused client");
@@ -236,7 +288,7 @@ fn client_not_on_the_allow_list_gets_no_such_client_and_is_closed() {
         assert_eq!(s.logged_in_ivr(), None);
     }
     // A name on the list logs in as usual.
-    let mut s = Session::new("c").with_allowed_clients(allowed);
+    let mut s = session("c").with_allowed_clients(allowed);
     let out = s.on_frame(login("1", "4.0", "IVR_1", false), &st, true);
     assert!(!out.iter().any(|o| matches!(o, Output::Close { .. })));
     assert_eq!(s.logged_in_ivr(), Some(&IvrName::from("IVR_1")));
@@ -245,9 +297,13 @@ fn client_not_on_the_allow_list_gets_no_such_client_and_is_closed() {
 #[test]
 fn not_ready_gets_init_in_progress() {
     let st = FakeState::default();
-    let mut s = Session::new("c");
+    let mut s = session("c");
     let msgs = sent(&s.on_frame(login("1", "4.0", "IVR_1", true), &st, false));
-    assert_eq!(msgs.len(), 1);
+    assert_eq!(
+        msgs.len(),
+        2,
+        "LoginResp and FlowControl, no server statuses"
+    );
     assert!(matches!(
         msgs[0].msg,
         Message::LoginResp {
@@ -255,16 +311,19 @@ fn not_ready_gets_init_in_progress() {
             ..
         }
     ));
+    assert_eq!(msgs[1], flow_control_off("1"));
     assert_eq!(s.logged_in_ivr(), None);
 }
 
 #[test]
 fn server_monitor_sends_each_used_tserver_after_the_login_resp() {
     let st = FakeState::default();
-    let mut s = Session::new("c");
+    let mut s = session("c");
     let msgs = sent(&s.on_frame(login("3", "4.0", "IVR_1", true), &st, true));
-    assert_eq!(msgs.len(), 3);
+    assert_eq!(msgs.len(), 4);
     assert!(matches!(msgs[0].msg, Message::LoginResp { .. }));
+    assert_eq!(msgs[1], flow_control_off("3"));
+    let msgs = &msgs[1..];
     assert_eq!(msgs[1].call_id, "3");
     assert_eq!(
         msgs[1].msg,
@@ -287,7 +346,7 @@ fn server_monitor_sends_each_used_tserver_after_the_login_resp() {
 #[test]
 fn server_monitor_needs_version_4() {
     let st = FakeState::default();
-    let mut s = Session::new("c");
+    let mut s = session("c");
     assert_eq!(
         sent(&s.on_frame(login("3", "3.0", "IVR_1", true), &st, true)).len(),
         1
@@ -467,7 +526,7 @@ fn log_msg_is_recorded_without_answer() {
 #[test]
 fn request_before_login_gets_call_error_with_its_own_call_id() {
     let st = FakeState::default();
-    let mut s = Session::new("c");
+    let mut s = session("c");
     let out = s.on_frame(
         data(
             "4",
@@ -511,7 +570,7 @@ fn request_before_login_gets_call_error_with_its_own_call_id() {
 }
 
 #[test]
-fn request_with_another_call_id_gets_call_error_with_the_login_call_id() {
+fn monitoring_and_agent_requests_on_another_call_id_are_answered_on_theirs() {
     let (mut s, st) = logged_in("IVR_1");
     let out = s.on_frame(
         data(
@@ -527,26 +586,35 @@ fn request_with_another_call_id_gets_call_error_with_the_login_call_id() {
     assert_eq!(
         sent(&out),
         vec![GctiMsg {
-            call_id: "1".into(),
-            msg: Message::CallError {
-                failed_req: "AgentQuery".into(),
-                tlib_err_code: None,
-                req_id: Some("8".into())
+            call_id: "2".into(),
+            msg: Message::MonitorInfo {
+                req_id: Some("8".into()),
+                info: MonitorInfo::Agent {
+                    port: "01".into(),
+                    status: AgentStatus::Ready
+                }
             }
         }]
     );
     let out = s.on_frame(
-        data("2", Message::AgentReady(control("9", "01"))),
+        data("3", Message::AgentReady(control("9", "01"))),
         &st,
         true,
     );
-    assert!(!out.iter().any(|o| matches!(o, Output::Record(_))));
+    let msgs = sent(&out);
+    assert_eq!(msgs[0].call_id, "3");
+    assert!(
+        matches!(&msgs[0].msg, Message::CallError { failed_req, req_id: Some(r), .. } if failed_req == "AgentControl" && r == "9")
+    );
+    assert!(out.iter().any(|o| matches!(o, Output::Record(_))));
+    // The login and its CallId are unchanged: pushes keep going out on "1".
+    assert_eq!(s.call_id(), Some("1"));
 }
 
 #[test]
 fn keep_alive_request_is_answered() {
     let st = FakeState::default();
-    let mut s = Session::new("c");
+    let mut s = session("c");
     let out = s.on_frame(Frame::new(FrameKind::KeepAliveRequest, vec![]), &st, false);
     assert_eq!(out, vec![Output::Send(vec![0, 1, 0, 2, 2, 0])]);
     assert!(s
@@ -569,11 +637,8 @@ fn bad_xml_gets_an_error_frame_then_close() {
 
 #[test]
 fn bad_frame_gets_an_error_frame_then_close() {
-    let mut s = Session::new("c");
-    let mut d = FrameDecoder::new();
-    d.push(b"GET / HTTP/1.0\r\n");
-    let err = d.next_frame().unwrap().unwrap_err();
-    let out = s.on_frame_error(&err);
+    let mut s = session("c");
+    let out = s.on_bytes(b"GET / HTTP/1.0\r\n", &FakeState::default(), true);
     assert_eq!(
         out[0],
         Output::Send(vec![0, 2, 0, 3, 2, 0, ERROR_BAD_FRAME])
@@ -584,7 +649,7 @@ fn bad_frame_gets_an_error_frame_then_close() {
 #[test]
 fn error_frame_from_client_closes() {
     let st = FakeState::default();
-    let mut s = Session::new("c");
+    let mut s = session("c");
     let out = s.on_frame(Frame::new(FrameKind::Error, vec![9]), &st, true);
     assert!(matches!(&out[..], [Output::Close { reason }] if reason.contains("code 9")));
 }
@@ -597,10 +662,248 @@ fn other_messages_get_no_answer() {
         Message::FlowControl {
             status: Some("on".into()),
         },
-        Message::Unknown("StatusReq".into()),
+        Message::CallError {
+            failed_req: "x".into(),
+            tlib_err_code: None,
+            req_id: None,
+        },
     ] {
         assert!(s.on_frame(data("1", m), &st, true).is_empty());
     }
+}
+
+fn flow_control_off(call_id: &str) -> GctiMsg {
+    GctiMsg {
+        call_id: call_id.into(),
+        msg: Message::FlowControl {
+            status: Some("Off".into()),
+        },
+    }
+}
+
+/// A frame holding `doc` as sent, byte for byte.
+fn raw(doc: &str) -> Frame {
+    Frame::new(FrameKind::Data, doc.as_bytes().to_vec())
+}
+
+/// The prolog a real IVR driver (a C++ GLI client) sends: double quotes, a newline after the
+/// declaration and after the DOCTYPE.
+fn driver_doc(call_id: &str, inner: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?>\n<!DOCTYPE GctiMsg SYSTEM \"IServer.dtd\">\n<GctiMsg><CallId>{call_id}</CallId>{inner}</GctiMsg>\n"
+    )
+}
+
+#[test]
+fn a_real_drivers_login_is_followed_by_flow_control_off_on_its_call_id() {
+    let st = FakeState::default();
+    let mut s = session("c");
+    let out = s.on_frame(
+        raw(&driver_doc(
+            "IAdapter1_11271556520004900002",
+            r#"<LoginReq Version="4.0" ClientName="IVR_1" ReportStatus="true" ServerMonitor="clear"></LoginReq>"#,
+        )),
+        &st,
+        true,
+    );
+    let msgs = sent(&out);
+    assert_eq!(msgs.len(), 2, "{msgs:?}");
+    assert!(matches!(
+        msgs[0].msg,
+        Message::LoginResp {
+            status: Some(LoginStatus::Ok),
+            ..
+        }
+    ));
+    assert_eq!(msgs[0].call_id, "IAdapter1_11271556520004900002");
+    assert_eq!(msgs[1], flow_control_off("IAdapter1_11271556520004900002"));
+    // Versions before 4.0 get no FlowControl (the IVR Server sends it to 4.0 clients).
+    let out = s.on_frame(login("2", "3.0", "IVR_1", false), &st, true);
+    assert_eq!(sent(&out).len(), 1);
+}
+
+/// A real driver's call-control requests, as captured, each on its call's own CallId.
+#[test]
+fn call_control_is_answered_call_error_on_the_requests_own_call_id() {
+    let (mut s, st) = logged_in("IVR_1");
+    let cases = [
+        (
+            "NewCall",
+            r#"<NewCall CallControlMode="Network" Version="4.0"><CalledNum>2</CalledNum><DNIS>*3002</DNIS><ANI>4022</ANI></NewCall>"#,
+            None,
+        ),
+        ("CallInfoReq", "<CallInfoReq></CallInfoReq>", None),
+        (
+            "UDataGet",
+            r#"<UDataGet Keys="UEI"><RequestId>100000001</RequestId></UDataGet>"#,
+            Some("100000001"),
+        ),
+        (
+            "UDataSet",
+            r#"<UDataSet Action="Add" Keys="UEI"><RequestId>100000002</RequestId><UDataEx><Node Name="aaa" Type="Str" Val="111"/><Node Name="bbb" Type="Str" Val="222"/></UDataEx></UDataSet>"#,
+            Some("100000002"),
+        ),
+        (
+            "UDataDel",
+            r#"<UDataDel Keys="UEI"><RequestId>100000003</RequestId></UDataDel>"#,
+            Some("100000003"),
+        ),
+        (
+            "OneStepXfer",
+            r#"<OneStepXfer DestDN="3084"><UDataEx><Node Name="aaa" Type="Str" Val="111"/></UDataEx><ExtnsEx><Node Name="fff" Type="Str" Val="555"/></ExtnsEx></OneStepXfer>"#,
+            None,
+        ),
+        (
+            "RouteRequest",
+            r#"<RouteRequest RouteDN="7900"><CED>this is CED Test</CED><UDataEx><Node Name="aaa" Type="Str" Val="111"/></UDataEx></RouteRequest>"#,
+            None,
+        ),
+        (
+            "EndCall",
+            r#"<EndCall EndCause="Normal"><ExtnsEx><Node Name="GCTIActiveRelease" Type="Str" Val="false"/></ExtnsEx></EndCall>"#,
+            None,
+        ),
+        ("StatusReq", "<StatusReq/>", None),
+    ];
+    for (i, (name, inner, req_id)) in cases.into_iter().enumerate() {
+        let call_id = format!("IAdapter1_1127160905000179000{i}");
+        let out = s.on_frame(raw(&driver_doc(&call_id, inner)), &st, true);
+        assert_eq!(
+            sent(&out),
+            vec![GctiMsg {
+                call_id: call_id.clone(),
+                msg: Message::CallError {
+                    failed_req: name.into(),
+                    tlib_err_code: None,
+                    req_id: req_id.map(str::to_owned),
+                }
+            }],
+            "{name}"
+        );
+        assert!(
+            !out.iter()
+                .any(|o| matches!(o, Output::Close { .. } | Output::Record(_))),
+            "{name}: the connection stays open, nothing recorded"
+        );
+    }
+    // The session is still logged in on its own CallId and answers as before.
+    assert_eq!(s.call_id(), Some("1"));
+    let out = s.on_frame(
+        data(
+            "1",
+            Message::AgentQuery {
+                req_id: "5".into(),
+                port: "01".into(),
+            },
+        ),
+        &st,
+        true,
+    );
+    assert!(matches!(sent(&out)[0].msg, Message::MonitorInfo { .. }));
+}
+
+#[test]
+fn call_control_before_login_is_answered_too() {
+    let st = FakeState::default();
+    let mut s = session("c");
+    let out = s.on_frame(raw(&driver_doc("call-7", "<CallInfoReq/>")), &st, true);
+    assert_eq!(sent(&out)[0].call_id, "call-7");
+    assert!(
+        matches!(&sent(&out)[0].msg, Message::CallError { failed_req, .. } if failed_req == "CallInfoReq")
+    );
+}
+
+#[test]
+fn two_frames_in_one_read_and_a_frame_split_across_reads() {
+    let st = FakeState::default();
+    let mut s = session("c");
+    let mut bytes = encode_frame(
+        FrameKind::Data,
+        driver_doc("1", r#"<LoginReq Version="4.0" ClientName="IVR_1"/>"#).as_bytes(),
+    )
+    .unwrap();
+    bytes.extend(encode_frame(FrameKind::KeepAliveRequest, &[]).unwrap());
+    let (a, b) = bytes.split_at(bytes.len() - 3);
+    let first = s.on_bytes(a, &st, true);
+    assert_eq!(sent(&first).len(), 2, "LoginResp and FlowControl");
+    assert_eq!(
+        s.on_bytes(b, &st, true),
+        vec![Output::Send(vec![0, 1, 0, 2, 2, 0])]
+    );
+}
+
+#[test]
+fn login_timeout_closes_a_connection_that_never_logs_in() {
+    let st = FakeState::default();
+    let timers = Timers {
+        login_timeout: Duration::from_secs(30),
+        idle_timeout: None,
+    };
+    let mut s = Session::new("c", t0(), timers);
+    assert_eq!(s.poll_timeout(), Some(t0() + Duration::from_secs(30)));
+    // Bytes that are not a login do not move the login deadline.
+    s.handle_bytes(
+        t0() + Duration::from_secs(10),
+        &encode_frame(FrameKind::KeepAliveRequest, &[]).unwrap(),
+        &st,
+        true,
+    );
+    drain(&mut s);
+    assert_eq!(s.poll_timeout(), Some(t0() + Duration::from_secs(30)));
+    s.handle_timeout(t0() + Duration::from_secs(29));
+    assert!(drain(&mut s).is_empty(), "too early: nothing happens");
+    s.handle_timeout(t0() + Duration::from_secs(30));
+    assert_eq!(
+        drain(&mut s),
+        vec![Output::Close {
+            reason: "no LoginReq before the login timeout".into()
+        }]
+    );
+    assert!(s.is_closed());
+    assert_eq!(s.poll_timeout(), None);
+    // A closed session takes no more input.
+    assert!(s
+        .on_frame(login("1", "4.0", "IVR_1", false), &st, true)
+        .is_empty());
+}
+
+#[test]
+fn a_login_answered_ends_the_login_timeout_even_a_refused_one() {
+    let st = FakeState::default();
+    let mut s = Session::new("c", t0(), Timers::default());
+    s.on_frame(login("1", "9.9", "IVR_1", false), &st, true);
+    assert_eq!(s.poll_timeout(), None);
+    s.handle_timeout(t0() + Duration::from_secs(3600));
+    assert!(drain(&mut s).is_empty());
+}
+
+#[test]
+fn idle_timeout_counts_from_the_last_bytes_received_keep_alives_included() {
+    let st = FakeState::default();
+    let timers = Timers {
+        login_timeout: Duration::from_secs(30),
+        idle_timeout: Some(Duration::from_secs(60)),
+    };
+    let mut s = Session::new("c", t0(), timers);
+    s.on_frame(login("1", "4.0", "IVR_1", false), &st, true);
+    assert_eq!(s.poll_timeout(), Some(t0() + Duration::from_secs(60)));
+    let keep_alive = encode_frame(FrameKind::KeepAliveRequest, &[]).unwrap();
+    let t = t0() + Duration::from_secs(50);
+    s.handle_bytes(t, &keep_alive, &st, true);
+    assert_eq!(drain(&mut s), vec![Output::Send(vec![0, 1, 0, 2, 2, 0])]);
+    assert_eq!(s.poll_timeout(), Some(t + Duration::from_secs(60)));
+    s.handle_timeout(t0() + Duration::from_secs(100));
+    assert!(
+        drain(&mut s).is_empty(),
+        "the keep-alive moved the deadline"
+    );
+    s.handle_timeout(t + Duration::from_secs(60));
+    assert_eq!(
+        drain(&mut s),
+        vec![Output::Close {
+            reason: "idle timeout".into()
+        }]
+    );
 }
 
 mod props {
@@ -611,7 +914,7 @@ mod props {
         #[test]
         fn arbitrary_frames_never_panic(kind in 0u8..4, body in proptest::collection::vec(any::<u8>(), 0..256), ready: bool) {
             let st = FakeState::default();
-            let mut s = Session::new("c");
+            let mut s = session("c");
             s.on_frame(login("1", "4.0", "IVR_1", true), &st, true);
             let f = Frame::new(FrameKind::from_code(kind).unwrap(), body);
             let _ = s.on_frame(f, &st, ready);

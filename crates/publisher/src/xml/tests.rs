@@ -70,7 +70,25 @@ fn tolerates_unknown_elements_and_attributes() {
     );
     assert_eq!(
         msg("<StatusReq Foo='1'/>"),
-        Message::Unknown("StatusReq".into())
+        Message::Unknown {
+            name: "StatusReq".into(),
+            req_id: None
+        }
+    );
+    // A request's id, as an attribute or as the `<RequestId>` child a real driver's UDataGet has.
+    assert_eq!(
+        msg("<UDataGet Keys=\"UEI\"><RequestId>100000001</RequestId></UDataGet>"),
+        Message::Unknown {
+            name: "UDataGet".into(),
+            req_id: Some("100000001".into())
+        }
+    );
+    assert_eq!(
+        msg("<RouteRequest ReqId='7' RouteDN='7900'><CED>x</CED></RouteRequest>"),
+        Message::Unknown {
+            name: "RouteRequest".into(),
+            req_id: Some("7".into())
+        }
     );
 }
 
@@ -509,9 +527,12 @@ fn message() -> impl Strategy<Value = Message> {
         attrs(&[]).prop_map(|attributes| Message::LogMsg { attributes }),
         Just(Message::Reset),
         proptest::option::of(latin1()).prop_map(|status| Message::FlowControl { status }),
-        "[A-Z][A-Za-z]{0,8}"
-            .prop_filter("not a known message", |n| !KNOWN.contains(&n.as_str()))
-            .prop_map(Message::Unknown),
+        (
+            "[A-Z][A-Za-z]{0,8}"
+                .prop_filter("not a known message", |n| !KNOWN.contains(&n.as_str())),
+            proptest::option::of("[0-9]{1,4}")
+        )
+            .prop_map(|(name, req_id)| Message::Unknown { name, req_id }),
     ]
 }
 
@@ -565,7 +586,13 @@ fn latin1_names_round_trip() {
     let input: &[u8] = include_bytes!("../../../../fuzz/regressions/xml/latin1-element-name");
     assert!(decode(input).is_err());
     let first = decode(b"<GctiMsg><CallId>1</CallId><Agent\xe9Query/></GctiMsg>").unwrap();
-    assert_eq!(first.msg, Message::Unknown("Agent\u{e9}Query".into()));
+    assert_eq!(
+        first.msg,
+        Message::Unknown {
+            name: "Agent\u{e9}Query".into(),
+            req_id: None
+        }
+    );
     assert_eq!(decode(&encode(&first)).unwrap(), first);
 
     let doc =

@@ -170,7 +170,24 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Client<IO> {
             },
         )
         .await;
-        self.msg().await
+        let resp = self.msg().await;
+        // A 4.0 client's LoginResp OK or InitInProgress is followed by FlowControl Off.
+        if matches!(
+            status_of(&resp),
+            Some(LoginStatus::Ok | LoginStatus::InitInProgress)
+        ) {
+            let flow = self.msg().await;
+            assert_eq!(
+                flow,
+                GctiMsg {
+                    call_id: call_id.into(),
+                    msg: Message::FlowControl {
+                        status: Some("Off".into())
+                    }
+                }
+            );
+        }
+        resp
     }
 
     /// The next frame, or None at EOF.
