@@ -545,42 +545,42 @@ fn rebuild_recovers_each_kind_of_damaged_derived_data_and_verify_then_passes() {
     ];
     for (what, damage, is_fault) in damages {
         let dir = tempfile::tempdir().unwrap();
-        let (status, history, last) = {
-            let mut engine = open(dir.path());
-            engine
-                .apply_config(
-                    &ivrstate_engine::config::parse(CONFIG, "c").unwrap(),
-                    Micros::from_secs(50),
-                )
-                .unwrap();
-            engine
-                .append(
-                    &[
-                        link("TS_A", 1, 90, true),
-                        agent("TS_A", 2, 100, AgentEventKind::Login, "7001", "1001", None),
-                        agent(
-                            "TS_A",
-                            3,
-                            110,
-                            AgentEventKind::NotReady,
-                            "7001",
-                            "1001",
-                            Some("Break"),
-                        ),
-                        agent("TS_A", 4, 120, AgentEventKind::Ready, "7001", "1001", None),
-                        agent("TS_B", 5, 130, AgentEventKind::Login, "7001", "1002", None),
-                    ],
-                    |_, _| {},
-                )
-                .unwrap();
-            let history = engine
-                .history(&HistorySelector::Agent(AgentId::from("1001")), None, None)
-                .unwrap();
-            let tree = engine.store().derived("derived").unwrap();
-            damage(&tree, engine.log().last_seq());
-            engine.store().flush().unwrap();
-            (engine.status(), history, engine.log().last_seq())
-        };
+        let (status, history, last) =
+            {
+                let mut engine = open(dir.path());
+                engine
+                    .apply_config(
+                        &ivrstate_engine::config::parse(CONFIG, "c").unwrap(),
+                        Micros::from_secs(50),
+                    )
+                    .unwrap();
+                // (T-Server, seq, second, what, agent, reason) on DN 7001.
+                let story = [
+                    ("TS_A", 2, 100, AgentEventKind::Login, "1001", None),
+                    (
+                        "TS_A",
+                        3,
+                        110,
+                        AgentEventKind::NotReady,
+                        "1001",
+                        Some("Break"),
+                    ),
+                    ("TS_A", 4, 120, AgentEventKind::Ready, "1001", None),
+                    ("TS_B", 5, 130, AgentEventKind::Login, "1002", None),
+                ];
+                let mut events = vec![link("TS_A", 1, 90, true)];
+                events.extend(story.into_iter().map(|(ts, seq, secs, kind, id, why)| {
+                    agent(ts, seq, secs, kind, "7001", id, why)
+                }));
+                engine.append(&events, |_, _| {}).unwrap();
+                let history = engine
+                    .history(&HistorySelector::Agent(AgentId::from("1001")), None, None)
+                    .unwrap();
+                let tree = engine.store().derived("derived").unwrap();
+                damage(&tree, engine.log().last_seq());
+                engine.store().flush().unwrap();
+                (engine.status(), history, engine.log().last_seq())
+            };
         let mut engine = Engine::open_without_derived(dir.path(), StoreOptions::default())
             .unwrap_or_else(|e| panic!("{what}: the log does not open: {e}"));
         let faults = engine.verify_derived(|_| {}).unwrap();
