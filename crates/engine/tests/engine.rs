@@ -478,6 +478,10 @@ fn snapshot_of_a_future_version(tree: &ivrstate_store::DerivedTree, _: Seq) {
     tree.insert(&snapshot_at(1), &bytes).unwrap();
 }
 
+fn damaged_stored_state(tree: &ivrstate_store::DerivedTree, _: Seq) {
+    tree.insert(b"Mstate", b"\x01not a state").unwrap();
+}
+
 fn derived_seq_of_the_wrong_length(tree: &ivrstate_store::DerivedTree, _: Seq) {
     tree.insert(b"Mderived_seq", &[0, 0, 7]).unwrap();
 }
@@ -521,7 +525,8 @@ fn everything_missing(tree: &ivrstate_store::DerivedTree, _: Seq) {
 /// verify is clean and every answer is what it was.
 #[test]
 fn rebuild_recovers_each_kind_of_damaged_derived_data_and_verify_then_passes() {
-    let damages: [(&str, Damage, bool); 7] = [
+    let damages: [(&str, Damage, bool); 8] = [
+        ("a damaged stored state", damaged_stored_state, true),
         ("a damaged snapshot", damaged_snapshot, true),
         (
             "a snapshot of a future version",
