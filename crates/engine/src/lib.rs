@@ -13,6 +13,7 @@
 //! atomic batch: after a crash the derived data is exactly what some prefix of the log gives, and
 //! catch-up continues from there (re-deriving an overlap writes the same bytes).
 
+pub mod bulk;
 pub mod config;
 mod history;
 mod keys;
@@ -36,10 +37,16 @@ use std::path::Path;
 
 /// A snapshot of the whole state every this many seqs.
 const SNAPSHOT_EVERY: Seq = 65_536;
-/// Records folded per atomic batch of derived entries.
-const CHUNK: usize = 16_384;
+/// Records folded per atomic batch of derived entries (a commit): each commit also rewrites
+/// the chunks still filling, so commits are few and large.
+const COMMIT_EVERY: Seq = 262_144;
+/// A catch-up that folded at least this many records leaves the state it reached, so that the
+/// next open starts from it instead of folding up to a snapshot's worth of records again.
+const STATE_AFTER: Seq = 16_384;
 const DERIVED_TREE: &str = "derived";
 const DERIVED_SEQ_KEY: &[u8] = b"Mderived_seq";
+/// The state at `derived_seq`, when the last catch-up left it (see [`STATE_AFTER`]).
+const STATE_KEY: &[u8] = b"Mstate";
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -83,20 +90,14 @@ pub struct Engine {
     state: State,
     entities: BTreeSet<Vec<u8>>,
     applied: Applied,
+    deriver: Deriver,
 }
 
 impl Engine {
     /// Opens (creating or migrating) the store in `dir` and brings derived data up to the log.
+    /// Damaged derived data is an error here (`ivrstate rebuild` repairs it).
     pub fn open(dir: &Path, options: StoreOptions) -> Result<Engine> {
-        let store = Store::open(dir, options)?;
-        let derived = store.derived(DERIVED_TREE)?;
-        let mut engine = Engine {
-            store,
-            derived,
-            state: State::default(),
-            entities: BTreeSet::new(),
-            applied: Applied::default(),
-        };
+        let mut engine = Engine::open_without_derived(dir, options)?;
         match engine
             .load_derived()
             .and_then(|()| engine.catch_up(|_, _| {}))
@@ -110,6 +111,30 @@ impl Engine {
                 Err(e)
             }
         }
+    }
+
+    /// Opens the store without reading derived data: for [`Engine::verify_derived`] and
+    /// [`Engine::rebuild`], which must work whatever state the derived data is in (damaged,
+    /// truncated, missing, of another snapshot version). The state stays empty until
+    /// [`Engine::rebuild`] or [`Engine::catch_up`].
+    pub fn open_without_derived(dir: &Path, options: StoreOptions) -> Result<Engine> {
+        let store = Store::open(dir, options)?;
+        let derived = match store.derived(DERIVED_TREE) {
+            Ok(derived) => derived,
+            Err(e) => {
+                // As in `open`: never drop sled after an error.
+                std::mem::forget(store);
+                return Err(e.into());
+            }
+        };
+        Ok(Engine {
+            store,
+            derived,
+            state: State::default(),
+            entities: BTreeSet::new(),
+            applied: Applied::default(),
+            deriver: Deriver::default(),
+        })
     }
 
     pub fn store(&self) -> &Store {
@@ -142,12 +167,18 @@ impl Engine {
         Ok(report)
     }
 
+    /// The seq the stored derived data says it reflects (0: none).
+    fn stored_derived_seq(&self) -> Result<Seq> {
+        match self.derived.get(DERIVED_SEQ_KEY)? {
+            Some(bytes) => keys::read_seq(&bytes).ok_or_else(|| {
+                EngineError::Derived(format!("derived_seq is not 8 bytes ({})", bytes.len()))
+            }),
+            None => Ok(0),
+        }
+    }
+
     fn load_derived(&mut self) -> Result<()> {
-        let derived_seq = match self.derived.get(DERIVED_SEQ_KEY)? {
-            Some(bytes) => keys::read_seq(&bytes)
-                .ok_or_else(|| EngineError::Derived("derived_seq is not 8 bytes".into()))?,
-            None => 0,
-        };
+        let derived_seq = self.stored_derived_seq()?;
         if derived_seq > self.log().last_seq() {
             // Derived data ahead of the log cannot happen with one writer; if it does (a log
             // restored from an older copy), the derived data is recomputed rather than trusted.
@@ -158,7 +189,10 @@ impl Engine {
             );
             return self.reset_derived();
         }
-        self.state = self.state_at_seq(derived_seq)?;
+        self.state = match self.stored_state(derived_seq)? {
+            Some(state) => state,
+            None => self.state_at_seq(derived_seq)?,
+        };
         for entry in self.derived.scan_prefix(b"E") {
             let (key, _) = entry?;
             self.entities.insert(key[1..].to_vec());
@@ -166,10 +200,21 @@ impl Engine {
         Ok(())
     }
 
+    /// The state the last catch-up left, if it is the state at `derived_seq`.
+    fn stored_state(&self, derived_seq: Seq) -> Result<Option<State>> {
+        let Some(bytes) = self.derived.get(STATE_KEY)? else {
+            return Ok(None);
+        };
+        let state = State::from_bytes(&bytes)
+            .map_err(|e| EngineError::Derived(format!("stored state: {e}")))?;
+        Ok((state.last_seq() == derived_seq).then_some(state))
+    }
+
     fn reset_derived(&mut self) -> Result<()> {
         self.derived.clear()?;
         self.state = State::default();
         self.entities.clear();
+        self.deriver.clear();
         Ok(())
     }
 
@@ -192,34 +237,38 @@ impl Engine {
         mut progress: impl FnMut(Seq),
     ) -> Result<()> {
         let last = self.log().last_seq();
-        let mut next = self.state.last_seq() + 1;
+        let first = self.state.last_seq() + 1;
+        let mut next = first;
         while next <= last {
-            let chunk_end = last.min(next + CHUNK as Seq - 1);
+            let commit_end = last.min(next + COMMIT_EVERY - 1);
             let mut batch = DerivedBatch::new();
-            let mut deriver = Deriver::default();
             let log = self.store.log().clone();
-            for_each_record(&log, next, chunk_end, |record| {
-                self.applied.clear();
-                self.state.apply(record, &mut self.applied);
+            let (state, applied, deriver) = (&mut self.state, &mut self.applied, &mut self.deriver);
+            for_each_record(&log, next, commit_end, |record| {
+                applied.clear();
+                state.apply(record, applied);
                 deriver.record(
-                    &self.state,
+                    state,
                     &mut self.entities,
-                    &self.applied.touched,
+                    &applied.touched,
                     record,
                     Some(&self.derived),
                     &mut batch,
                 )?;
-                on_change(record, &self.applied.changes);
+                on_change(record, &applied.changes);
                 if record.seq % SNAPSHOT_EVERY == 0 {
-                    batch.insert(&snapshot_key(record.seq), &self.state.to_bytes());
+                    batch.insert(&snapshot_key(record.seq), &state.to_bytes());
                 }
                 Ok(())
             })?;
-            deriver.finish(&mut batch);
-            batch.insert(DERIVED_SEQ_KEY, &keys::seq_key(chunk_end));
+            self.deriver.commit(&mut batch);
+            batch.insert(DERIVED_SEQ_KEY, &keys::seq_key(commit_end));
+            if commit_end == last && last + 1 - first >= STATE_AFTER {
+                batch.insert(STATE_KEY, &self.state.to_bytes());
+            }
             self.derived.apply_batch(batch)?;
-            progress(chunk_end);
-            next = chunk_end + 1;
+            progress(commit_end);
+            next = commit_end + 1;
         }
         Ok(())
     }
@@ -432,21 +481,55 @@ impl Engine {
         self.state.config()
     }
 
-    /// Checks that the derived data equals what folding the log from scratch gives. Returns the
-    /// faults found (empty: all good). Memory stays constant: the two sides are compared as
-    /// order-independent digests of their entries plus the final state.
+    /// Checks that the derived data equals what folding the log from scratch gives, up to the
+    /// seq it says it reflects. Returns the faults found (empty: all good); damaged derived
+    /// data is a fault, not an error, so this works on an engine from
+    /// [`Engine::open_without_derived`] whatever the derived data holds. Memory stays constant:
+    /// the two sides are compared as order-independent digests of their entries plus the state.
     pub fn verify_derived(&self, mut progress: impl FnMut(Seq)) -> Result<Vec<String>> {
+        let rebuild = "(run `ivrstate rebuild`)";
         let mut faults = Vec::new();
+        let log_last = self.log().last_seq();
+        let last = match self.stored_derived_seq() {
+            Ok(seq) if seq <= log_last => seq,
+            Ok(seq) => {
+                faults.push(format!(
+                    "derived data says it reflects seq {seq}, the log ends at {log_last} {rebuild}"
+                ));
+                log_last
+            }
+            Err(e) => {
+                faults.push(e.to_string());
+                log_last
+            }
+        };
         let mut state = State::default();
         let mut applied = Applied::without_changes();
         let mut entities = BTreeSet::new();
         let mut expected = Digest::default();
         let mut deriver = Deriver::default();
         let mut batch: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        let last = self.derived_seq();
+        // The state the last catch-up left must be the log's state at its seq.
+        let stored_state = match self.derived.get(STATE_KEY)? {
+            Some(bytes) => match State::from_bytes(&bytes) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    faults.push(format!(
+                        "the stored state is damaged: {e} (run `ivrstate rebuild`)"
+                    ));
+                    None
+                }
+            },
+            None => None,
+        };
+        let stored_seq = stored_state.as_ref().map(State::last_seq);
+        let mut state_matches = stored_seq.is_none_or(|s| s == 0);
         for_each_record(self.log(), 1, last, |record| {
             applied.clear();
             state.apply(record, &mut applied);
+            if Some(record.seq) == stored_seq {
+                state_matches = stored_state.as_ref() == Some(&state);
+            }
             deriver.record(
                 &state,
                 &mut entities,
@@ -464,14 +547,14 @@ impl Engine {
             }
             Ok(())
         })?;
-        deriver.finish(&mut batch);
+        deriver.commit(&mut batch);
         for (k, v) in batch.drain(..) {
             expected.add(&k, &v);
         }
         let mut stored = Digest::default();
         for entry in self.derived.iter() {
             let (k, v) = entry?;
-            if k != DERIVED_SEQ_KEY {
+            if k != DERIVED_SEQ_KEY && k != STATE_KEY {
                 stored.add(&k, &v);
             }
         }
@@ -481,9 +564,17 @@ impl Engine {
                 stored.count, expected.count
             ));
         }
-        if state != self.state {
+        match self.state_at_seq(last) {
+            Ok(stored) if stored == state => {}
+            Ok(_) => faults.push(format!(
+                "state at seq {last} differs from the state rebuilt from the log {rebuild}"
+            )),
+            Err(e) => faults.push(format!("state at seq {last}: {e}")),
+        }
+        if !state_matches {
             faults.push(format!(
-                "state at seq {last} differs from the state rebuilt from the log"
+                "the stored state at seq {} differs from the log (run `ivrstate rebuild`)",
+                stored_seq.unwrap_or(0)
             ));
         }
         Ok(faults)
@@ -581,17 +672,13 @@ pub(crate) fn key_seq(key: &[u8]) -> Seq {
         .unwrap_or(0)
 }
 
-fn bincode_config() -> impl bincode::config::Config {
-    bincode::config::standard()
-}
-
 pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     // Encoding plain data into a Vec cannot fail; an empty value would be caught by verify.
-    bincode::serde::encode_to_vec(value, bincode_config()).unwrap_or_default()
+    bincode::serde::encode_to_vec(value, ivrstate_model::bincode_config()).unwrap_or_default()
 }
 
 pub(crate) fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T> {
-    bincode::serde::decode_from_slice(bytes, bincode_config())
+    bincode::serde::decode_from_slice(bytes, ivrstate_model::bincode_config())
         .map(|(v, _)| v)
         .map_err(|e| EngineError::Derived(format!("undecodable entry: {e}")))
 }
