@@ -169,7 +169,10 @@ async fn serve(
     let stopping = Arc::new(AtomicBool::new(false));
     // The HTTP API's queries wait here; an empty job wakes the appender to run them.
     let (queries_tx, queries_rx) = std::sync::mpsc::sync_channel::<EngineQuery>(64);
-    let events = args.http.is_some().then(|| EventHub::new(16_384, ivrstate_http::events::PER_READER));
+    let events = args
+        .http
+        .is_some()
+        .then(|| EventHub::new(16_384, ivrstate_http::events::PER_READER));
     let (ready_tx, ready_rx) = oneshot::channel::<Result<(), String>>();
     let appender = {
         let ctx = Appender {
