@@ -256,9 +256,13 @@ fn sse_carries_every_stored_change_in_order_and_resumes_after_the_last_id() {
     let mut sse = Sse::open(http, &format!("/api/v1/events?after={seq0}"), &[]);
     assert_eq!(sse.status, 200);
     let base = 1_439_900_000u64;
-    let lines: Vec<String> = (0..40)
+    let lines: Vec<String> = (0..40u64)
         .map(|i| {
-            let kind = if i % 2 == 0 { "NotReady" } else { "Ready" };
+            let kind = if i.is_multiple_of(2) {
+                "NotReady"
+            } else {
+                "Ready"
+            };
             agent_line(
                 90_000_000 + i,
                 base + i,
@@ -271,7 +275,7 @@ fn sse_carries_every_stored_change_in_order_and_resumes_after_the_last_id() {
     feed(feed_addr, &lines);
     let mut seqs = Vec::new();
     while seqs.len() < 40 {
-        let e = sse.next().expect("stream open");
+        let e = sse.next_event().expect("stream open");
         assert_eq!(e.event, "change");
         let data: Value = serde_json::from_str(&e.data).unwrap();
         let seq = data["seq"].as_u64().unwrap();
@@ -281,7 +285,11 @@ fn sse_carries_every_stored_change_in_order_and_resumes_after_the_last_id() {
         assert_eq!(agent["dn"], format!("70{:02}", i % 5 + 1));
         assert_eq!(
             agent["status"],
-            if i % 2 == 0 { "NotReady" } else { "Ready" }
+            if i.is_multiple_of(2) {
+                "NotReady"
+            } else {
+                "Ready"
+            }
         );
         seqs.push(seq);
     }
@@ -290,7 +298,7 @@ fn sse_carries_every_stored_change_in_order_and_resumes_after_the_last_id() {
     let last = seqs[14].to_string();
     let mut resumed = Sse::open(http, "/api/v1/events", &[("Last-Event-ID", &last)]);
     for want in &seqs[15..] {
-        let e = resumed.next().unwrap();
+        let e = resumed.next_event().unwrap();
         assert_eq!(e.id.as_deref(), Some(want.to_string().as_str()));
     }
     // Stored before published: what the stream said is what status now says.
@@ -311,7 +319,7 @@ fn a_reader_that_does_not_read_is_dropped_while_another_gets_everything() {
     let reader = std::thread::spawn(move || {
         let mut last = seq0;
         while last < seq0 + total {
-            let e = good.next().expect("the good reader keeps its stream");
+            let e = good.next_event().expect("the good reader keeps its stream");
             let id: u64 = e.id.unwrap().parse().unwrap();
             assert_eq!(id, last + 1, "no gap, no repeat");
             last = id;
@@ -323,7 +331,11 @@ fn a_reader_that_does_not_read_is_dropped_while_another_gets_everything() {
         let lines: Vec<String> = (0..5000)
             .map(|i| {
                 let n = chunk * 5000 + i;
-                let kind = if n % 2 == 0 { "NotReady" } else { "Ready" };
+                let kind = if n.is_multiple_of(2) {
+                    "NotReady"
+                } else {
+                    "Ready"
+                };
                 agent_line(80_000_000 + n, base + n, "7001", "1001", kind)
             })
             .collect();

@@ -183,7 +183,7 @@ impl Sse {
     }
 
     /// The next event (comments and keep-alives skipped); None when the stream ended.
-    pub fn next(&mut self) -> Option<SseEvent> {
+    pub fn next_event(&mut self) -> Option<SseEvent> {
         let deadline = Instant::now() + crate::DEADLINE;
         let mut event = SseEvent {
             event: "message".into(),
