@@ -597,7 +597,7 @@ fn history_svg_has_one_band_per_interval() {
 fn scrape(addr: SocketAddr) -> BTreeMap<String, f64> {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(DEADLINE)).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .unwrap();
     let mut response = String::new();
     s.read_to_string(&mut response).unwrap();
