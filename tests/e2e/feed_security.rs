@@ -254,6 +254,7 @@ fn a_feed_reachable_from_other_machines_needs_a_guard_or_an_explicit_insecure() 
         "0.0.0.0:0",
         "--feed-insecure",
     ]);
+    // It starts: the feed is announced (what it then does is the other tests' business).
     running.addr("feed");
-    assert!(running.terminate().success());
+    running.kill();
 }
