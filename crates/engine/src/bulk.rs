@@ -8,8 +8,8 @@ use crate::{Engine, EngineError, Result};
 use ivrstate_ingest::parse::{ParseError, Parsed};
 use ivrstate_model::{Envelope, Seq};
 use ivrstate_store::PendingAppend;
-use std::sync::mpsc;
 use serde::Serialize;
+use std::sync::mpsc;
 
 pub use ivrstate_ingest::BATCH;
 /// Locations of malformed input kept for the summary.

@@ -21,12 +21,18 @@
 //! states, never on how catch-up was batched, so a rebuild reproduces them exactly.
 
 use crate::keys;
+use crate::packs::Packs;
 use crate::{decode, encode, Result};
 use ivrstate_model::{IvrName, Micros, PortNum, Record, Seq, TServerName};
 use ivrstate_projection::{AgentSnapshot, EntityKey, PortState, ServerState, State};
 use ivrstate_store::DerivedTree;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap};
+
+/// Whether a derived key is a chunk's (its value is held by [`Packs`]).
+pub(crate) fn is_chunk_key(key: &[u8]) -> bool {
+    matches!(key.first(), Some(&AGENT_CHUNK_TAG | &BY_AGENT_TAG))
+}
 
 /// States per chunk: small enough that decoding one for an as-of lookup is a few microseconds.
 pub(crate) const CHUNK_LEN: usize = 64;
@@ -153,7 +159,7 @@ impl Deriver {
         entities: &mut BTreeSet<Vec<u8>>,
         touched: &[EntityKey],
         record: &Record,
-        tree: Option<&DerivedTree>,
+        tree: Option<(&DerivedTree, &Packs)>,
         out: &mut impl Extend<(Vec<u8>, Vec<u8>)>,
     ) -> Result<()> {
         for entity in touched {
@@ -214,7 +220,7 @@ impl Deriver {
         prefix: Vec<u8>,
         state: &AgentSnapshot,
         first_key: impl FnOnce(&AgentSnapshot) -> Vec<u8>,
-        tree: Option<&DerivedTree>,
+        tree: Option<(&DerivedTree, &Packs)>,
         out: &mut impl Extend<(Vec<u8>, Vec<u8>)>,
     ) -> Result<()> {
         let chunk = match self.open.entry(prefix) {
@@ -223,7 +229,13 @@ impl Deriver {
                 // First touch since the engine opened: continue the chunk stored last, if it
                 // has room.
                 let stored = match tree {
-                    Some(tree) => tree.scan_prefix(v.key()).next_back().transpose()?,
+                    Some((tree, packs)) => match tree.scan_prefix(v.key()).next_back() {
+                        Some(entry) => {
+                            let (key, value) = entry?;
+                            Some((key, packs.resolve(&value)?.into_owned()))
+                        }
+                        None => None,
+                    },
                     None => None,
                 };
                 let mut chunk = OpenChunk::default();
@@ -292,6 +304,7 @@ pub(crate) fn server_port_at(
 /// The agent state of a DN at `at`: the last state starting at or before it.
 pub(crate) fn agent_at(
     tree: &DerivedTree,
+    packs: &Packs,
     entity: &EntityKey,
     at: Micros,
 ) -> Result<Option<AgentSnapshot>> {
@@ -303,7 +316,7 @@ pub(crate) fn agent_at(
     else {
         return Ok(None);
     };
-    let states = decode_chunk(&bytes)?;
+    let states = decode_chunk(&packs.resolve(&bytes)?)?;
     Ok(states.into_iter().rev().find(|s| s.start <= at))
 }
 
@@ -311,6 +324,7 @@ pub(crate) fn agent_at(
 /// state after `to` (so the last interval knows it is closed).
 pub(crate) fn agent_states(
     tree: &DerivedTree,
+    packs: &Packs,
     entity: &EntityKey,
     from: Option<Micros>,
     to: Option<Micros>,
@@ -330,7 +344,7 @@ pub(crate) fn agent_states(
         if !key.starts_with(&prefix) {
             break;
         }
-        let states = decode_chunk(&bytes)?;
+        let states = decode_chunk(&packs.resolve(&bytes)?)?;
         for state in states {
             let beyond = to.is_some_and(|to| state.start > to);
             out.push(state);
@@ -345,12 +359,13 @@ pub(crate) fn agent_states(
 /// Every state of one agent id (all its DNs), in log order.
 pub(crate) fn by_agent(
     tree: &DerivedTree,
+    packs: &Packs,
     agent: &ivrstate_model::AgentId,
 ) -> Result<Vec<AgentSnapshot>> {
     let mut out = Vec::new();
     for entry in tree.scan_prefix(&by_agent_prefix(agent)) {
         let (_, bytes) = entry?;
-        out.extend(decode_chunk(&bytes)?);
+        out.extend(decode_chunk(&packs.resolve(&bytes)?)?);
     }
     Ok(out)
 }
@@ -358,6 +373,7 @@ pub(crate) fn by_agent(
 /// Every agent's states, grouped by agent id: calls `each` once per agent.
 pub(crate) fn each_agent(
     tree: &DerivedTree,
+    packs: &Packs,
     mut each: impl FnMut(Vec<AgentSnapshot>),
 ) -> Result<()> {
     let mut current: Option<Vec<u8>> = None;
@@ -375,7 +391,7 @@ pub(crate) fn each_agent(
             }
             current = Some(agent.to_vec());
         }
-        states.extend(decode_chunk(&bytes)?);
+        states.extend(decode_chunk(&packs.resolve(&bytes)?)?);
     }
     if !states.is_empty() {
         each(states);

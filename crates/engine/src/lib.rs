@@ -17,6 +17,7 @@ pub mod bulk;
 pub mod config;
 mod history;
 mod keys;
+mod packs;
 mod views;
 
 pub use config::{Config, ConfigError};
@@ -31,6 +32,7 @@ use ivrstate_projection::{Applied, Change, EntityKey, State};
 use ivrstate_store::{
     AppendReport, DerivedBatch, DerivedTree, EventLog, Store, StoreError, StoreOptions,
 };
+use packs::Packs;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -39,7 +41,7 @@ use std::path::Path;
 const SNAPSHOT_EVERY: Seq = 65_536;
 /// Records folded per atomic batch of derived entries (a commit): each commit also rewrites
 /// the chunks still filling, so commits are few and large.
-const COMMIT_EVERY: Seq = 262_144;
+const COMMIT_EVERY: Seq = 1 << 20;
 /// A catch-up that folded at least this many records leaves the state it reached, so that the
 /// next open starts from it instead of folding up to a snapshot's worth of records again.
 const STATE_AFTER: Seq = 16_384;
@@ -91,6 +93,7 @@ pub struct Engine {
     entities: BTreeSet<Vec<u8>>,
     applied: Applied,
     deriver: Deriver,
+    packs: Packs,
 }
 
 impl Engine {
@@ -105,6 +108,7 @@ impl Engine {
             entities: BTreeSet::new(),
             applied: Applied::default(),
             deriver: Deriver::default(),
+            packs: Packs::new(dir),
         };
         match engine
             .load_derived()
@@ -167,6 +171,7 @@ impl Engine {
             );
             return self.reset_derived();
         }
+        self.packs.remove_after(Some(derived_seq))?;
         self.state = match self.stored_state(derived_seq)? {
             Some(state) => state,
             None => self.state_at_seq(derived_seq)?,
@@ -190,6 +195,7 @@ impl Engine {
 
     fn reset_derived(&mut self) -> Result<()> {
         self.derived.clear()?;
+        self.packs.remove_after(None)?;
         self.state = State::default();
         self.entities.clear();
         self.deriver.clear();
@@ -220,6 +226,7 @@ impl Engine {
         while next <= last {
             let commit_end = last.min(next + COMMIT_EVERY - 1);
             let mut batch = DerivedBatch::new();
+            let mut chunks = Vec::new();
             let log = self.store.log().clone();
             let (state, applied, deriver) = (&mut self.state, &mut self.applied, &mut self.deriver);
             for_each_record(&log, next, commit_end, |record| {
@@ -230,8 +237,8 @@ impl Engine {
                     &mut self.entities,
                     &applied.touched,
                     record,
-                    Some(&self.derived),
-                    &mut batch,
+                    Some((&self.derived, &self.packs)),
+                    &mut chunks,
                 )?;
                 on_change(record, &applied.changes);
                 if record.seq % SNAPSHOT_EVERY == 0 {
@@ -239,7 +246,8 @@ impl Engine {
                 }
                 Ok(())
             })?;
-            self.deriver.commit(&mut batch);
+            self.deriver.commit(&mut chunks);
+            self.stage(next, chunks, &mut batch)?;
             batch.insert(DERIVED_SEQ_KEY, &keys::seq_key(commit_end));
             if commit_end == last && last + 1 - first >= STATE_AFTER {
                 batch.insert(STATE_KEY, &self.state.to_bytes());
@@ -247,6 +255,33 @@ impl Engine {
             self.derived.apply_batch(batch)?;
             progress(commit_end);
             next = commit_end + 1;
+        }
+        Ok(())
+    }
+
+    /// Puts one commit's derived entries into its batch: chunks into a pack named `first` (or
+    /// inline when they are few), the rest as they are.
+    fn stage(
+        &self,
+        first: Seq,
+        entries: Vec<(Vec<u8>, Vec<u8>)>,
+        batch: &mut DerivedBatch,
+    ) -> Result<()> {
+        let (chunks, rest): (Vec<_>, Vec<_>) = entries
+            .into_iter()
+            .partition(|(key, _)| history::is_chunk_key(key));
+        for (key, value) in rest {
+            batch.insert(&key, &value);
+        }
+        if chunks.iter().map(|(_, v)| v.len()).sum::<usize>() < packs::PACK_FROM {
+            for (key, chunk) in chunks {
+                batch.insert(&key, &Packs::inline(&chunk));
+            }
+            return Ok(());
+        }
+        let (keys, chunks): (Vec<_>, Vec<_>) = chunks.into_iter().unzip();
+        for (key, pointer) in keys.iter().zip(self.packs.write(first, &chunks)?) {
+            batch.insert(key, &pointer);
         }
         Ok(())
     }
@@ -297,7 +332,7 @@ impl Engine {
                 return Err(EngineError::Derived("undecodable entity key".into()));
             };
             if let EntityKey::Agent(..) = entity {
-                if let Some(agent) = history::agent_at(&self.derived, &entity, at)? {
+                if let Some(agent) = history::agent_at(&self.derived, &self.packs, &entity, at)? {
                     seq = seq.max(agent.start_seq);
                     agents.push(views::agent(&agent));
                 }
@@ -327,15 +362,18 @@ impl Engine {
         to: Option<Micros>,
     ) -> Result<Vec<Interval>> {
         let mut intervals = match selector {
-            HistorySelector::Agent(id) => {
-                ivrstate_projection::intervals(history::by_agent(&self.derived, id)?, from, to)
-            }
+            HistorySelector::Agent(id) => ivrstate_projection::intervals(
+                history::by_agent(&self.derived, &self.packs, id)?,
+                from,
+                to,
+            ),
             HistorySelector::Dn { dn, tserver } => {
                 let mut out = Vec::new();
                 for (ts, d) in self.agent_entities() {
                     if &d == dn && tserver.as_ref().is_none_or(|t| *t == ts) {
                         let entity = EntityKey::Agent(ts, d);
-                        let states = history::agent_states(&self.derived, &entity, from, to)?;
+                        let states =
+                            history::agent_states(&self.derived, &self.packs, &entity, from, to)?;
                         out.extend(ivrstate_projection::intervals(states, from, to));
                     }
                 }
@@ -348,7 +386,7 @@ impl Engine {
                     )));
                 };
                 let entity = EntityKey::Agent(p.tserver.clone(), p.dn.clone());
-                let states = history::agent_states(&self.derived, &entity, from, to)?;
+                let states = history::agent_states(&self.derived, &self.packs, &entity, from, to)?;
                 ivrstate_projection::intervals(states, from, to)
             }
         };
@@ -408,7 +446,7 @@ impl Engine {
     /// Every agent's intervals in `[from, to]` (one pass over the per-agent history).
     pub fn history_all(&self, from: Option<Micros>, to: Option<Micros>) -> Result<Vec<Interval>> {
         let mut intervals = Vec::new();
-        history::each_agent(&self.derived, |states| {
+        history::each_agent(&self.derived, &self.packs, |states| {
             intervals.extend(ivrstate_projection::intervals(states, from, to));
         })?;
         Ok(intervals)
@@ -516,7 +554,15 @@ impl Engine {
         let mut stored = Digest::default();
         for entry in self.derived.iter() {
             let (k, v) = entry?;
-            if k != DERIVED_SEQ_KEY && k != STATE_KEY {
+            if k == DERIVED_SEQ_KEY || k == STATE_KEY {
+                continue;
+            }
+            if history::is_chunk_key(&k) {
+                match self.packs.resolve(&v) {
+                    Ok(chunk) => stored.add(&k, &chunk),
+                    Err(e) => faults.push(e.to_string()),
+                }
+            } else {
                 stored.add(&k, &v);
             }
         }
