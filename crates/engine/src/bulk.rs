@@ -152,7 +152,7 @@ pub fn append_parsed(
 const PIPELINE_DEPTH: usize = 4;
 /// The deriver catches up once this many records are durable and not yet derived (about one
 /// commit of derived data: fewer, larger commits).
-const DERIVE_EVERY: Seq = 262_144;
+const DERIVE_EVERY: Seq = 1 << 20;
 
 fn join<T>(handle: std::thread::ScopedJoinHandle<'_, Result<T>>) -> Result<T> {
     handle
