@@ -225,8 +225,15 @@ impl Engine {
         let mut next = first;
         while next <= last {
             let commit_end = last.min(next + COMMIT_EVERY - 1);
-            let mut batch = DerivedBatch::new();
-            let mut chunks = Vec::new();
+            let mut out = Staged {
+                batch: DerivedBatch::new(),
+                pack: if commit_end + 1 - next >= packs::PACK_FROM {
+                    Some(self.packs.create(next)?)
+                } else {
+                    None
+                },
+                error: None,
+            };
             let log = self.store.log().clone();
             let (state, applied, deriver) = (&mut self.state, &mut self.applied, &mut self.deriver);
             for_each_record(&log, next, commit_end, |record| {
@@ -238,16 +245,21 @@ impl Engine {
                     &applied.touched,
                     record,
                     Some((&self.derived, &self.packs)),
-                    &mut chunks,
+                    &mut out,
                 )?;
                 on_change(record, &applied.changes);
                 if record.seq % SNAPSHOT_EVERY == 0 {
-                    batch.insert(&snapshot_key(record.seq), &state.to_bytes());
+                    out.batch
+                        .insert(&snapshot_key(record.seq), &state.to_bytes());
                 }
-                Ok(())
+                out.check()
             })?;
-            self.deriver.commit(&mut chunks);
-            self.stage(next, chunks, &mut batch)?;
+            self.deriver.commit(&mut out);
+            out.check()?;
+            if let Some(pack) = out.pack {
+                pack.finish()?;
+            }
+            let mut batch = out.batch;
             batch.insert(DERIVED_SEQ_KEY, &keys::seq_key(commit_end));
             if commit_end == last && last + 1 - first >= STATE_AFTER {
                 batch.insert(STATE_KEY, &self.state.to_bytes());
@@ -255,33 +267,6 @@ impl Engine {
             self.derived.apply_batch(batch)?;
             progress(commit_end);
             next = commit_end + 1;
-        }
-        Ok(())
-    }
-
-    /// Puts one commit's derived entries into its batch: chunks into a pack named `first` (or
-    /// inline when they are few), the rest as they are.
-    fn stage(
-        &self,
-        first: Seq,
-        entries: Vec<(Vec<u8>, Vec<u8>)>,
-        batch: &mut DerivedBatch,
-    ) -> Result<()> {
-        let (chunks, rest): (Vec<_>, Vec<_>) = entries
-            .into_iter()
-            .partition(|(key, _)| history::is_chunk_key(key));
-        for (key, value) in rest {
-            batch.insert(&key, &value);
-        }
-        if chunks.iter().map(|(_, v)| v.len()).sum::<usize>() < packs::PACK_FROM {
-            for (key, chunk) in chunks {
-                batch.insert(&key, &Packs::inline(&chunk));
-            }
-            return Ok(());
-        }
-        let (keys, chunks): (Vec<_>, Vec<_>) = chunks.into_iter().unzip();
-        for (key, pointer) in keys.iter().zip(self.packs.write(first, &chunks)?) {
-            batch.insert(key, &pointer);
         }
         Ok(())
     }
@@ -584,6 +569,41 @@ impl Engine {
             ));
         }
         Ok(faults)
+    }
+}
+
+/// Where a commit's derived entries go as they are made: chunks into the commit's pack (or
+/// inline, for a small commit), pointers and everything else into the sled batch.
+struct Staged {
+    batch: DerivedBatch,
+    pack: Option<packs::PackWriter>,
+    /// The first error writing the pack (`Extend` cannot return it).
+    error: Option<EngineError>,
+}
+
+impl Staged {
+    fn check(&mut self) -> Result<()> {
+        self.error.take().map_or(Ok(()), Err)
+    }
+}
+
+impl Extend<(Vec<u8>, Vec<u8>)> for Staged {
+    fn extend<I: IntoIterator<Item = (Vec<u8>, Vec<u8>)>>(&mut self, entries: I) {
+        for (key, value) in entries {
+            if !history::is_chunk_key(&key) {
+                self.batch.insert(&key, &value);
+                continue;
+            }
+            match &mut self.pack {
+                Some(pack) => match pack.add(&value) {
+                    Ok(pointer) => self.batch.insert(&key, &pointer),
+                    Err(e) => {
+                        self.error.get_or_insert(e);
+                    }
+                },
+                None => self.batch.insert(&key, &Packs::inline(&value)),
+            }
+        }
     }
 }
 

@@ -24,7 +24,7 @@ use ivrstate_model::Seq;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::Write;
+use std::io::Write as _;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -32,8 +32,8 @@ use std::sync::Mutex;
 const INLINE: u8 = 0;
 const PACKED: u8 = 1;
 const POINTER_LEN: usize = 1 + 8 + 8 + 4 + 4;
-/// A commit whose chunks add up to less than this keeps them inline in sled.
-pub(crate) const PACK_FROM: usize = 64 << 10;
+/// A commit of fewer records than this keeps its chunks inline in sled.
+pub(crate) const PACK_FROM: Seq = 4096;
 
 pub(crate) struct Packs {
     dir: PathBuf,
@@ -65,40 +65,22 @@ impl Packs {
         value
     }
 
-    /// Writes `chunks` one after another into pack `pack` and makes the file durable; returns
-    /// the value (pointer) for each chunk, in order.
-    pub(crate) fn write(&self, pack: Seq, chunks: &[Vec<u8>]) -> Result<Vec<Vec<u8>>> {
+    /// Starts pack `pack`: chunks handed to the writer go straight to the file.
+    pub(crate) fn create(&self, pack: Seq) -> Result<PackWriter> {
         let created = !self.dir.exists();
         std::fs::create_dir_all(&self.dir).map_err(|e| io_error("cannot create", &self.dir, e))?;
         let path = self.path(pack);
-        let mut bytes = Vec::with_capacity(chunks.iter().map(Vec::len).sum());
-        let mut pointers = Vec::with_capacity(chunks.len());
-        for chunk in chunks {
-            let mut value = Vec::with_capacity(POINTER_LEN);
-            value.push(PACKED);
-            value.extend_from_slice(&pack.to_be_bytes());
-            value.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
-            value.extend_from_slice(&(chunk.len() as u32).to_be_bytes());
-            value.extend_from_slice(&crc32fast::hash(chunk).to_be_bytes());
-            pointers.push(value);
-            bytes.extend_from_slice(chunk);
-        }
-        let mut file = File::create(&path).map_err(|e| io_error("cannot create", &path, e))?;
-        file.write_all(&bytes)
-            .and_then(|()| file.sync_data())
-            .map_err(|e| io_error("cannot write", &path, e))?;
-        // The file's directory entry, and the directory's when it is new, so that the pack is
-        // there after a crash once a pointer to it is committed.
-        sync_dir(&self.dir)?;
-        if created {
-            if let Some(parent) = self.dir.parent() {
-                sync_dir(parent)?;
-            }
-        }
+        let file = File::create(&path).map_err(|e| io_error("cannot create", &path, e))?;
         if let Ok(mut open) = self.open.lock() {
             open.remove(&pack);
         }
-        Ok(pointers)
+        Ok(PackWriter {
+            pack,
+            file: std::io::BufWriter::with_capacity(1 << 20, file),
+            path,
+            offset: 0,
+            new_dir: created.then(|| self.dir.clone()),
+        })
     }
 
     /// The chunk bytes a value holds or points to.
@@ -174,6 +156,51 @@ impl Packs {
                 std::fs::remove_file(entry.path())
                     .map_err(|e| io_error("cannot remove", &entry.path(), e))?;
             }
+        }
+        Ok(())
+    }
+}
+
+/// A pack being written: see [`Packs::create`].
+pub(crate) struct PackWriter {
+    pack: Seq,
+    file: std::io::BufWriter<File>,
+    path: PathBuf,
+    offset: u64,
+    /// The pack directory, when this pack created it (its parent is synced too).
+    new_dir: Option<PathBuf>,
+}
+
+impl PackWriter {
+    /// Appends a chunk; returns the value (pointer) that names it.
+    pub(crate) fn add(&mut self, chunk: &[u8]) -> Result<Vec<u8>> {
+        let mut value = Vec::with_capacity(POINTER_LEN);
+        value.push(PACKED);
+        value.extend_from_slice(&self.pack.to_be_bytes());
+        value.extend_from_slice(&self.offset.to_be_bytes());
+        value.extend_from_slice(&(chunk.len() as u32).to_be_bytes());
+        value.extend_from_slice(&crc32fast::hash(chunk).to_be_bytes());
+        self.file
+            .write_all(chunk)
+            .map_err(|e| io_error("cannot write", &self.path, e))?;
+        self.offset += chunk.len() as u64;
+        Ok(value)
+    }
+
+    /// Makes the pack durable (its bytes, its directory entry, and the directory's when it is
+    /// new), so that it is there after a crash once a pointer to it is committed.
+    pub(crate) fn finish(self) -> Result<()> {
+        let file = self
+            .file
+            .into_inner()
+            .map_err(|e| io_error("cannot write", &self.path, e.into_error()))?;
+        file.sync_data()
+            .map_err(|e| io_error("cannot sync", &self.path, e))?;
+        if let Some(dir) = self.path.parent() {
+            sync_dir(dir)?;
+        }
+        if let Some(parent) = self.new_dir.as_deref().and_then(Path::parent) {
+            sync_dir(parent)?;
         }
         Ok(())
     }
