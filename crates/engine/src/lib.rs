@@ -49,6 +49,13 @@ const DERIVED_TREE: &str = "derived";
 const DERIVED_SEQ_KEY: &[u8] = b"Mderived_seq";
 /// The state at `derived_seq`, when the last catch-up left it (see [`STATE_AFTER`]).
 const STATE_KEY: &[u8] = b"Mstate";
+/// Present while a commit writes its entries (see [`Staged`]): found on open, it means a commit
+/// was interrupted, and derived data is derived again from the log.
+const COMMITTING_KEY: &[u8] = b"Mcommitting";
+/// Entries per sled batch while a commit writes: sled copies a leaf for every insert and frees
+/// the old copies only when the batch ends, so one batch of a whole commit's ~40 k entries held
+/// hundreds of MB (issue 13's memory profile).
+const SLED_BATCH: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -161,6 +168,11 @@ impl Engine {
                 .ok_or_else(|| EngineError::Derived("derived_seq is not 8 bytes".into()))?,
             None => 0,
         };
+        if self.derived.get(COMMITTING_KEY)?.is_some() {
+            // A commit was interrupted: some of its entries may be there, beyond derived_seq.
+            tracing::warn!("derived data from an interrupted commit; deriving it again");
+            return self.reset_derived();
+        }
         if derived_seq > self.log().last_seq() {
             // Derived data ahead of the log cannot happen with one writer; if it does (a log
             // restored from an older copy), the derived data is recomputed rather than trusted.
@@ -226,6 +238,8 @@ impl Engine {
         while next <= last {
             let commit_end = last.min(next + COMMIT_EVERY - 1);
             let mut out = Staged {
+                tree: self.derived.clone(),
+                pending: 0,
                 batch: DerivedBatch::new(),
                 pack: if commit_end + 1 - next >= packs::PACK_FROM {
                     Some(self.packs.create(next)?)
@@ -249,8 +263,7 @@ impl Engine {
                 )?;
                 on_change(record, &applied.changes);
                 if record.seq % SNAPSHOT_EVERY == 0 {
-                    out.batch
-                        .insert(&snapshot_key(record.seq), &state.to_bytes());
+                    out.insert(&snapshot_key(record.seq), &state.to_bytes());
                 }
                 out.check()
             })?;
@@ -260,6 +273,7 @@ impl Engine {
                 pack.finish()?;
             }
             let mut batch = out.batch;
+            batch.remove(COMMITTING_KEY);
             batch.insert(DERIVED_SEQ_KEY, &keys::seq_key(commit_end));
             if commit_end == last && last + 1 - first >= STATE_AFTER {
                 batch.insert(STATE_KEY, &self.state.to_bytes());
@@ -539,7 +553,7 @@ impl Engine {
         let mut stored = Digest::default();
         for entry in self.derived.iter() {
             let (k, v) = entry?;
-            if k == DERIVED_SEQ_KEY || k == STATE_KEY {
+            if k == DERIVED_SEQ_KEY || k == STATE_KEY || k == COMMITTING_KEY {
                 continue;
             }
             if history::is_chunk_key(&k) {
@@ -573,8 +587,14 @@ impl Engine {
 }
 
 /// Where a commit's derived entries go as they are made: chunks into the commit's pack (or
-/// inline, for a small commit), pointers and everything else into the sled batch.
+/// inline, for a small commit), pointers and everything else into sled, [`SLED_BATCH`] entries
+/// at a time. Those batches are not the commit: the commit is the last batch, which moves
+/// `derived_seq` and removes [`COMMITTING_KEY`] (written before the first), after the pack is
+/// durable. sled recovers a prefix of its writes, so after a crash either the commit is whole,
+/// or the marker is there and open derives everything again.
 struct Staged {
+    tree: DerivedTree,
+    pending: usize,
     batch: DerivedBatch,
     pack: Option<packs::PackWriter>,
     /// The first error writing the pack (`Extend` cannot return it).
@@ -585,23 +605,37 @@ impl Staged {
     fn check(&mut self) -> Result<()> {
         self.error.take().map_or(Ok(()), Err)
     }
+
+    fn insert(&mut self, key: &[u8], value: &[u8]) {
+        self.batch.insert(key, value);
+        self.pending += 1;
+        if self.pending >= SLED_BATCH {
+            self.pending = 0;
+            let mut batch = std::mem::take(&mut self.batch);
+            // The marker goes with the first batch that is not the commit.
+            batch.insert(COMMITTING_KEY, b"");
+            if let Err(e) = self.tree.apply_batch(batch) {
+                self.error.get_or_insert(e.into());
+            }
+        }
+    }
 }
 
 impl Extend<(Vec<u8>, Vec<u8>)> for Staged {
     fn extend<I: IntoIterator<Item = (Vec<u8>, Vec<u8>)>>(&mut self, entries: I) {
         for (key, value) in entries {
             if !history::is_chunk_key(&key) {
-                self.batch.insert(&key, &value);
+                self.insert(&key, &value);
                 continue;
             }
             match &mut self.pack {
                 Some(pack) => match pack.add(&value) {
-                    Ok(pointer) => self.batch.insert(&key, &pointer),
+                    Ok(pointer) => self.insert(&key, &pointer),
                     Err(e) => {
                         self.error.get_or_insert(e);
                     }
                 },
-                None => self.batch.insert(&key, &Packs::inline(&value)),
+                None => self.insert(&key, &Packs::inline(&value)),
             }
         }
     }

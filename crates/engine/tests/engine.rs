@@ -523,3 +523,42 @@ fn chunks_of_a_large_commit_live_in_a_pack_that_verify_checks() {
         history
     );
 }
+
+/// A commit writes its entries in several sled batches before the one that moves derived_seq;
+/// a crash in between leaves a marker, and the next open derives everything again.
+#[test]
+fn an_interrupted_commit_is_derived_again_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let events: Vec<Envelope> = (0..3_000u64)
+        .map(|i| {
+            let n = i % 300;
+            agent(
+                "TS_A",
+                i + 1,
+                1_000 + i as i64,
+                [AgentEventKind::Ready, AgentEventKind::NotReady][(i / 300) as usize % 2],
+                &format!("{}", 7000 + n),
+                &format!("{}", 1000 + n),
+                None,
+            )
+        })
+        .collect();
+    let expected = {
+        let mut engine = open(dir.path());
+        engine.append(&events, |_, _| {}).unwrap();
+        let tree = engine.store().derived("derived").unwrap();
+        // What an interrupted commit leaves: its marker and entries past derived_seq.
+        tree.insert(b"Mcommitting", b"").unwrap();
+        tree.insert(
+            b"G\x00\x04zzzz\x00\x00\x00\x00\x00\x00\x00\x01",
+            b"\x00junk",
+        )
+        .unwrap();
+        engine.status()
+    };
+    let engine = open(dir.path());
+    assert_eq!(engine.status(), expected);
+    assert!(engine.verify_derived(|_| {}).unwrap().is_empty());
+    let tree = engine.store().derived("derived").unwrap();
+    assert!(tree.get(b"Mcommitting").unwrap().is_none());
+}
