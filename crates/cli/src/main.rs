@@ -12,9 +12,9 @@ mod svg;
 
 use anyhow::{Context, Result};
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
-use ivrstate_engine::Engine;
+use ivrstate_engine::{Engine, EngineError};
 use ivrstate_model::{Micros, Seq};
-use ivrstate_store::{Durability, StoreOptions};
+use ivrstate_store::{Durability, StoreError, StoreOptions};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -215,24 +215,40 @@ pub use ivrstate_ingest::now;
 /// disk) sled's flush waits forever — the command would hang instead of reporting the error.
 /// Commands that write flush explicitly before they report success ([`finish`]).
 pub fn open_engine(db: &std::path::Path, durability: DurabilityArg) -> Result<&'static mut Engine> {
-    let options = StoreOptions {
+    leak_engine(db, Engine::open(db, store_options(durability)))
+}
+
+/// As [`open_engine`], without reading derived data: for `verify` and `rebuild`, which must
+/// work whatever the derived data holds.
+fn open_engine_without_derived(db: &std::path::Path) -> Result<&'static mut Engine> {
+    leak_engine(
+        db,
+        Engine::open_without_derived(db, store_options(DurabilityArg::Full)),
+    )
+}
+
+fn store_options(durability: DurabilityArg) -> StoreOptions {
+    StoreOptions {
         durability: match durability {
             DurabilityArg::Full => Durability::Full,
             DurabilityArg::Relaxed => Durability::Relaxed,
         },
         ..StoreOptions::default()
-    };
-    let engine = Engine::open(db, options).map_err(|e| {
+    }
+}
+
+fn leak_engine(
+    db: &std::path::Path,
+    opened: Result<Engine, EngineError>,
+) -> Result<&'static mut Engine> {
+    let engine = opened.map_err(|e| match e {
         // sled holds an exclusive lock on an open store: say who probably has it.
-        if e.to_string().contains("could not acquire lock") {
-            anyhow::anyhow!(
-                "cannot open store {}: it is in use by another ivrstate process (a running `serve`?); \
-                 stop it, or ask the running server over GLI",
-                db.display()
-            )
-        } else {
-            anyhow::Error::new(e).context(format!("cannot open store {}", db.display()))
-        }
+        EngineError::Store(StoreError::Locked { .. }) => anyhow::anyhow!(
+            "cannot open store {}: it is in use by another ivrstate process (a running `serve`?); \
+             stop it, or ask the running server over GLI",
+            db.display()
+        ),
+        e => anyhow::Error::new(e).context(format!("cannot open store {}", db.display())),
     })?;
     Ok(Box::leak(Box::new(engine)))
 }
@@ -418,7 +434,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 fn verify(db: &std::path::Path, json: bool) -> Result<ExitCode> {
-    let engine = open_engine(db, DurabilityArg::Full)?;
+    let engine = open_engine_without_derived(db)?;
     let last = engine.log().last_seq();
     let bar = progress::bar(last, "verify log");
     let report = engine.log().verify().context("verify")?;
@@ -458,7 +474,7 @@ fn verify(db: &std::path::Path, json: bool) -> Result<ExitCode> {
 }
 
 fn rebuild(db: &std::path::Path) -> Result<ExitCode> {
-    let engine = open_engine(db, DurabilityArg::Full)?;
+    let engine = open_engine_without_derived(db)?;
     let last = engine.log().last_seq();
     let bar = progress::bar(last, "rebuild");
     let started = std::time::Instant::now();
@@ -515,6 +531,59 @@ fn simulate(args: SimulateArgs) -> Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// Every flag that takes a time or a zone, as (subcommand path, `--flag`).
+    fn time_flags() -> Vec<(Vec<String>, String)> {
+        fn walk(cmd: &clap::Command, path: &[String], out: &mut Vec<(Vec<String>, String)>) {
+            for arg in cmd.get_arguments() {
+                let takes_time = arg
+                    .get_value_names()
+                    .is_some_and(|n| n.iter().any(|n| n.as_str() == "TIME"))
+                    || matches!(arg.get_long(), Some("tz" | "log-tz"));
+                if let (true, Some(long)) = (takes_time, arg.get_long()) {
+                    out.push((path.to_vec(), format!("--{long}")));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                let mut p = path.to_vec();
+                p.push(sub.get_name().to_owned());
+                walk(sub, &p, out);
+            }
+        }
+        let mut out = Vec::new();
+        walk(&Cli::command(), &[], &mut out);
+        out
+    }
+
+    #[test]
+    fn the_time_flags_are_found() {
+        let flags = time_flags();
+        for (cmd, flag) in [("status", "--at"), ("status", "--tz"), ("audit", "--from")] {
+            assert!(
+                flags
+                    .iter()
+                    .any(|(p, f)| p.first().map(String::as_str) == Some(cmd) && f == flag),
+                "{cmd} {flag} not among {flags:?}"
+            );
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// No string given to a time or zone flag makes the parser panic: it is taken or it is
+        /// a usage error.
+        #[test]
+        fn time_and_zone_flags_never_panic(s in "\\PC{0,40}") {
+            for (path, flag) in time_flags() {
+                let args = std::iter::once("ivrstate".to_owned())
+                    .chain(path)
+                    .chain([flag, s.clone()]);
+                let _ = Cli::try_parse_from(args);
+            }
+        }
+    }
 
     /// Every command says what it does with an example, and every flag and argument has help.
     #[test]

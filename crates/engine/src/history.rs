@@ -99,11 +99,10 @@ fn encode_chunk(states: &[AgentSnapshot]) -> Vec<u8> {
 fn decode_chunk(bytes: &[u8]) -> Result<Vec<AgentSnapshot>> {
     let raw = lz4_flex::decompress_size_prepended(bytes)
         .map_err(|e| crate::EngineError::Derived(format!("history chunk: {e}")))?;
-    // A limit, so that a damaged length is an error rather than an allocation that aborts.
-    let config = bincode::config::standard().with_limit::<{ 16 << 20 }>();
-    let mut states: Vec<AgentSnapshot> = bincode::borrow_decode_from_slice(&raw, config)
-        .map(|(states, _)| states)
-        .map_err(|e| crate::EngineError::Derived(format!("undecodable history chunk: {e}")))?;
+    let mut states: Vec<AgentSnapshot> =
+        bincode::borrow_decode_from_slice(&raw, ivrstate_model::bincode_config())
+            .map(|(states, _)| states)
+            .map_err(|e| crate::EngineError::Derived(format!("undecodable history chunk: {e}")))?;
     // Times and seqs are stored as differences from the state before (see `OpenChunk::push`).
     let mut before = (0i64, 0u64);
     for state in &mut states {
@@ -147,7 +146,8 @@ impl OpenChunk {
         );
         self.before = (state.start.0, state.start_seq);
         // Encoding plain data into a Vec cannot fail; a short chunk would be caught by verify.
-        let _ = bincode::encode_into_std_write(fields, &mut self.raw, bincode::config::standard());
+        let _ =
+            bincode::encode_into_std_write(fields, &mut self.raw, ivrstate_model::bincode_config());
         self.len += 1;
         self.dirty = true;
     }

@@ -65,6 +65,10 @@ pub enum TLibKind {
     LinkConnected,
     /// EventLinkDisconnected: the link is down.
     LinkDisconnected,
+    /// Not a T-Library event: the feed connection that carried this T-Server's events closed
+    /// or failed. Nothing more is known of the T-Server, so its link counts as down (as
+    /// EventLinkDisconnected) until an EventLinkConnected; the audit tells the two apart.
+    SocketClosed,
 }
 
 impl TLibKind {
@@ -75,6 +79,7 @@ impl TLibKind {
             TLibKind::AddressInfo(_) => "EventAddressInfo",
             TLibKind::LinkConnected => "EventLinkConnected",
             TLibKind::LinkDisconnected => "EventLinkDisconnected",
+            TLibKind::SocketClosed => "SocketClosed",
         }
     }
 }
@@ -130,11 +135,19 @@ impl AgentEvent {
     /// The reason of a Ready/NotReady: `ReasonCode` in Reasons, else in Extensions, else the
     /// first value of Reasons (T-Servers and desktops differ in the key they use).
     pub fn reason(&self) -> Option<&str> {
-        self.reasons
-            .get("ReasonCode")
-            .or_else(|| self.extensions.get("ReasonCode"))
-            .or_else(|| self.reasons.0.first().map(|(_, v)| v.as_str()))
+        reason_of(&self.reasons, &self.extensions)
     }
+}
+
+/// The reason an agent state carries, from an event's Reasons and Extensions lists: `ReasonCode`
+/// in Reasons, else in Extensions, else the first value of Reasons (T-Servers and desktops
+/// differ in the key they use). The one place that rule is written (agent events and
+/// EventAddressInfo alike).
+pub fn reason_of<'a>(reasons: &'a KvList, extensions: &'a KvList) -> Option<&'a str> {
+    reasons
+        .get("ReasonCode")
+        .or_else(|| extensions.get("ReasonCode"))
+        .or_else(|| reasons.0.first().map(|(_, v)| v.as_str()))
 }
 
 /// EventAddressInfo about a DN.
