@@ -293,7 +293,9 @@ fn sse_carries_every_stored_change_in_order_and_resumes_after_the_last_id() {
         );
         seqs.push(seq);
     }
-    assert_eq!(seqs, (seq0 + 1..=seq0 + 40).collect::<Vec<_>>());
+    // In log order (other records, such as the feed's own, may sit between them).
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    assert!(seqs[0] > seq0);
     // A reader that lost its connection after the 15th change resumes at the 16th.
     let last = seqs[14].to_string();
     let mut resumed = Sse::open(http, "/api/v1/events", &[("Last-Event-ID", &last)]);
@@ -303,7 +305,14 @@ fn sse_carries_every_stored_change_in_order_and_resumes_after_the_last_id() {
     }
     // Stored before published: what the stream said is what status now says.
     let status = get(http, "/api/v1/status").json();
-    assert_eq!(status["seq"].as_u64(), Some(seq0 + 40));
+    assert!(status["seq"].as_u64().unwrap() >= seqs[39]);
+    let agent = status["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["dn"] == "7005")
+        .unwrap();
+    assert_eq!(agent["status"], "Ready");
 }
 
 #[test]
@@ -317,14 +326,15 @@ fn a_reader_that_does_not_read_is_dropped_while_another_gets_everything() {
     let mut good = Sse::open(http, &format!("/api/v1/events?after={seq0}"), &[]);
     let total = 60_000u64;
     let reader = std::thread::spawn(move || {
-        let mut last = seq0;
-        while last < seq0 + total {
+        let (mut last, mut changes) = (seq0, 0);
+        while changes < total {
             let e = good.next_event().expect("the good reader keeps its stream");
             let id: u64 = e.id.unwrap().parse().unwrap();
-            assert_eq!(id, last + 1, "no gap, no repeat");
+            assert!(id > last, "no repeat, in order");
             last = id;
+            changes += 1;
         }
-        last
+        changes
     });
     let base = 1_439_900_000u64;
     for chunk in 0..(total / 5000) {
@@ -341,7 +351,7 @@ fn a_reader_that_does_not_read_is_dropped_while_another_gets_everything() {
             .collect();
         feed(feed_addr, &lines);
     }
-    assert_eq!(reader.join().unwrap(), seq0 + total);
+    assert_eq!(reader.join().unwrap(), total);
     ivrstate_tests::wait_for("the stalled reader to be dropped", || {
         let m = get(http, "/metrics").text();
         (!m.contains("ivrstate_sse_readers_dropped_total 0\n")).then_some(())

@@ -139,6 +139,14 @@ pub fn request(
         }
         .read_to_end(&mut body)
         .expect("read chunked body");
+    } else if let Some(length) = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .and_then(|(_, v)| v.parse::<usize>().ok())
+    {
+        // Some servers (chromedriver) keep the connection open despite `Connection: close`.
+        body.resize(length, 0);
+        reader.read_exact(&mut body).expect("read body");
     } else {
         reader.read_to_end(&mut body).expect("read body");
     }
