@@ -390,7 +390,15 @@ mod tests {
             ),
             ("as_of", &["p50_ms", "p99_ms"]),
             ("storage", &["bytes_per_event", "sqlite_bytes_per_event"]),
-            ("tlog_parse", &["mb_per_s"]),
+            (
+                "tlog_parse",
+                &[
+                    "mb_per_s",
+                    "gzip_mb_per_s",
+                    "gunzip_only_mb_per_s",
+                    "gzip_cost_ratio",
+                ],
+            ),
             ("peak_rss_mb", &["peak_rss_mb"]),
         ];
         let json = report.to_json();
