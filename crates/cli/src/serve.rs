@@ -73,8 +73,8 @@ pub struct ServeArgs {
     tserver: Option<String>,
     /// The zone of the followed logs' times when their header does not say (as `ingest
     /// --log-tz`).
-    #[arg(long, value_name = "ZONE", value_parser = crate::ingest::parse_zone)]
-    log_tz: Option<Zone>,
+    #[arg(long, value_name = "ZONE", value_parser = |s: &str| crate::ingest::parse_zone(s).map(Box::new))]
+    log_tz: Option<Box<Zone>>,
     /// Format of the followed files (default: by extension, as `ingest`).
     #[arg(long, value_enum)]
     format: Option<Format>,
@@ -245,7 +245,7 @@ async fn serve(
             path.clone(),
             format,
             tserver.clone(),
-            args.log_tz.clone(),
+            args.log_tz.as_deref().cloned(),
             tx,
         );
         let jobs = jobs_tx.clone();
