@@ -1,0 +1,110 @@
+//! Consuming: the stream in order, from a given sequence, each message decoded into its
+//! envelopes.
+//!
+//! An ordered consumer (ephemeral, no acks, one replica) is the fastest way to read a stream,
+//! but client libraries have had gap bugs in them; so every message's stream sequence is
+//! checked to be exactly the one expected, and on anything else the subscription is dropped
+//! and made again from the expected sequence.
+
+use crate::Cluster;
+use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
+use futures_util::StreamExt;
+use ivrstate_model::Envelope;
+use ivrstate_store::codec;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// One message of the stream, decoded.
+#[derive(Debug)]
+pub struct Delivery {
+    pub stream_seq: u64,
+    pub subject: String,
+    /// Empty when the message could not be decoded (logged; every node skips it alike).
+    pub envelopes: Vec<Envelope>,
+}
+
+const RESUBSCRIBE_PAUSE: Duration = Duration::from_millis(250);
+
+/// Sends every message from `from` on, in order, to `tx`, until `tx` is closed.
+pub async fn consume(cluster: Cluster, from: u64, tx: mpsc::Sender<Delivery>) {
+    let mut next = from.max(1);
+    loop {
+        match subscribe_and_read(&cluster, &mut next, &tx).await {
+            Read::ReceiverGone => return,
+            Read::Resubscribe(why) => {
+                tracing::warn!(next, "resubscribing to the stream: {why}");
+                tokio::time::sleep(RESUBSCRIBE_PAUSE).await;
+            }
+        }
+    }
+}
+
+enum Read {
+    ReceiverGone,
+    Resubscribe(String),
+}
+
+async fn subscribe_and_read(
+    cluster: &Cluster,
+    next: &mut u64,
+    tx: &mpsc::Sender<Delivery>,
+) -> Read {
+    let stream = match cluster.js.get_stream(&cluster.config.stream).await {
+        Ok(s) => s,
+        Err(e) => return Read::Resubscribe(format!("stream lookup: {e}")),
+    };
+    let consumer = match stream
+        .create_consumer(OrderedConfig {
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: *next,
+            },
+            ..Default::default()
+        })
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => return Read::Resubscribe(format!("consumer: {e}")),
+    };
+    let mut messages = match consumer.messages().await {
+        Ok(m) => m,
+        Err(e) => return Read::Resubscribe(format!("messages: {e}")),
+    };
+    while let Some(message) = messages.next().await {
+        let message = match message {
+            Ok(m) => m,
+            Err(e) => return Read::Resubscribe(format!("delivery: {e}")),
+        };
+        let seq = match message.info() {
+            Ok(info) => info.stream_sequence,
+            Err(e) => return Read::Resubscribe(format!("message without metadata: {e}")),
+        };
+        if seq < *next {
+            // Delivered again after a resubscription: already handed on.
+            continue;
+        }
+        if seq != *next {
+            return Read::Resubscribe(format!("expected stream sequence {next}, got {seq}"));
+        }
+        let subject = message.subject.to_string();
+        let envelopes = match codec::decode_block(&message.payload) {
+            Ok(envs) => envs,
+            Err(e) => {
+                tracing::error!(seq, %subject, "a stream message is not a batch of events, skipped: {e}");
+                Vec::new()
+            }
+        };
+        if tx
+            .send(Delivery {
+                stream_seq: seq,
+                subject,
+                envelopes,
+            })
+            .await
+            .is_err()
+        {
+            return Read::ReceiverGone;
+        }
+        *next = seq + 1;
+    }
+    Read::Resubscribe("the subscription ended".into())
+}
