@@ -301,3 +301,82 @@ fn audit_adds_up_per_agent() {
     let csv = t.ok(&["audit", "--from", from, "--to", to, "--csv"]);
     assert_eq!(csv.lines().count(), rows.len() + 1);
 }
+
+#[test]
+fn audit_by_interval_adds_up_to_the_plain_audit_and_sessions_list_logins() {
+    let t = ivrstate();
+    let log = simulate_to(&t, "ts.log", &["--agents", "4", "--events", "600"]);
+    t.ok(&["ingest", "--tserver", "TS_SIP", &log]);
+    let window = [
+        "--from",
+        "2015-08-17T08:00:00Z",
+        "--to",
+        "2015-08-17T14:00:00Z",
+    ];
+    let mut args = vec!["audit", "--json"];
+    args.extend(window);
+    let plain = t.json(&args);
+    args.extend(["--interval", "15m", "--tz", "+05:30"]);
+    let rows = t.json(&args);
+    let rows = rows.as_array().unwrap();
+    // 6 hours: 24 quarter hours per agent at most, aligned at :00/:15/:30/:45 local.
+    assert!(rows.len() > 24, "{}", rows.len());
+    for agent in plain.as_array().unwrap() {
+        let id = &agent["agent_id"];
+        let mine: Vec<&Value> = rows.iter().filter(|r| &r["agent_id"] == id).collect();
+        let sum = |f: &dyn Fn(&Value) -> f64| mine.iter().map(|r| f(r)).sum::<f64>();
+        for status in ["LoggedIn", "Ready", "NotReady", "LoggedOut"] {
+            let want = agent["status_s"][status].as_f64().unwrap();
+            let got = sum(&|r| r["status_s"][status].as_f64().unwrap());
+            assert!((want - got).abs() < 1e-3, "{id} {status}: {want} vs {got}");
+        }
+        assert_eq!(
+            sum(&|r| r["logins"].as_f64().unwrap()),
+            agent["logins"].as_f64().unwrap()
+        );
+        for r in &mine {
+            let start = r["interval_start"].as_str().unwrap();
+            assert!(
+                start.contains(":00:00")
+                    || start.contains(":15:00")
+                    || start.contains(":30:00")
+                    || start.contains(":45:00"),
+                "{start}"
+            );
+        }
+    }
+    let csv = t.ok(&[
+        "audit",
+        "--interval",
+        "1h",
+        "--csv",
+        window[0],
+        window[1],
+        window[2],
+        window[3],
+    ]);
+    assert!(
+        csv.starts_with("interval_start,interval_end,agent_id,logins,logged_in_s,"),
+        "{csv}"
+    );
+    let sessions = t.json(&[
+        "audit",
+        "--sessions",
+        "--json",
+        window[0],
+        window[1],
+        window[2],
+        window[3],
+    ]);
+    let sessions = sessions.as_array().unwrap();
+    assert!(!sessions.is_empty());
+    for s in sessions {
+        let d = s["duration_s"].as_f64().unwrap();
+        let parts = s["ready_s"].as_f64().unwrap() + s["not_ready_s"].as_f64().unwrap();
+        assert!(parts <= d + 1e-3, "{s}");
+        assert_eq!(s["tserver"], "TS_SIP");
+    }
+    let bad = t.run(&["audit", "--interval", "7m"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("15m, 30m, 1h or 1d"));
+}

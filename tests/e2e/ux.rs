@@ -169,9 +169,55 @@ fn user_errors_are_one_line_with_the_exit_status_of_the_interface() {
         2,
         &["--speed", "--max"],
     );
-    one_line_error(&t, &["status", "--tz", "Mars"], 2, &["--tz", "+02:00"]);
+    one_line_error(
+        &t,
+        &["status", "--tz", "Mars"],
+        2,
+        &["--tz", "+02:00", "Europe/Berlin"],
+    );
+    // Once panicked (exit 101): the RFC 3339 parser sliced inside the `é`.
+    one_line_error(
+        &t,
+        &["status", "--at", "2015-08-17T23:16+1\u{e9}1"],
+        2,
+        &["--at", "2015-08-17T23:16+1\u{e9}1", "RFC 3339"],
+    );
 
     // Errors: exit 1, saying where (file:line, address) and what.
+    // An NDJSON record whose time holds a non-ASCII character (this panicked too): located and
+    // counted malformed, the good record beside it kept. (A store of its own: the checks below
+    // want an empty one.)
+    let nd_store = ivrstate();
+    let nd = nd_store.path("odd-time.ndjson");
+    std::fs::write(
+        &nd,
+        "{\"time\":\"2015-08-17T23:16+1\u{e9}1\",\"recorded\":\"2015-08-17T00:00:00Z\",\"event\":{\"Config\":{\"ServerSettings\":{\"version\":\"1\"}}}}\n\
+         {\"time\":\"2015-08-17T00:00:00Z\",\"recorded\":\"2015-08-17T00:00:00Z\",\"event\":{\"Config\":{\"ServerSettings\":{\"version\":\"2\"}}}}\n",
+    )
+    .unwrap();
+    let out = nd_store.run(&[
+        "ingest",
+        "--json",
+        "--format",
+        "ndjson",
+        &nd.display().to_string(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["malformed"], 1, "{summary}");
+    assert_eq!(summary["appended"], 1, "{summary}");
+    assert!(
+        summary["errors"][0]["file"]
+            .as_str()
+            .is_some_and(|f| f.ends_with("odd-time.ndjson"))
+            && summary["errors"][0]["line"] == 1
+            && summary["errors"][0]["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("invalid time")),
+        "{summary}"
+    );
     let missing = t.path("nosuch.log").display().to_string();
     one_line_error(&t, &["ingest", &missing], 1, &["nosuch.log"]);
     let bad = t.path("bad.toml");

@@ -8,6 +8,7 @@
 
 pub mod asof;
 pub mod data;
+pub mod end_to_end;
 pub mod ingest;
 pub mod rebuild;
 pub mod report;
@@ -35,6 +36,10 @@ pub struct Options {
     pub as_of_queries: usize,
     /// Where the stores go (a temporary directory inside it, removed at the end).
     pub dir: Option<PathBuf>,
+    /// Run only the `end_to_end` scenario (for 10 M events, where the rest would take long).
+    pub end_to_end_only: bool,
+    /// Repetitions of `end_to_end` (SQLite's part alone takes minutes at 1 M events).
+    pub end_to_end_runs: usize,
 }
 
 impl Default for Options {
@@ -47,6 +52,8 @@ impl Default for Options {
             publishes: 50,
             as_of_queries: 100,
             dir: None,
+            end_to_end_only: false,
+            end_to_end_runs: 1,
         }
     }
 }
@@ -63,6 +70,55 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report> {
     .context("creating the working directory")?;
     let work = tmp.path();
     let mut scenarios = Vec::new();
+
+    // end_to_end first: its peak memory is then the ingest's, not the other scenarios' data.
+    progress(&format!(
+        "end_to_end: simulating {} events of {} agents",
+        opts.events,
+        end_to_end::AGENTS
+    ));
+    let log = end_to_end::simulate_log(work, opts.events)?;
+    let mut e2e_runs = Vec::new();
+    let mut e2e_events = 0;
+    for r in 0..opts.end_to_end_runs.max(1) {
+        let run = end_to_end::run(&log, work)?;
+        progress(&format!(
+            "end_to_end run {}: ivrstate {:.0}/s, sqlite {:.0}/s, {:.1} bytes/event (SQLite {:.1}), peak {:.0} MB",
+            r + 1,
+            run.ivrstate,
+            run.sqlite,
+            run.bytes_per_event,
+            run.sqlite_bytes_per_event,
+            run.peak_rss_mb
+        ));
+        e2e_events = run.events;
+        e2e_runs.push(vec![
+            ("ivrstate", run.ivrstate),
+            ("sqlite", run.sqlite),
+            ("ivrstate_us_per_event", 1e6 / run.ivrstate),
+            ("sqlite_us_per_event", 1e6 / run.sqlite),
+            ("bytes_per_event", run.bytes_per_event),
+            ("sqlite_bytes_per_event", run.sqlite_bytes_per_event),
+            ("peak_rss_mb", run.peak_rss_mb),
+        ]);
+    }
+    let _ = std::fs::remove_file(&log);
+    scenarios.push(Scenario {
+        name: "end_to_end",
+        fields: median_fields(&e2e_runs),
+        note: format!(
+            "events/s from T-Server log text ({} agents, {e2e_events} events) to a store with \
+             complete derived data, as `ivrstate ingest` (durable); SQLite: same parser, \
+             events table + 2 indexes, WAL, synchronous=FULL, a transaction per 1000",
+            end_to_end::AGENTS
+        ),
+    });
+    if opts.end_to_end_only {
+        return Ok(Report {
+            events: opts.events,
+            scenarios,
+        });
+    }
 
     progress(&format!("simulating and parsing {} events", opts.events));
     let data = data::generate(work, opts.events)?;
@@ -119,8 +175,8 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report> {
         name: "ingest_durable",
         fields: median_fields(&ingest_runs),
         note: format!(
-            "events/s, batches of {}, each acknowledged once durable; ivrstate: {} writers, \
-             group commit; SQLite and raw file: one writer",
+            "events/s, batches of {}, each acknowledged once durable; ivrstate and raw file: {} \
+             writers, group commit (one write + one fdatasync per group); SQLite: one writer",
             ingest::BATCH,
             ingest::WRITERS
         ),
@@ -193,7 +249,11 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report> {
     scenarios.push(Scenario {
         name: "fanout",
         fields: median_fields(&fo),
-        note: format!("Hub::publish to all, {} per run", opts.publishes),
+        note: format!(
+            "Hub::publish to all, {} per run; baseline: the same frame to as many loopback \
+             sockets by a plain non-blocking send loop, same readers, same run",
+            opts.publishes
+        ),
     });
 
     // as_of: the engine derives its history index on first open (not timed in the figures).
@@ -227,9 +287,13 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report> {
 
 fn remove(dir: &std::path::Path, sql: &std::path::Path, raw: &std::path::Path) {
     let _ = std::fs::remove_dir_all(dir);
-    for p in [sql.to_path_buf(), raw.to_path_buf()] {
-        let _ = std::fs::remove_file(&p);
-    }
+    let _ = std::fs::remove_file(raw);
+    remove_sqlite(sql);
+}
+
+/// Removes an SQLite database and its WAL and shared-memory files.
+pub(crate) fn remove_sqlite(sql: &std::path::Path) {
+    let _ = std::fs::remove_file(sql);
     for suffix in ["-wal", "-shm"] {
         let mut p = sql.as_os_str().to_owned();
         p.push(suffix);
@@ -265,13 +329,36 @@ mod tests {
             publishes: 3,
             as_of_queries: 5,
             dir: None,
+            end_to_end_only: false,
+            end_to_end_runs: 1,
         };
         let report = run(&opts, &mut |_| {}).unwrap();
-        let expect: [(&str, &[&str]); 8] = [
+        let expect: [(&str, &[&str]); 9] = [
+            (
+                "end_to_end",
+                &[
+                    "ivrstate",
+                    "sqlite",
+                    "ivrstate_us_per_event",
+                    "sqlite_us_per_event",
+                    "bytes_per_event",
+                    "sqlite_bytes_per_event",
+                    "peak_rss_mb",
+                ],
+            ),
             ("ingest_durable", &["ivrstate", "sqlite", "raw_file"]),
             ("rebuild", &["ivrstate", "sqlite", "in_memory"]),
             ("agent_query", &["p50_us", "p99_us", "clients"]),
-            ("fanout", &["p50_ms", "p99_ms", "clients"]),
+            (
+                "fanout",
+                &[
+                    "p50_ms",
+                    "p99_ms",
+                    "clients",
+                    "baseline_p50_ms",
+                    "baseline_p99_ms",
+                ],
+            ),
             ("as_of", &["p50_ms", "p99_ms"]),
             ("storage", &["bytes_per_event", "sqlite_bytes_per_event"]),
             ("tlog_parse", &["mb_per_s"]),

@@ -24,6 +24,12 @@ struct Args {
     /// Where to put the temporary stores (default: the system's temporary directory).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Run only the `end_to_end` scenario (the user's whole ingest path; e.g. at 10 M events).
+    #[arg(long)]
+    end_to_end_only: bool,
+    /// Repetitions of `end_to_end` (its SQLite part alone takes minutes at 1 M events).
+    #[arg(long, default_value_t = 1)]
+    end_to_end_runs: usize,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -34,6 +40,8 @@ fn main() -> anyhow::Result<()> {
         runs: args.runs,
         clients: args.clients,
         dir: args.dir,
+        end_to_end_only: args.end_to_end_only,
+        end_to_end_runs: args.end_to_end_runs,
         ..Options::default()
     };
     let start = std::time::Instant::now();

@@ -143,7 +143,7 @@ const fn goal(
     }
 }
 
-pub const GOALS: [Goal; 10] = [
+pub const GOALS: [Goal; 15] = [
     goal(
         "durable ingest / SQLite (x)",
         "ingest_durable",
@@ -209,6 +209,46 @@ pub const GOALS: [Goal; 10] = [
         None,
         false,
         150.0,
+    ),
+    goal(
+        "end to end (events/s)",
+        "end_to_end",
+        "ivrstate",
+        None,
+        true,
+        150_000.0,
+    ),
+    goal(
+        "end to end / SQLite (x)",
+        "end_to_end",
+        "ivrstate",
+        Some("sqlite"),
+        true,
+        2.0,
+    ),
+    goal(
+        "end to end: bytes per event (whole store)",
+        "end_to_end",
+        "bytes_per_event",
+        None,
+        false,
+        60.0,
+    ),
+    goal(
+        "end to end: peak memory (MB)",
+        "end_to_end",
+        "peak_rss_mb",
+        None,
+        false,
+        150.0,
+    ),
+    goal(
+        "fan-out p99 / plain send loop (x)",
+        "fanout",
+        "p99_ms",
+        Some("baseline_p99_ms"),
+        false,
+        1.3,
     ),
 ];
 

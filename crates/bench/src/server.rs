@@ -205,12 +205,13 @@ async fn scenarios(
     Ok((agent_query, fanout))
 }
 
-async fn fanout(
-    hub: &Arc<Hub>,
+/// Times `plan.publishes` publishes per run to `clients`: `publish(n)` hands publish number n
+/// (from 1) to the sending thread, and each is timed until every client's reader has decoded it.
+async fn time_publishes(
     clients: Vec<Client>,
-    ports: &[PortNum],
     plan: &Plan,
-) -> Result<Vec<Fields>> {
+    mut publish: impl FnMut(u64) -> Result<()>,
+) -> Result<Vec<Vec<f64>>> {
     // Each reader counts the frames it decodes; the one that completes a publish (the count
     // reaches clients x publishes so far) wakes the timer. One wake-up per publish, not one per
     // client: the harness should cost as little as it can next to what it measures.
@@ -218,6 +219,7 @@ async fn fanout(
     let all_arrived = Arc::new(Notify::new());
     let target = Arc::new(AtomicU64::new(u64::MAX));
     let mut readers = tokio::task::JoinSet::new();
+    let count = clients.len() as u64;
     for mut c in clients {
         let (arrived, all_arrived, target) = (arrived.clone(), all_arrived.clone(), target.clone());
         readers.spawn(async move {
@@ -230,6 +232,51 @@ async fn fanout(
             }
         });
     }
+    let mut runs = Vec::new();
+    let mut n = 0u64;
+    for _ in 0..plan.runs {
+        let mut samples = Vec::with_capacity(plan.publishes);
+        for _ in 0..plan.publishes {
+            n += 1;
+            let goal = n * count;
+            target.store(goal, Ordering::Release);
+            let t = Instant::now();
+            publish(n)?;
+            while arrived.load(Ordering::Acquire) < goal {
+                timeout(DEADLINE, all_arrived.notified())
+                    .await
+                    .map_err(|_| anyhow!("a client did not get the publish within {DEADLINE:?}"))?;
+            }
+            samples.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        runs.push(samples);
+    }
+    readers.abort_all();
+    Ok(runs)
+}
+
+/// The change of publish `n`: one agent's status, alternating.
+fn change(ports: &[PortNum], n: u64) -> Change {
+    Change {
+        ivr: IvrName::from(IVR),
+        info: MonitorInfo::Agent {
+            port: ports[0].clone(),
+            status: if n & 1 == 0 {
+                AgentStatus::Ready
+            } else {
+                AgentStatus::NotReady
+            },
+        },
+    }
+}
+
+async fn fanout(
+    hub: &Arc<Hub>,
+    clients: Vec<Client>,
+    ports: &[PortNum],
+    plan: &Plan,
+) -> Result<Vec<Fields>> {
+    let count = clients.len();
     // The appender's stand-in: publishes each change it is handed.
     let (publish, changes) = std::sync::mpsc::channel::<Change>();
     let publisher = std::thread::Builder::new()
@@ -242,46 +289,105 @@ async fn fanout(
                 }
             }
         })?;
-    let mut runs = Vec::new();
-    let mut n = 0u64;
-    for _ in 0..plan.runs {
-        let mut samples = Vec::with_capacity(plan.publishes);
-        for _ in 0..plan.publishes {
-            n += 1;
-            let change = Change {
-                ivr: IvrName::from(IVR),
-                info: MonitorInfo::Agent {
-                    port: ports[0].clone(),
-                    status: if n & 1 == 0 {
-                        AgentStatus::Ready
-                    } else {
-                        AgentStatus::NotReady
-                    },
-                },
-            };
-            let goal = n * plan.clients as u64;
-            target.store(goal, Ordering::Release);
-            let t = Instant::now();
-            publish
-                .send(change)
-                .map_err(|_| anyhow!("the publishing thread has stopped"))?;
-            while arrived.load(Ordering::Acquire) < goal {
-                timeout(DEADLINE, all_arrived.notified())
-                    .await
-                    .map_err(|_| anyhow!("a client did not get the publish within {DEADLINE:?}"))?;
-            }
-            samples.push(t.elapsed().as_secs_f64() * 1e3);
-        }
-        runs.push(vec![
-            ("p50_ms", percentile(&samples, 50.0)),
-            ("p99_ms", percentile(&samples, 99.0)),
-            ("clients", plan.clients as f64),
-        ]);
-    }
-    readers.abort_all();
+    let ivrstate = time_publishes(clients, plan, |n| {
+        publish
+            .send(change(ports, n))
+            .map_err(|_| anyhow!("the publishing thread has stopped"))
+    })
+    .await?;
     drop(publish);
     publisher
         .join()
         .map_err(|_| anyhow!("the publishing thread panicked"))?;
+    let baseline = baseline(count, ports, plan).await?;
+    Ok(ivrstate
+        .iter()
+        .zip(&baseline)
+        .map(|(ours, plain)| {
+            vec![
+                ("p50_ms", percentile(ours, 50.0)),
+                ("p99_ms", percentile(ours, 99.0)),
+                ("clients", count as f64),
+                ("baseline_p50_ms", percentile(plain, 50.0)),
+                ("baseline_p99_ms", percentile(plain, 99.0)),
+            ]
+        })
+        .collect())
+}
+
+/// The floor of a fan-out on this machine: the bytes one publish puts on every connection (a
+/// MonitorInfo frame), sent to as many loopback sockets by a plain loop of non-blocking `send`s
+/// from one thread (what a socket does not take is retried until it does), received by the
+/// same readers.
+async fn baseline(count: usize, ports: &[PortNum], plan: &Plan) -> Result<Vec<Vec<f64>>> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let accepter = std::thread::spawn(move || -> std::io::Result<Vec<std::net::TcpStream>> {
+        (0..count)
+            .map(|_| {
+                let (stream, _) = listener.accept()?;
+                stream.set_nonblocking(true)?;
+                stream.set_nodelay(true)?;
+                Ok(stream)
+            })
+            .collect()
+    });
+    let mut clients = Vec::with_capacity(count);
+    for i in 0..count {
+        clients.push(
+            Client::connect(addr)
+                .await
+                .with_context(|| format!("connecting baseline client {i}"))?,
+        );
+    }
+    let streams = accepter
+        .join()
+        .map_err(|_| anyhow!("the accepting thread panicked"))??;
+    let (publish, frames) = std::sync::mpsc::channel::<Vec<u8>>();
+    let sender = std::thread::Builder::new()
+        .name("plain-send".into())
+        .spawn(move || -> std::io::Result<()> {
+            use std::io::Write;
+            let mut streams = streams;
+            for frame in frames {
+                let mut left: Vec<(usize, usize)> = Vec::new();
+                for (i, s) in streams.iter_mut().enumerate() {
+                    match s.write(&frame) {
+                        Ok(n) if n == frame.len() => {}
+                        Ok(n) => left.push((i, n)),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => left.push((i, 0)),
+                        Err(e) => return Err(e),
+                    }
+                }
+                while !left.is_empty() {
+                    left.retain_mut(|(i, sent)| match streams[*i].write(&frame[*sent..]) {
+                        Ok(n) => {
+                            *sent += n;
+                            *sent < frame.len()
+                        }
+                        Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+                    });
+                }
+            }
+            Ok(())
+        })?;
+    let runs = time_publishes(clients, plan, |n| {
+        let change = change(ports, n);
+        let doc = xml::encode(&GctiMsg {
+            call_id: "1".into(),
+            msg: Message::MonitorInfo {
+                req_id: None,
+                info: change.info,
+            },
+        });
+        publish
+            .send(encode_frame(FrameKind::Data, &doc)?)
+            .map_err(|_| anyhow!("the sending thread has stopped"))
+    })
+    .await?;
+    drop(publish);
+    sender
+        .join()
+        .map_err(|_| anyhow!("the sending thread panicked"))??;
     Ok(runs)
 }

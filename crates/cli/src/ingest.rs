@@ -3,18 +3,14 @@
 use crate::{format_of, now, open_engine, progress, DurabilityArg, Format};
 use anyhow::{Context, Result};
 use clap::Args;
+use ivrstate_engine::bulk::{self, IngestSummary};
 use ivrstate_engine::Engine;
 use ivrstate_ingest::follow::spawn_follower;
-use ivrstate_ingest::parse::{ndjson::NdjsonReader, tlog::TlogReader, ParseError, Parsed};
-use ivrstate_ingest::BATCH;
-use ivrstate_model::{Envelope, TServerName};
-use serde::Serialize;
+use ivrstate_ingest::parse::{ndjson::NdjsonReader, tlog::TlogReader, Parsed};
+use ivrstate_model::TServerName;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-
-/// Locations of malformed input kept for the summary.
-const MAX_ERRORS: usize = 100;
 
 #[derive(Args)]
 pub struct IngestArgs {
@@ -38,61 +34,9 @@ pub struct IngestArgs {
     files: Vec<PathBuf>,
 }
 
-/// The summary docs/interface.md specifies for `ingest --json`.
-#[derive(Default, Serialize)]
-pub struct Summary {
-    pub read: u64,
-    pub appended: u64,
-    pub duplicates: u64,
-    pub malformed: u64,
-    pub skipped: u64,
-    pub errors: Vec<ErrorLocation>,
-}
-
-#[derive(Serialize)]
-pub struct ErrorLocation {
-    pub file: String,
-    pub line: u64,
-    pub byte_offset: u64,
-    pub reason: String,
-}
-
-impl Summary {
-    /// Counts one parser output; returns the envelope to append, if any.
-    pub fn count(&mut self, parsed: Parsed) -> Option<Envelope> {
-        match parsed {
-            Parsed::Event(envelope) => {
-                self.read += 1;
-                Some(envelope)
-            }
-            Parsed::Skipped { .. } => {
-                self.skipped += 1;
-                None
-            }
-            Parsed::Malformed(error) => {
-                self.malformed_at(&error);
-                None
-            }
-        }
-    }
-
-    fn malformed_at(&mut self, e: &ParseError) {
-        tracing::warn!("{e}");
-        self.malformed += 1;
-        if self.errors.len() < MAX_ERRORS {
-            self.errors.push(ErrorLocation {
-                file: e.file.clone(),
-                line: e.line,
-                byte_offset: e.byte_offset,
-                reason: e.reason.clone(),
-            });
-        }
-    }
-}
-
 pub fn run(db: &Path, args: IngestArgs) -> Result<ExitCode> {
     let engine = open_engine(db, args.durability)?;
-    let mut summary = Summary::default();
+    let mut summary = IngestSummary::default();
     let tserver = args.tserver.as_deref().map(TServerName::from);
     let started = std::time::Instant::now();
     for path in &args.files {
@@ -107,10 +51,7 @@ pub fn run(db: &Path, args: IngestArgs) -> Result<ExitCode> {
     if args.follow {
         follow(engine, &args, tserver, &mut summary)?;
     }
-    engine
-        .catch_up(|_, _| {})
-        .context("updating derived data")?;
-    crate::finish(engine)?;
+    bulk::complete(engine).context("updating derived data")?;
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
     } else {
@@ -138,7 +79,7 @@ fn ingest_file(
     path: &Path,
     format: ivrstate_ingest::Format,
     tserver: Option<TServerName>,
-    summary: &mut Summary,
+    summary: &mut IngestSummary,
 ) -> Result<()> {
     let name = path.display().to_string();
     let (reader, len): (Box<dyn Read>, u64) = if is_stdin(path) {
@@ -157,37 +98,8 @@ fn ingest_file(
         },
     );
     let parsed = parse_reader(reader, &name, format, tserver);
-    append_all(engine, parsed, summary).with_context(|| format!("ingesting {name}"))?;
+    bulk::append_parsed(engine, parsed, summary).with_context(|| format!("ingesting {name}"))?;
     bar.finish_and_clear();
-    Ok(())
-}
-
-/// Appends parsed events in batches of [`BATCH`]; each batch is durable before the next is read.
-pub fn append_all(
-    engine: &mut Engine,
-    parsed: impl Iterator<Item = Parsed>,
-    summary: &mut Summary,
-) -> Result<()> {
-    let mut batch: Vec<Envelope> = Vec::with_capacity(BATCH);
-    for item in parsed {
-        if let Some(envelope) = summary.count(item) {
-            batch.push(envelope);
-            if batch.len() == BATCH {
-                append(engine, &mut batch, summary)?;
-            }
-        }
-    }
-    append(engine, &mut batch, summary)
-}
-
-fn append(engine: &mut Engine, batch: &mut Vec<Envelope>, summary: &mut Summary) -> Result<()> {
-    if batch.is_empty() {
-        return Ok(());
-    }
-    let report = engine.log().append(batch)?;
-    summary.appended += report.appended;
-    summary.duplicates += report.duplicates;
-    batch.clear();
     Ok(())
 }
 
@@ -200,7 +112,7 @@ fn follow(
     engine: &mut Engine,
     args: &IngestArgs,
     tserver: Option<TServerName>,
-    summary: &mut Summary,
+    summary: &mut IngestSummary,
 ) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -221,7 +133,7 @@ fn follow(
                 _ = tokio::signal::ctrl_c() => break,
                 items = rx.recv() => {
                     let Some(items) = items else { break };
-                    append_all(engine, items.into_iter(), summary)?;
+                    bulk::append_parsed(engine, items.into_iter(), summary)?;
                     engine.catch_up(|_, _| {})?;
                     tracing::info!(read = summary.read, appended = summary.appended, "followed");
                 }
@@ -231,7 +143,7 @@ fn follow(
     })
 }
 
-fn print_summary(s: &Summary, elapsed: std::time::Duration) {
+fn print_summary(s: &IngestSummary, elapsed: std::time::Duration) {
     println!(
         "read {} events: {} appended, {} duplicates skipped, {} malformed, {} skipped (no state) in {:.2?}",
         s.read, s.appended, s.duplicates, s.malformed, s.skipped, elapsed

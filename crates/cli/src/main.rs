@@ -515,6 +515,59 @@ fn simulate(args: SimulateArgs) -> Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// Every flag that takes a time or a zone, as (subcommand path, `--flag`).
+    fn time_flags() -> Vec<(Vec<String>, String)> {
+        fn walk(cmd: &clap::Command, path: &[String], out: &mut Vec<(Vec<String>, String)>) {
+            for arg in cmd.get_arguments() {
+                let takes_time = arg
+                    .get_value_names()
+                    .is_some_and(|n| n.iter().any(|n| n.as_str() == "TIME"))
+                    || matches!(arg.get_long(), Some("tz" | "log-tz"));
+                if let (true, Some(long)) = (takes_time, arg.get_long()) {
+                    out.push((path.to_vec(), format!("--{long}")));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                let mut p = path.to_vec();
+                p.push(sub.get_name().to_owned());
+                walk(sub, &p, out);
+            }
+        }
+        let mut out = Vec::new();
+        walk(&Cli::command(), &[], &mut out);
+        out
+    }
+
+    #[test]
+    fn the_time_flags_are_found() {
+        let flags = time_flags();
+        for (cmd, flag) in [("status", "--at"), ("status", "--tz"), ("audit", "--from")] {
+            assert!(
+                flags
+                    .iter()
+                    .any(|(p, f)| p.first().map(String::as_str) == Some(cmd) && f == flag),
+                "{cmd} {flag} not among {flags:?}"
+            );
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// No string given to a time or zone flag makes the parser panic: it is taken or it is
+        /// a usage error.
+        #[test]
+        fn time_and_zone_flags_never_panic(s in "\\PC{0,40}") {
+            for (path, flag) in time_flags() {
+                let args = std::iter::once("ivrstate".to_owned())
+                    .chain(path)
+                    .chain([flag, s.clone()]);
+                let _ = Cli::try_parse_from(args);
+            }
+        }
+    }
 
     /// Every command says what it does with an example, and every flag and argument has help.
     #[test]

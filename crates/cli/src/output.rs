@@ -1,80 +1,48 @@
-//! Output for people and scripts: aligned tables, CSV, times in UTC or a fixed offset.
+//! Output for people and scripts: aligned tables, CSV, times in UTC or a zone.
 
-use ivrstate_model::Micros;
+use ivrstate_model::{Micros, Zone};
 use std::io::IsTerminal;
+use std::sync::OnceLock;
 
-/// How times are shown in tables: UTC (default) or a fixed offset from `--tz +02:00`.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Tz {
-    offset_secs: i64,
+/// How times are shown in tables: UTC (default), a fixed offset (`--tz +02:00`), a named zone
+/// with its DST rules (`--tz Europe/Berlin`) or the system's (`--tz local`). The zone itself is
+/// the model's [`Zone`] (one parser for every zone and offset); this is a copyable handle to it.
+#[derive(Clone, Copy, Debug)]
+pub struct Tz(&'static Zone);
+
+impl Default for Tz {
+    fn default() -> Self {
+        static UTC: OnceLock<Zone> = OnceLock::new();
+        Tz(UTC.get_or_init(Zone::utc))
+    }
 }
 
 impl Tz {
     pub fn parse(s: &str) -> Result<Tz, String> {
-        let bad =
-            || format!("invalid --tz {s:?}: expected UTC or an offset such as +02:00 or -0530");
-        if s.eq_ignore_ascii_case("utc") || s == "Z" {
-            return Ok(Tz::default());
-        }
-        let (sign, rest) = match s.as_bytes().first() {
-            Some(b'+') => (1, s.get(1..).unwrap_or_default()),
-            Some(b'-') => (-1, s.get(1..).unwrap_or_default()),
-            _ => return Err(bad()),
-        };
-        let digits: String = rest.chars().filter(|c| *c != ':').collect();
-        if digits.len() != 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(bad());
-        }
-        let h: i64 = digits
-            .get(..2)
-            .unwrap_or_default()
-            .parse()
-            .map_err(|_| bad())?;
-        let m: i64 = digits
-            .get(2..)
-            .unwrap_or_default()
-            .parse()
-            .map_err(|_| bad())?;
-        if h > 14 || m > 59 {
-            return Err(bad());
-        }
-        Ok(Tz {
-            offset_secs: sign * (h * 3600 + m * 60),
-        })
+        let zone = Zone::parse(s).map_err(|e| format!("--tz: {e}"))?;
+        // Parsed once per command: kept for the process's life, so the handle can be Copy.
+        Ok(Tz(Box::leak(Box::new(zone))))
     }
 
-    /// `t` moved by the offset: its fields read as local wall-clock time.
+    /// `t` moved by the offset in force then: its fields read as local wall-clock time.
     pub fn local(self, t: Micros) -> Micros {
-        Micros(t.0.saturating_add(self.offset_secs * 1_000_000))
+        self.0.local(t)
     }
 
-    /// `UTC` or the offset (`+02:00`), for titles.
+    /// The zone for aligning report intervals (a named zone's days are 23 or 25 h at DST).
+    pub fn zone(self) -> jiff::tz::TimeZone {
+        self.0.time_zone().clone()
+    }
+
+    /// `UTC`, `+02:00` or `Europe/Berlin`, for titles.
     pub fn name(self) -> String {
-        if self.offset_secs == 0 {
-            "UTC".to_owned()
-        } else {
-            self.suffix()
-        }
+        self.0.name().to_owned()
     }
 
-    fn suffix(self) -> String {
-        if self.offset_secs == 0 {
-            "Z".to_owned()
-        } else {
-            let a = self.offset_secs.abs();
-            format!(
-                "{}{:02}:{:02}",
-                if self.offset_secs < 0 { '-' } else { '+' },
-                a / 3600,
-                a % 3600 / 60
-            )
-        }
-    }
-
-    /// `2015-08-17 23:16:17.458` in this zone, with the zone suffix.
+    /// `2015-08-17 23:16:17.458` in this zone, with the offset in force then (`Z` in UTC).
     pub fn format(self, t: Micros) -> String {
-        let local = self.local(t).to_civil();
-        let zone = self.suffix();
+        let local = self.0.to_civil(t);
+        let zone = self.0.suffix(t);
         format!(
             "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:03}{zone}",
             local.year,
@@ -208,6 +176,17 @@ mod tests {
             "2015-08-17 17:46:17.458-05:30"
         );
         assert!(Tz::parse("Mars/Olympus").is_err());
+    }
+
+    #[test]
+    fn tz_follows_a_named_zones_dst() {
+        let berlin = Tz::parse("Europe/Berlin").unwrap();
+        let summer = Micros::parse("2015-08-17T23:16:17.458658Z").unwrap();
+        let winter = Micros::parse("2015-12-17T23:16:17.458658Z").unwrap();
+        assert_eq!(berlin.format(summer), "2015-08-18 01:16:17.458+02:00");
+        assert_eq!(berlin.format(winter), "2015-12-18 00:16:17.458+01:00");
+        assert_eq!(berlin.name(), "Europe/Berlin");
+        assert!(Tz::parse("local").is_ok());
     }
 
     #[test]

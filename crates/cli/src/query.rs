@@ -8,7 +8,7 @@ use ivrstate_engine::{HistorySelector, StatusView};
 use ivrstate_model::{
     AgentId, AgentStatus, Availability, Dn, IvrName, Micros, PortNum, Seq, TServerName,
 };
-use ivrstate_projection::{AgentAudit, Interval};
+use ivrstate_projection::{AgentAudit, Interval, IntervalRow, LoginSession, Step};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -56,6 +56,12 @@ pub struct HistoryArgs {
 pub struct AuditArgs {
     #[command(flatten)]
     window: Window,
+    /// Per agent per wall-clock interval (15m, 30m, 1h or 1d), aligned in the `--tz` zone.
+    #[arg(long, value_name = "STEP", conflicts_with_all = ["sessions", "svg"])]
+    interval: Option<Step>,
+    /// One row per login session: agent, T-Server, DN, login, logout, time Ready/NotReady.
+    #[arg(long, conflicts_with = "svg")]
+    sessions: bool,
     #[command(flatten)]
     format: TableFormat,
     /// Also draw every agent's timeline as an SVG into FILE.
@@ -336,6 +342,12 @@ fn interval_table(intervals: &[Interval], tz: Tz, csv: bool) -> Table {
 pub fn audit(db: &Path, args: AuditArgs) -> Result<ExitCode> {
     args.window.check()?;
     let engine = open_engine(db, DurabilityArg::Full)?;
+    if let Some(step) = args.interval {
+        return audit_intervals(engine, &args, step);
+    }
+    if args.sessions {
+        return audit_sessions(engine, &args);
+    }
     let rows = engine.audit(args.window.from, args.window.to)?;
     if let Some(path) = &args.svg {
         let intervals = engine.history_all(args.window.from, args.window.to)?;
@@ -360,6 +372,176 @@ pub fn audit(db: &Path, args: AuditArgs) -> Result<ExitCode> {
         print!("{}", table.render());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn audit_intervals(
+    engine: &ivrstate_engine::Engine,
+    args: &AuditArgs,
+    step: Step,
+) -> Result<ExitCode> {
+    let tz = args.format.tz;
+    let (buckets, rows) =
+        engine.audit_intervals(args.window.from, args.window.to, step, &tz.zone())?;
+    if args.format.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let csv = args.format.csv;
+    let table = interval_report_table(&rows, tz, csv);
+    if csv {
+        print!("{}", table.csv());
+        return Ok(ExitCode::SUCCESS);
+    }
+    if rows.is_empty() {
+        println!("no agent activity in this window");
+    } else {
+        print!("{}", table.render());
+    }
+    // Say which intervals are not their nominal length, so a 23-hour day is not a surprise.
+    for b in buckets.iter().filter(|b| b.note.is_some()) {
+        println!(
+            "note: the interval from {} to {} is a {}",
+            tz.format(b.start),
+            tz.format(b.end),
+            b.note.as_deref().unwrap_or_default()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The interval report: one row per agent per interval. CSV columns are named as the `--json`
+/// fields (`status_s.Ready` flattened to `ready_s`), durations in seconds.
+pub fn interval_report_table(rows: &[IntervalRow], tz: Tz, csv: bool) -> Table {
+    let header: &[&str] = if csv {
+        &[
+            "interval_start",
+            "interval_end",
+            "agent_id",
+            "logins",
+            "logged_in_s",
+            "ready_s",
+            "not_ready_other_s",
+            "after_call_work_s",
+            "logged_out_s",
+            "not_ready_by_reason_s",
+            "not_ready_by_work_mode_s",
+            "note",
+        ]
+    } else {
+        &[
+            "INTERVAL",
+            "AGENT",
+            "LOGINS",
+            "LOGGED IN",
+            "READY",
+            "NOT READY (NOT ACW)",
+            "ACW",
+            "LOGGED OUT",
+            "NOT READY BY REASON",
+            "NOT READY BY WORK MODE",
+        ]
+    };
+    let mut table = Table::new(header);
+    let duration = |s: f64| if csv { format!("{s:.3}") } else { hms(s) };
+    for r in rows {
+        let a = &r.audit;
+        let mut cells = if csv {
+            vec![r.interval_start.to_rfc3339(), r.interval_end.to_rfc3339()]
+        } else {
+            vec![tz.format(r.interval_start)]
+        };
+        cells.extend([
+            a.agent_id.to_string(),
+            a.logins.to_string(),
+            duration(r.logged_in_s),
+            duration(a.status_s.ready),
+            duration(r.not_ready_other_s()),
+            duration(r.after_call_work_s),
+            duration(a.status_s.logged_out),
+            breakdown(&a.not_ready_reason_s, csv),
+            breakdown(&a.not_ready_work_mode_s, csv),
+        ]);
+        if csv {
+            cells.push(r.note.clone().unwrap_or_default());
+        }
+        table.row(cells);
+    }
+    table
+}
+
+fn audit_sessions(engine: &ivrstate_engine::Engine, args: &AuditArgs) -> Result<ExitCode> {
+    let sessions = engine.sessions(args.window.from, args.window.to)?;
+    if args.format.json {
+        println!("{}", serde_json::to_string_pretty(&sessions)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let csv = args.format.csv;
+    let table = sessions_table(&sessions, args.format.tz, csv);
+    if csv {
+        print!("{}", table.csv());
+    } else if sessions.is_empty() {
+        println!("no login sessions in this window");
+    } else {
+        print!("{}", table.render());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Login sessions; CSV columns named as the `--json` fields.
+pub fn sessions_table(sessions: &[LoginSession], tz: Tz, csv: bool) -> Table {
+    let header: &[&str] = if csv {
+        &[
+            "agent_id",
+            "tserver",
+            "dn",
+            "login",
+            "logout",
+            "duration_s",
+            "ready_s",
+            "not_ready_s",
+            "after_call_work_s",
+        ]
+    } else {
+        &[
+            "AGENT",
+            "T-SERVER",
+            "DN",
+            "LOGIN",
+            "LOGOUT",
+            "DURATION",
+            "READY",
+            "NOT READY",
+            "ACW",
+        ]
+    };
+    let mut table = Table::new(header);
+    let time = |t: Micros| if csv { t.to_rfc3339() } else { tz.format(t) };
+    let duration = |s: f64| if csv { format!("{s:.3}") } else { hms(s) };
+    for s in sessions {
+        table.row(vec![
+            s.agent_id.to_string(),
+            s.tserver.to_string(),
+            s.dn.to_string(),
+            time(s.login),
+            s.logout
+                .map(time)
+                .unwrap_or_else(|| if csv { String::new() } else { "(open)".into() }),
+            duration(s.duration_s),
+            duration(s.ready_s),
+            duration(s.not_ready_s),
+            duration(s.after_call_work_s),
+        ]);
+    }
+    table
+}
+
+/// `key=duration` pairs, space separated.
+fn breakdown(pairs: &std::collections::BTreeMap<String, f64>, csv: bool) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={}", if csv { format!("{v:.3}") } else { hms(*v) }))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The audit for people: durations as H:MM:SS; for scripts (`csv`): seconds, as `--json`.
@@ -395,13 +577,6 @@ fn audit_table(rows: &[AgentAudit], csv: bool) -> Table {
             hms(s)
         }
     };
-    let breakdown = |pairs: &std::collections::BTreeMap<String, f64>| {
-        pairs
-            .iter()
-            .map(|(k, v)| format!("{k}={}", duration(*v)))
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
     for a in rows {
         table.row(vec![
             a.agent_id.to_string(),
@@ -410,8 +585,8 @@ fn audit_table(rows: &[AgentAudit], csv: bool) -> Table {
             duration(a.status_s.ready),
             duration(a.status_s.not_ready),
             duration(a.status_s.logged_out),
-            breakdown(&a.not_ready_reason_s),
-            breakdown(&a.not_ready_work_mode_s),
+            breakdown(&a.not_ready_reason_s, csv),
+            breakdown(&a.not_ready_work_mode_s, csv),
         ]);
     }
     table

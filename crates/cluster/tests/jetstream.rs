@@ -21,7 +21,7 @@ fn link(ts: &str, seq: u64) -> Envelope {
         event: Event::TLib(TLibEvent {
             tserver: TServerName::from(ts),
             source_seq: Some(seq),
-            kind: if seq % 2 == 0 {
+            kind: if seq & 1 == 0 {
                 TLibKind::LinkConnected
             } else {
                 TLibKind::LinkDisconnected
@@ -156,7 +156,7 @@ fn config_event(n: u64) -> Envelope {
 #[test]
 fn records_newer_than_the_checkpoint_are_matched_not_appended_again() {
     let dir = tempfile::tempdir().unwrap();
-    let messages = vec![
+    let messages = [
         delivery(1, vec![link("TS", 1), link("TS", 2)]),
         delivery(2, vec![config_event(5), link("TS", 2), link("TS", 3)]),
         delivery(3, vec![config_event(6), link("TS", 4)]),

@@ -81,10 +81,13 @@ fn upto(prefix: &[u8], at: Micros) -> Vec<u8> {
 /// id, so they compress several-fold; decompressing 64 states takes a few microseconds).
 /// bincode's derive rather than its serde path (the same bytes): an as-of query decodes a chunk
 /// per agent, and this is most of its cost.
+#[cfg(test)]
 fn encode_chunk(states: &[AgentSnapshot]) -> Vec<u8> {
-    // Encoding plain data into a Vec cannot fail; an empty value would be caught by verify.
-    let raw = bincode::encode_to_vec(states, bincode::config::standard()).unwrap_or_default();
-    lz4_flex::compress_prepend_size(&raw)
+    let mut chunk = OpenChunk::default();
+    for state in states {
+        chunk.push(state);
+    }
+    chunk.to_bytes()
 }
 
 fn decode_chunk(bytes: &[u8]) -> Result<Vec<AgentSnapshot>> {
@@ -97,14 +100,46 @@ fn decode_chunk(bytes: &[u8]) -> Result<Vec<AgentSnapshot>> {
         .map_err(|e| crate::EngineError::Derived(format!("undecodable history chunk: {e}")))
 }
 
+/// The chunk being filled for one DN or agent id, kept as the bincode of its states (about 30
+/// bytes each rather than the ~130 of an `AgentSnapshot`): every DN and agent of a site has one
+/// open between catch-ups.
+#[derive(Default)]
 struct OpenChunk {
     key: Vec<u8>,
-    states: Vec<AgentSnapshot>,
+    /// The states' bincode, concatenated (a `Vec`'s bincode is its length, then this).
+    raw: Vec<u8>,
+    len: usize,
+    /// Changed since it was last written.
     dirty: bool,
 }
 
-/// Turns folded records into history entries. Catch-up uses one per batch, continuing the
-/// chunks stored in the tree; verify uses one for the whole log, starting from nothing.
+impl OpenChunk {
+    fn push(&mut self, state: &AgentSnapshot) {
+        // Encoding plain data into a Vec cannot fail; a short chunk would be caught by verify.
+        let _ = bincode::encode_into_std_write(state, &mut self.raw, bincode::config::standard());
+        self.len += 1;
+        self.dirty = true;
+    }
+
+    /// The bytes [`decode_chunk`] reads: lz4 of the bincode of the `Vec` of states.
+    fn to_bytes(&self) -> Vec<u8> {
+        // bincode's varint length: one byte below 251 (a chunk holds at most CHUNK_LEN states).
+        let mut raw = Vec::with_capacity(self.raw.len() + 9);
+        match u8::try_from(self.len) {
+            Ok(n) if n < 251 => raw.push(n),
+            _ => {
+                raw.push(253);
+                raw.extend_from_slice(&(self.len as u64).to_le_bytes());
+            }
+        }
+        raw.extend_from_slice(&self.raw);
+        lz4_flex::compress_prepend_size(&raw)
+    }
+}
+
+/// Turns folded records into history entries. The engine keeps one across catch-ups, so each
+/// DN's chunk is written when it is full (and, while it fills, once per commit rather than once
+/// per batch of records); verify uses one for the whole log, starting from nothing.
 #[derive(Default)]
 pub(crate) struct Deriver {
     open: HashMap<Vec<u8>, OpenChunk>,
@@ -138,12 +173,12 @@ impl Deriver {
                             keys::push_seq(&mut key, s.start_seq);
                             key
                         };
-                        self.push(by_agent_prefix(id), agent.clone(), first, tree, out)?;
+                        self.push(by_agent_prefix(id), &agent, first, tree, out)?;
                     }
                     let prefix = agent_chunks_prefix(entity);
                     let first =
                         |s: &AgentSnapshot| keys::transition_key(&prefix, s.start, s.start_seq);
-                    self.push(prefix.clone(), agent, first, tree, out)?;
+                    self.push(prefix.clone(), &agent, first, tree, out)?;
                     continue;
                 }
                 EntityKey::Server(name) => {
@@ -177,7 +212,7 @@ impl Deriver {
     fn push(
         &mut self,
         prefix: Vec<u8>,
-        state: AgentSnapshot,
+        state: &AgentSnapshot,
         first_key: impl FnOnce(&AgentSnapshot) -> Vec<u8>,
         tree: Option<&DerivedTree>,
         out: &mut impl Extend<(Vec<u8>, Vec<u8>)>,
@@ -185,62 +220,55 @@ impl Deriver {
         let chunk = match self.open.entry(prefix) {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => {
+                // First touch since the engine opened: continue the chunk stored last, if it
+                // has room.
                 let stored = match tree {
                     Some(tree) => tree.scan_prefix(v.key()).next_back().transpose()?,
                     None => None,
                 };
-                let chunk = match stored {
-                    Some((key, bytes)) => {
-                        let states = decode_chunk(&bytes)?;
-                        if states.len() < CHUNK_LEN {
-                            OpenChunk {
-                                key,
-                                states,
-                                dirty: false,
-                            }
-                        } else {
-                            OpenChunk {
-                                key: Vec::new(),
-                                states: Vec::new(),
-                                dirty: false,
-                            }
+                let mut chunk = OpenChunk::default();
+                if let Some((key, bytes)) = stored {
+                    let states = decode_chunk(&bytes)?;
+                    if states.len() < CHUNK_LEN {
+                        for s in &states {
+                            chunk.push(s);
                         }
+                        chunk.key = key;
+                        chunk.dirty = false;
                     }
-                    None => OpenChunk {
-                        key: Vec::new(),
-                        states: Vec::new(),
-                        dirty: false,
-                    },
-                };
+                }
                 v.insert(chunk)
             }
         };
-        if chunk.states.len() >= CHUNK_LEN {
+        if chunk.len >= CHUNK_LEN {
             if chunk.dirty {
-                out.extend([(std::mem::take(&mut chunk.key), encode_chunk(&chunk.states))]);
+                out.extend([(std::mem::take(&mut chunk.key), chunk.to_bytes())]);
             }
-            *chunk = OpenChunk {
-                key: Vec::new(),
-                states: Vec::new(),
-                dirty: false,
-            };
+            chunk.raw.clear();
+            chunk.len = 0;
+            chunk.dirty = false;
         }
-        if chunk.states.is_empty() {
-            chunk.key = first_key(&state);
+        if chunk.len == 0 {
+            chunk.key = first_key(state);
         }
-        chunk.states.push(state);
-        chunk.dirty = true;
+        chunk.push(state);
         Ok(())
     }
 
-    /// Writes every chunk changed since the last finish and forgets them (the next batch
-    /// reloads what it touches, so memory stays bounded by one batch).
-    pub(crate) fn finish(&mut self, out: &mut impl Extend<(Vec<u8>, Vec<u8>)>) {
-        for (_, chunk) in self.open.drain() {
+    /// Writes every chunk changed since the last commit (the open ones too, so that what is
+    /// stored is exactly what the records folded so far give) and keeps them open.
+    pub(crate) fn commit(&mut self, out: &mut impl Extend<(Vec<u8>, Vec<u8>)>) {
+        for chunk in self.open.values_mut() {
             if chunk.dirty {
-                out.extend([(chunk.key, encode_chunk(&chunk.states))]);
+                out.extend([(chunk.key.clone(), chunk.to_bytes())]);
+                chunk.dirty = false;
             }
         }
+    }
+
+    /// Forgets every open chunk (after the derived data was dropped).
+    pub(crate) fn clear(&mut self) {
+        self.open.clear();
     }
 }
 

@@ -13,13 +13,14 @@
 //! atomic batch: after a crash the derived data is exactly what some prefix of the log gives, and
 //! catch-up continues from there (re-deriving an overlap writes the same bytes).
 
+pub mod bulk;
 pub mod config;
 mod history;
 mod keys;
 mod views;
 
 pub use config::{Config, ConfigError};
-pub use ivrstate_projection::{AgentAudit, Interval};
+pub use ivrstate_projection::{AgentAudit, Bucket, Interval, IntervalRow, LoginSession, Step};
 pub use views::{AgentView, PortView, ServerView, StatusView};
 
 use history::{Deriver, EntityState};
@@ -36,10 +37,16 @@ use std::path::Path;
 
 /// A snapshot of the whole state every this many seqs.
 const SNAPSHOT_EVERY: Seq = 65_536;
-/// Records folded per atomic batch of derived entries.
-const CHUNK: usize = 16_384;
+/// Records folded per atomic batch of derived entries (a commit): each commit also rewrites
+/// the chunks still filling, so commits are few and large.
+const COMMIT_EVERY: Seq = 262_144;
+/// A catch-up that folded at least this many records leaves the state it reached, so that the
+/// next open starts from it instead of folding up to a snapshot's worth of records again.
+const STATE_AFTER: Seq = 16_384;
 const DERIVED_TREE: &str = "derived";
 const DERIVED_SEQ_KEY: &[u8] = b"Mderived_seq";
+/// The state at `derived_seq`, when the last catch-up left it (see [`STATE_AFTER`]).
+const STATE_KEY: &[u8] = b"Mstate";
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -83,6 +90,7 @@ pub struct Engine {
     state: State,
     entities: BTreeSet<Vec<u8>>,
     applied: Applied,
+    deriver: Deriver,
 }
 
 impl Engine {
@@ -96,6 +104,7 @@ impl Engine {
             state: State::default(),
             entities: BTreeSet::new(),
             applied: Applied::default(),
+            deriver: Deriver::default(),
         };
         match engine
             .load_derived()
@@ -158,7 +167,10 @@ impl Engine {
             );
             return self.reset_derived();
         }
-        self.state = self.state_at_seq(derived_seq)?;
+        self.state = match self.stored_state(derived_seq)? {
+            Some(state) => state,
+            None => self.state_at_seq(derived_seq)?,
+        };
         for entry in self.derived.scan_prefix(b"E") {
             let (key, _) = entry?;
             self.entities.insert(key[1..].to_vec());
@@ -166,10 +178,21 @@ impl Engine {
         Ok(())
     }
 
+    /// The state the last catch-up left, if it is the state at `derived_seq`.
+    fn stored_state(&self, derived_seq: Seq) -> Result<Option<State>> {
+        let Some(bytes) = self.derived.get(STATE_KEY)? else {
+            return Ok(None);
+        };
+        let state = State::from_bytes(&bytes)
+            .map_err(|e| EngineError::Derived(format!("stored state: {e}")))?;
+        Ok((state.last_seq() == derived_seq).then_some(state))
+    }
+
     fn reset_derived(&mut self) -> Result<()> {
         self.derived.clear()?;
         self.state = State::default();
         self.entities.clear();
+        self.deriver.clear();
         Ok(())
     }
 
@@ -192,34 +215,38 @@ impl Engine {
         mut progress: impl FnMut(Seq),
     ) -> Result<()> {
         let last = self.log().last_seq();
-        let mut next = self.state.last_seq() + 1;
+        let first = self.state.last_seq() + 1;
+        let mut next = first;
         while next <= last {
-            let chunk_end = last.min(next + CHUNK as Seq - 1);
+            let commit_end = last.min(next + COMMIT_EVERY - 1);
             let mut batch = DerivedBatch::new();
-            let mut deriver = Deriver::default();
             let log = self.store.log().clone();
-            for_each_record(&log, next, chunk_end, |record| {
-                self.applied.clear();
-                self.state.apply(record, &mut self.applied);
+            let (state, applied, deriver) = (&mut self.state, &mut self.applied, &mut self.deriver);
+            for_each_record(&log, next, commit_end, |record| {
+                applied.clear();
+                state.apply(record, applied);
                 deriver.record(
-                    &self.state,
+                    state,
                     &mut self.entities,
-                    &self.applied.touched,
+                    &applied.touched,
                     record,
                     Some(&self.derived),
                     &mut batch,
                 )?;
-                on_change(record, &self.applied.changes);
+                on_change(record, &applied.changes);
                 if record.seq % SNAPSHOT_EVERY == 0 {
-                    batch.insert(&snapshot_key(record.seq), &self.state.to_bytes());
+                    batch.insert(&snapshot_key(record.seq), &state.to_bytes());
                 }
                 Ok(())
             })?;
-            deriver.finish(&mut batch);
-            batch.insert(DERIVED_SEQ_KEY, &keys::seq_key(chunk_end));
+            self.deriver.commit(&mut batch);
+            batch.insert(DERIVED_SEQ_KEY, &keys::seq_key(commit_end));
+            if commit_end == last && last + 1 - first >= STATE_AFTER {
+                batch.insert(STATE_KEY, &self.state.to_bytes());
+            }
             self.derived.apply_batch(batch)?;
-            progress(chunk_end);
-            next = chunk_end + 1;
+            progress(commit_end);
+            next = commit_end + 1;
         }
         Ok(())
     }
@@ -346,6 +373,38 @@ impl Engine {
         Ok(ivrstate_projection::audit(&intervals, from, to))
     }
 
+    /// The audit per agent per wall-clock interval of `step` in `tz` (see
+    /// [`ivrstate_projection::interval_report`]). Without `from`, from the first agent state;
+    /// without `to`, up to the newest event time folded. The intervals, and the rows.
+    pub fn audit_intervals(
+        &self,
+        from: Option<Micros>,
+        to: Option<Micros>,
+        step: Step,
+        tz: &jiff::tz::TimeZone,
+    ) -> Result<(Vec<Bucket>, Vec<IntervalRow>)> {
+        let Some(to) = to.or(self.state.last_time()) else {
+            return Ok((Vec::new(), Vec::new()));
+        };
+        let intervals = self.history_all(from, Some(to))?;
+        let Some(from) = from.or_else(|| intervals.iter().map(|i| i.start).min()) else {
+            return Ok((Vec::new(), Vec::new()));
+        };
+        let buckets = ivrstate_projection::buckets(from, to, step, tz);
+        let rows = ivrstate_projection::interval_report(&intervals, from, to, &buckets);
+        Ok((buckets, rows))
+    }
+
+    /// The login sessions overlapping `[from, to]` (without `to`: up to the newest event time
+    /// folded), with their real login time even when it is before `from`.
+    pub fn sessions(&self, from: Option<Micros>, to: Option<Micros>) -> Result<Vec<LoginSession>> {
+        let Some(to) = to.or(self.state.last_time()) else {
+            return Ok(Vec::new());
+        };
+        let intervals = self.history_all(None, Some(to))?;
+        Ok(ivrstate_projection::sessions(&intervals, from, to))
+    }
+
     /// Every agent's intervals in `[from, to]` (one pass over the per-agent history).
     pub fn history_all(&self, from: Option<Micros>, to: Option<Micros>) -> Result<Vec<Interval>> {
         let mut intervals = Vec::new();
@@ -412,9 +471,27 @@ impl Engine {
         let mut deriver = Deriver::default();
         let mut batch: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         let last = self.derived_seq();
+        // The state the last catch-up left must be the log's state at its seq.
+        let stored_state = match self.derived.get(STATE_KEY)? {
+            Some(bytes) => match State::from_bytes(&bytes) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    faults.push(format!(
+                        "the stored state is damaged: {e} (run `ivrstate rebuild`)"
+                    ));
+                    None
+                }
+            },
+            None => None,
+        };
+        let stored_seq = stored_state.as_ref().map(State::last_seq);
+        let mut state_matches = stored_seq.is_none_or(|s| s == 0);
         for_each_record(self.log(), 1, last, |record| {
             applied.clear();
             state.apply(record, &mut applied);
+            if Some(record.seq) == stored_seq {
+                state_matches = stored_state.as_ref() == Some(&state);
+            }
             deriver.record(
                 &state,
                 &mut entities,
@@ -432,14 +509,14 @@ impl Engine {
             }
             Ok(())
         })?;
-        deriver.finish(&mut batch);
+        deriver.commit(&mut batch);
         for (k, v) in batch.drain(..) {
             expected.add(&k, &v);
         }
         let mut stored = Digest::default();
         for entry in self.derived.iter() {
             let (k, v) = entry?;
-            if k != DERIVED_SEQ_KEY {
+            if k != DERIVED_SEQ_KEY && k != STATE_KEY {
                 stored.add(&k, &v);
             }
         }
@@ -452,6 +529,12 @@ impl Engine {
         if state != self.state {
             faults.push(format!(
                 "state at seq {last} differs from the state rebuilt from the log"
+            ));
+        }
+        if !state_matches {
+            faults.push(format!(
+                "the stored state at seq {} differs from the log (run `ivrstate rebuild`)",
+                stored_seq.unwrap_or(0)
             ));
         }
         Ok(faults)

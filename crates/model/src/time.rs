@@ -1,9 +1,14 @@
-//! Time as microseconds since the Unix epoch, UTC.
+//! Time as microseconds since the Unix epoch, UTC, and the zones times are read and shown in.
 //!
 //! T-Library stamps events with `AttributeTimeinSecs` + `AttributeTimeinuSecs`; keeping the same
-//! resolution means no event time is ever rounded. Formatting and parsing (RFC 3339 with
-//! microseconds, or epoch seconds) are done here by hand so the model needs no date library.
+//! resolution means no event time is ever rounded. Every calendar rule — RFC 3339 parsing and
+//! formatting, offsets, named zones with their DST rules — is `jiff`'s: the one piece of code
+//! for it, here. The IANA database is bundled (`tzdb-bundle-always`), so `Europe/Berlin` works
+//! on a machine without `/usr/share/zoneinfo`.
 
+use jiff::civil::DateTime;
+use jiff::tz::{Offset, TimeZone};
+use jiff::Timestamp;
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 
@@ -36,30 +41,22 @@ impl Micros {
         (self.0.div_euclid(US_PER_SEC), self.0.rem_euclid(US_PER_SEC))
     }
 
-    /// The civil date and time in UTC: (year, month, day, hour, minute, second, microsecond).
-    pub fn to_civil(self) -> Civil {
-        let (secs, micros) = self.split();
-        let days = secs.div_euclid(SECS_PER_DAY);
-        let sod = secs.rem_euclid(SECS_PER_DAY);
-        let (year, month, day) = civil_from_days(days);
-        Civil {
-            year,
-            month,
-            day,
-            hour: (sod / 3600) as u32,
-            minute: (sod % 3600 / 60) as u32,
-            second: (sod % 60) as u32,
-            micros: micros as u32,
-        }
+    /// As a jiff timestamp, clamped to jiff's range (years -9999 to 9999).
+    pub fn timestamp(self) -> Timestamp {
+        Timestamp::from_microsecond(self.0).unwrap_or(if self.0 < 0 {
+            Timestamp::MIN
+        } else {
+            Timestamp::MAX
+        })
     }
 
-    pub fn from_civil(c: &Civil) -> Self {
-        let days = days_from_civil(c.year, c.month, c.day);
-        let secs = days * SECS_PER_DAY
-            + i64::from(c.hour) * 3600
-            + i64::from(c.minute) * 60
-            + i64::from(c.second);
-        Micros::from_secs_micros(secs, i64::from(c.micros))
+    pub fn from_timestamp(ts: Timestamp) -> Micros {
+        Micros(ts.as_microsecond())
+    }
+
+    /// The civil date and time in UTC.
+    pub fn to_civil(self) -> Civil {
+        Civil::from_datetime(Offset::UTC.to_datetime(self.timestamp()))
     }
 
     /// Midnight UTC of the day this instant falls in.
@@ -74,9 +71,15 @@ impl Micros {
     }
 
     /// Parses RFC 3339 (`2015-08-17T23:16:17.458658Z`, offsets such as `+02:00`, a space
-    /// instead of `T`, fractions of any length, a missing zone meaning UTC), a bare date
-    /// (`2015-08-17`, midnight UTC) or epoch seconds (`1439853377`, `1439853377.458658`).
+    /// instead of `T`, a missing zone meaning UTC), a bare date (`2015-08-17`, midnight UTC) or
+    /// epoch seconds (`1439853377`, `1439853377.458658`). Never panics, whatever the input.
     pub fn parse(s: &str) -> Result<Micros, TimeParseError> {
+        Micros::parse_in(s, &Zone::utc())
+    }
+
+    /// [`Micros::parse`], with a time that names no zone read in `zone` (epoch seconds and
+    /// times with an offset are absolute).
+    pub fn parse_in(s: &str, zone: &Zone) -> Result<Micros, TimeParseError> {
         let s = s.trim();
         let err = || TimeParseError(s.to_owned());
         if s.is_empty() {
@@ -88,11 +91,17 @@ impl Micros {
         {
             return parse_epoch(s).ok_or_else(err);
         }
-        parse_rfc3339(s).ok_or_else(err)
+        if let Ok(ts) = s.parse::<Timestamp>() {
+            return Ok(Micros::from_timestamp(ts));
+        }
+        match s.parse::<DateTime>() {
+            Ok(dt) => Ok(zone.utc_of(dt)),
+            Err(_) => Err(err()),
+        }
     }
 }
 
-/// A UTC civil date and time.
+/// A civil date and time (in UTC, or in a zone: see [`Zone::to_civil`]).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Civil {
     pub year: i64,
@@ -102,6 +111,21 @@ pub struct Civil {
     pub minute: u32,
     pub second: u32,
     pub micros: u32,
+}
+
+impl Civil {
+    fn from_datetime(dt: DateTime) -> Civil {
+        let small = |v: i8| u32::try_from(v).unwrap_or(0);
+        Civil {
+            year: i64::from(dt.year()),
+            month: small(dt.month()),
+            day: small(dt.day()),
+            hour: small(dt.hour()),
+            minute: small(dt.minute()),
+            second: small(dt.second()),
+            micros: u32::try_from(dt.subsec_nanosecond() / 1000).unwrap_or(0),
+        }
+    }
 }
 
 /// A time string that is neither RFC 3339 nor epoch seconds.
@@ -119,6 +143,167 @@ impl fmt::Display for TimeParseError {
 }
 
 impl std::error::Error for TimeParseError {}
+
+/// A zone times are read or shown in: UTC, a fixed offset, or a named zone with its DST rules.
+#[derive(Clone, Debug)]
+pub struct Zone {
+    tz: TimeZone,
+    name: String,
+}
+
+impl Default for Zone {
+    fn default() -> Self {
+        Zone::utc()
+    }
+}
+
+impl PartialEq for Zone {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+/// A zone name that is neither UTC, `local`, an offset nor a known IANA zone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ZoneParseError(pub String);
+
+impl fmt::Display for ZoneParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid time zone {:?}: expected UTC, local, an offset such as +02:00 or -0530, or \
+             an IANA zone name such as Europe/Berlin",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for ZoneParseError {}
+
+impl Zone {
+    pub fn utc() -> Zone {
+        Zone {
+            tz: TimeZone::UTC,
+            name: "UTC".to_owned(),
+        }
+    }
+
+    /// A fixed offset east of UTC, in seconds; `None` beyond ±18 h (no zone is that far; a
+    /// bigger number is a mistake, not a zone).
+    pub fn fixed(east_secs: i32) -> Option<Zone> {
+        if east_secs == 0 {
+            return Some(Zone::utc());
+        }
+        if east_secs.unsigned_abs() > 18 * 3600 {
+            return None;
+        }
+        let offset = Offset::from_seconds(east_secs).ok()?;
+        Some(Zone {
+            tz: TimeZone::fixed(offset),
+            name: offset_name(east_secs),
+        })
+    }
+
+    /// `UTC` (or `Z`), `local` (the system's zone; UTC when it cannot be found), an offset
+    /// (`+02:00`, `-0530`, `+02`) or an IANA name (`Europe/Berlin`).
+    pub fn parse(s: &str) -> Result<Zone, ZoneParseError> {
+        let s = s.trim();
+        let err = || ZoneParseError(s.to_owned());
+        if s.eq_ignore_ascii_case("utc") || s.eq_ignore_ascii_case("z") {
+            return Ok(Zone::utc());
+        }
+        if s.eq_ignore_ascii_case("local") {
+            let tz = TimeZone::system();
+            let name = tz.iana_name().unwrap_or("local").to_owned();
+            return Ok(Zone { tz, name });
+        }
+        if s.starts_with(['+', '-']) {
+            // jiff reads the offset, as part of an RFC 3339 time at the epoch.
+            if !s.chars().skip(1).all(|c| c.is_ascii_digit() || c == ':') {
+                return Err(err());
+            }
+            let ts: Timestamp = format!("1970-01-01T00:00:00{s}")
+                .parse()
+                .map_err(|_| err())?;
+            let east = i32::try_from(-ts.as_second()).map_err(|_| err())?;
+            return Zone::fixed(east).ok_or_else(err);
+        }
+        match TimeZone::get(s) {
+            Ok(tz) => Ok(Zone {
+                tz,
+                name: s.to_owned(),
+            }),
+            Err(_) => Err(err()),
+        }
+    }
+
+    /// jiff's zone, for calendar arithmetic in it.
+    pub fn time_zone(&self) -> &TimeZone {
+        &self.tz
+    }
+
+    /// `UTC`, `+02:00` or `Europe/Berlin`, for titles.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Seconds east of UTC in force at `t`.
+    pub fn offset_secs(&self, t: Micros) -> i32 {
+        self.tz.to_offset(t.timestamp()).seconds()
+    }
+
+    /// `Z` in UTC, else the offset in force at `t` (`+02:00`).
+    pub fn suffix(&self, t: Micros) -> String {
+        match self.offset_secs(t) {
+            0 if self.name == "UTC" => "Z".to_owned(),
+            east => offset_name(east),
+        }
+    }
+
+    /// `t` moved by the offset in force at `t`: its UTC fields read as local wall-clock time.
+    pub fn local(&self, t: Micros) -> Micros {
+        Micros(t.0.saturating_add(i64::from(self.offset_secs(t)) * US_PER_SEC))
+    }
+
+    /// The wall-clock date and time at `t` in this zone.
+    pub fn to_civil(&self, t: Micros) -> Civil {
+        Civil::from_datetime(self.tz.to_datetime(t.timestamp()))
+    }
+
+    /// The instant of a wall-clock time in this zone. A time that a DST change skips or
+    /// repeats is resolved as RFC 9557 and Temporal do ("compatible": the earlier of a repeated
+    /// hour, a skipped one pushed forward).
+    pub fn utc_of(&self, dt: DateTime) -> Micros {
+        match self.tz.to_ambiguous_timestamp(dt).compatible() {
+            Ok(ts) => Micros::from_timestamp(ts),
+            Err(_) => Micros::from_timestamp(if dt.year() < 0 {
+                Timestamp::MIN
+            } else {
+                Timestamp::MAX
+            }),
+        }
+    }
+
+    /// A wall-clock time given as "UTC fields" (`local`, as [`Zone::local`] returns) back to
+    /// the instant: what a log written in local time needs.
+    pub fn utc_of_local(&self, local: Micros) -> Micros {
+        if self.name == "UTC" {
+            return local;
+        }
+        self.utc_of(Offset::UTC.to_datetime(local.timestamp()))
+    }
+}
+
+/// `+02:00`, `-05:30`, `+05:45`.
+fn offset_name(east_secs: i32) -> String {
+    let a = east_secs.unsigned_abs();
+    let sign = if east_secs < 0 { '-' } else { '+' };
+    if a.is_multiple_of(60) {
+        format!("{sign}{:02}:{:02}", a / 3600, a % 3600 / 60)
+    } else {
+        format!("{sign}{:02}:{:02}:{:02}", a / 3600, a % 3600 / 60, a % 60)
+    }
+}
 
 impl fmt::Display for Micros {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -224,133 +409,6 @@ fn parse_fraction(frac: &str) -> Option<i64> {
     Some(micros)
 }
 
-// Known to panic on some non-ASCII input (issue 11): this hand-written parser is being
-// replaced by jiff. Until then the lint is silenced here, and only here.
-#[allow(clippy::string_slice)]
-fn parse_rfc3339(s: &str) -> Option<Micros> {
-    let b = s.as_bytes();
-    let num = |from: usize, len: usize| -> Option<u32> {
-        let part = s.get(from..from + len)?;
-        if !part.bytes().all(|c| c.is_ascii_digit()) {
-            return None;
-        }
-        part.parse().ok()
-    };
-    let year = i64::from(num(0, 4)?);
-    if b.get(4) != Some(&b'-') || b.get(7) != Some(&b'-') {
-        return None;
-    }
-    let month = num(5, 2)?;
-    let day = num(8, 2)?;
-    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
-        return None;
-    }
-    let mut civil = Civil {
-        year,
-        month,
-        day,
-        hour: 0,
-        minute: 0,
-        second: 0,
-        micros: 0,
-    };
-    if b.len() == 10 {
-        return Some(Micros::from_civil(&civil));
-    }
-    if !matches!(b.get(10), Some(b'T' | b't' | b' ')) || b.get(13) != Some(&b':') {
-        return None;
-    }
-    civil.hour = num(11, 2)?;
-    civil.minute = num(14, 2)?;
-    let mut i = 16;
-    if b.get(16) == Some(&b':') {
-        civil.second = num(17, 2)?;
-        i = 19;
-    }
-    if civil.hour > 23 || civil.minute > 59 || civil.second > 60 {
-        return None;
-    }
-    if b.get(i) == Some(&b'.') || b.get(i) == Some(&b',') {
-        let start = i + 1;
-        let mut end = start;
-        while b.get(end).is_some_and(u8::is_ascii_digit) {
-            end += 1;
-        }
-        if end == start {
-            return None;
-        }
-        civil.micros = u32::try_from(parse_fraction(&s[start..end])?).ok()?;
-        i = end;
-    }
-    let offset_secs: i64 = match &s[i..] {
-        "" | "Z" | "z" => 0,
-        zone => {
-            let sign = match zone.as_bytes()[0] {
-                b'+' => 1,
-                b'-' => -1,
-                _ => return None,
-            };
-            let z = &zone[1..];
-            let (h, m) = match z.len() {
-                5 if z.as_bytes()[2] == b':' => (&z[0..2], &z[3..5]),
-                4 => (&z[0..2], &z[2..4]),
-                2 => (&z[0..2], "00"),
-                _ => return None,
-            };
-            let h: i64 = h
-                .parse()
-                .ok()
-                .filter(|_| h.bytes().all(|c| c.is_ascii_digit()))?;
-            let m: i64 = m
-                .parse()
-                .ok()
-                .filter(|_| m.bytes().all(|c| c.is_ascii_digit()))?;
-            sign * (h * 3600 + m * 60)
-        }
-    };
-    Some(Micros(
-        Micros::from_civil(&civil).0 - offset_secs * US_PER_SEC,
-    ))
-}
-
-fn is_leap(year: i64) -> bool {
-    (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
-}
-
-fn days_in_month(year: i64, month: u32) -> u32 {
-    match month {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        _ if is_leap(year) => 29,
-        _ => 28,
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = i64::from(month);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The inverse of [`days_from_civil`].
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -408,7 +466,96 @@ mod tests {
         );
     }
 
+    /// Found by a user: the hand-written parser sliced this string inside the `é` and panicked.
+    #[test]
+    fn non_ascii_inside_an_offset_is_an_error_not_a_panic() {
+        for bad in [
+            "2015-08-17T23:16+1\u{e9}1",
+            "2015-08-17T23:16:17.4\u{e9}Z",
+            "2015-08-1\u{e9}",
+            "\u{e9}",
+        ] {
+            assert!(Micros::parse(bad).is_err(), "{bad:?}");
+            assert!(Zone::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn zones_parse_utc_offsets_and_iana_names() {
+        assert_eq!(Zone::parse("UTC").unwrap().name(), "UTC");
+        assert_eq!(Zone::parse("Z").unwrap().name(), "UTC");
+        assert_eq!(Zone::parse("+02:00").unwrap().name(), "+02:00");
+        assert_eq!(Zone::parse("-0530").unwrap().name(), "-05:30");
+        assert_eq!(Zone::parse("+05").unwrap().name(), "+05:00");
+        assert_eq!(
+            Zone::parse("Europe/Berlin").unwrap().name(),
+            "Europe/Berlin"
+        );
+        assert!(Zone::parse("local").is_ok());
+        for bad in ["Mars/Olympus", "+2", "+25:00", "02:00", "", "+02:00[x]"] {
+            assert!(Zone::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_named_zone_follows_its_dst_rules() {
+        let berlin = Zone::parse("Europe/Berlin").unwrap();
+        let summer = Micros::parse("2015-08-17T10:00:00Z").unwrap();
+        let winter = Micros::parse("2015-12-17T10:00:00Z").unwrap();
+        assert_eq!(berlin.offset_secs(summer), 7200);
+        assert_eq!(berlin.offset_secs(winter), 3600);
+        assert_eq!(berlin.suffix(summer), "+02:00");
+        assert_eq!(berlin.to_civil(summer).hour, 12);
+        assert_eq!(berlin.to_civil(winter).hour, 11);
+        // Wall-clock times back to instants, on both sides of the change (2015-10-25 03:00
+        // CEST -> 02:00 CET).
+        assert_eq!(
+            Micros::parse_in("2015-10-24T12:00:00", &berlin),
+            Micros::parse("2015-10-24T10:00:00Z")
+        );
+        assert_eq!(
+            Micros::parse_in("2015-10-26T12:00:00", &berlin),
+            Micros::parse("2015-10-26T11:00:00Z")
+        );
+        // A time with an offset is absolute whatever the zone.
+        assert_eq!(
+            Micros::parse_in("2015-10-26T12:00:00Z", &berlin),
+            Micros::parse("2015-10-26T12:00:00Z")
+        );
+        assert_eq!(berlin.utc_of_local(berlin.local(summer)), summer);
+        assert_eq!(Zone::utc().suffix(summer), "Z");
+    }
+
+    #[test]
+    fn fixed_zones_from_seconds() {
+        // A log header's `Time zone: -19800` is seconds west: India, +05:30.
+        let india = Zone::fixed(19_800).unwrap();
+        assert_eq!(india.name(), "+05:30");
+        let t = Micros::parse("2026-02-02T08:24:59.852Z").unwrap();
+        assert_eq!(
+            india.local(t),
+            Micros::parse("2026-02-02T13:54:59.852Z").unwrap()
+        );
+        assert_eq!(india.utc_of_local(india.local(t)), t);
+        assert!(Zone::fixed(200_000).is_none());
+    }
+
     proptest! {
+        #[test]
+        fn zone_parse_never_panics(s in "\\PC{0,40}") {
+            let _ = Zone::parse(&s);
+        }
+
+        #[test]
+        fn parse_in_a_zone_never_panics(s in "\\PC{0,40}") {
+            let _ = Micros::parse_in(&s, &Zone::fixed(-19_800).unwrap());
+        }
+
+        #[test]
+        fn offsets_with_arbitrary_unicode_never_panic(s in "2015-08-17T23:16[+-]\\PC{0,6}") {
+            let _ = Micros::parse(&s);
+        }
+
         #[test]
         fn format_then_parse_is_identity(us in -62_135_596_800_000_000i64..253_402_300_799_999_999i64) {
             let t = Micros(us);

@@ -59,53 +59,81 @@ pub struct AgentAudit {
     pub not_ready_work_mode_s: BTreeMap<String, f64>,
 }
 
-/// Adds up `intervals` (as built by [`crate::intervals`], clipped or not) over `[from, to)`,
-/// per agent id, sorted by agent id.
-pub fn audit(intervals: &[Interval], from: Option<Micros>, to: Option<Micros>) -> Vec<AgentAudit> {
-    let lo = from.unwrap_or(Micros::MIN);
-    let hi = to.unwrap_or(Micros::MAX);
-    let mut per_agent: BTreeMap<&AgentId, AgentAudit> = BTreeMap::new();
-    for iv in intervals {
-        let Some(id) = &iv.agent_id else { continue };
-        let start = iv.start.max(lo);
-        let end = match iv.end.or(to) {
-            Some(e) => e.min(hi),
-            None => start,
-        };
-        let in_window = iv.unclipped_start >= lo && iv.unclipped_start < hi;
-        if end < start || start >= hi {
-            continue;
-        }
-        let a = per_agent.entry(id).or_insert_with(|| AgentAudit {
-            agent_id: id.clone(),
+impl AgentAudit {
+    pub(crate) fn new(agent_id: AgentId) -> AgentAudit {
+        AgentAudit {
+            agent_id,
             logins: 0,
             total_s: 0.0,
             status_s: StatusSeconds::default(),
             not_ready_reason_s: BTreeMap::new(),
             not_ready_work_mode_s: BTreeMap::new(),
-        });
-        if iv.status == AgentStatus::LoggedIn && in_window {
-            a.logins += 1;
+        }
+    }
+
+    /// Sets `total_s` from the statuses once everything is added.
+    pub(crate) fn finish(mut self) -> AgentAudit {
+        self.total_s = self.status_s.total();
+        self
+    }
+
+    /// Adds `[start, end)` of `iv` (already clipped), and a login when `login`.
+    pub(crate) fn add(&mut self, iv: &Interval, start: Micros, end: Micros, login: bool) {
+        if login {
+            self.logins += 1;
         }
         let s = seconds(start, end);
-        a.status_s.add(iv.status, s);
+        self.status_s.add(iv.status, s);
         if iv.status == AgentStatus::NotReady {
-            *a.not_ready_reason_s
+            *self
+                .not_ready_reason_s
                 .entry(iv.reason.clone().unwrap_or_else(|| NONE_KEY.into()))
                 .or_default() += s;
             let mode = iv
                 .work_mode
                 .map_or_else(|| NONE_KEY.to_owned(), |m| m.name());
-            *a.not_ready_work_mode_s.entry(mode).or_default() += s;
+            *self.not_ready_work_mode_s.entry(mode).or_default() += s;
         }
     }
-    per_agent
-        .into_values()
-        .map(|mut a| {
-            a.total_s = a.status_s.total();
-            a
-        })
-        .collect()
+}
+
+/// The part of `iv` that counts in `[from, to)` (see the conventions above): its clipped start
+/// and end, and whether its login happened inside the window. None when nothing of it counts.
+pub(crate) fn clip(
+    iv: &Interval,
+    from: Option<Micros>,
+    to: Option<Micros>,
+) -> Option<(Micros, Micros, bool)> {
+    let lo = from.unwrap_or(Micros::MIN);
+    let hi = to.unwrap_or(Micros::MAX);
+    let start = iv.start.max(lo);
+    let end = match iv.end.or(to) {
+        Some(e) => e.min(hi),
+        None => start,
+    };
+    if end < start || start >= hi {
+        return None;
+    }
+    let login =
+        iv.status == AgentStatus::LoggedIn && iv.unclipped_start >= lo && iv.unclipped_start < hi;
+    Some((start, end, login))
+}
+
+/// Adds up `intervals` (as built by [`crate::intervals`], clipped or not) over `[from, to)`,
+/// per agent id, sorted by agent id.
+pub fn audit(intervals: &[Interval], from: Option<Micros>, to: Option<Micros>) -> Vec<AgentAudit> {
+    let mut per_agent: BTreeMap<&AgentId, AgentAudit> = BTreeMap::new();
+    for iv in intervals {
+        let Some(id) = &iv.agent_id else { continue };
+        let Some((start, end, login)) = clip(iv, from, to) else {
+            continue;
+        };
+        per_agent
+            .entry(id)
+            .or_insert_with(|| AgentAudit::new(id.clone()))
+            .add(iv, start, end, login);
+    }
+    per_agent.into_values().map(AgentAudit::finish).collect()
 }
 
 #[cfg(test)]
