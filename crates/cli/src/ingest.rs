@@ -1,5 +1,6 @@
 //! `ivrstate ingest`: parse files (or stdin) and append their events in group-committed batches.
 
+use crate::cluster::{self, BulkPublisher, ClusterArgs};
 use crate::{format_of, now, open_engine, progress, DurabilityArg, Format};
 use anyhow::{Context, Result};
 use clap::Args;
@@ -32,9 +33,14 @@ pub struct IngestArgs {
     /// Files to read; `-` for stdin.
     #[arg(required = true, value_name = "FILE")]
     files: Vec<PathBuf>,
+    #[command(flatten)]
+    cluster: ClusterArgs,
 }
 
 pub fn run(db: &Path, args: IngestArgs) -> Result<ExitCode> {
+    if let Some(config) = args.cluster.config()? {
+        return publish(config, &args);
+    }
     let engine = open_engine(db, args.durability)?;
     let mut summary = IngestSummary::default();
     let tserver = args.tserver.as_deref().map(TServerName::from);
@@ -52,6 +58,37 @@ pub fn run(db: &Path, args: IngestArgs) -> Result<ExitCode> {
         follow(engine, &args, tserver, &mut summary)?;
     }
     bulk::complete(engine).context("updating derived data")?;
+    if args.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        print_summary(&summary, started.elapsed());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ingest --cluster`: the files' events go into the stream (the nodes' stores apply them from
+/// there); `appended` counts events newly in the stream, `duplicates` those of batches the
+/// stream already held (same bytes, same Msg-Id).
+fn publish(config: ivrstate_cluster::ClusterConfig, args: &IngestArgs) -> Result<ExitCode> {
+    if args.follow {
+        anyhow::bail!(
+            "--follow with --cluster: follow the files with `serve --cluster --follow` instead"
+        );
+    }
+    let tserver = args.tserver.as_deref().map(TServerName::from);
+    let started = std::time::Instant::now();
+    let mut summary = IngestSummary::default();
+    cluster::runtime()?.block_on(async {
+        let mut publisher = BulkPublisher::connect(config).await?;
+        for path in &args.files {
+            let format = format_of(args.format, path);
+            let (reader, bar) = open_input(path)?;
+            let parsed = parse_reader(reader, &path.display().to_string(), format, tserver.clone());
+            publisher.add(parsed, &mut summary).await?;
+            bar.finish_and_clear();
+        }
+        publisher.finish(&mut summary).await
+    })?;
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
     } else {
@@ -82,6 +119,16 @@ fn ingest_file(
     summary: &mut IngestSummary,
 ) -> Result<()> {
     let name = path.display().to_string();
+    let (reader, bar) = open_input(path)?;
+    let parsed = parse_reader(reader, &name, format, tserver);
+    bulk::append_parsed(engine, parsed, summary).with_context(|| format!("ingesting {name}"))?;
+    bar.finish_and_clear();
+    Ok(())
+}
+
+/// A file (or stdin for `-`), buffered, with a progress bar over its bytes.
+fn open_input(path: &Path) -> Result<(impl BufRead, indicatif::ProgressBar)> {
+    let name = path.display().to_string();
     let (reader, len): (Box<dyn Read>, u64) = if is_stdin(path) {
         (Box::new(std::io::stdin().lock()), 0)
     } else {
@@ -97,10 +144,7 @@ fn ingest_file(
             bar: bar.clone(),
         },
     );
-    let parsed = parse_reader(reader, &name, format, tserver);
-    bulk::append_parsed(engine, parsed, summary).with_context(|| format!("ingesting {name}"))?;
-    bar.finish_and_clear();
-    Ok(())
+    Ok((reader, bar))
 }
 
 /// `--follow`: after the initial read, keep appending what the files grow by until Ctrl-C.

@@ -6,7 +6,7 @@
 //! checked to be exactly the one expected, and on anything else the subscription is dropped
 //! and made again from the expected sequence.
 
-use crate::Cluster;
+use crate::{Cluster, ClusterError};
 use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
 use futures_util::StreamExt;
 use ivrstate_model::Envelope;
@@ -107,4 +107,54 @@ async fn subscribe_and_read(
         *next = seq + 1;
     }
     Read::Resubscribe("the subscription ended".into())
+}
+
+/// Every event stored under `subject` (e.g. `<stream>.config`), in stream order: what the
+/// stream holds now, read once.
+pub async fn read_subject(cluster: &Cluster, subject: &str) -> Result<Vec<Envelope>, ClusterError> {
+    let failed = |reason: String| ClusterError::Stream {
+        stream: cluster.config.stream.clone(),
+        reason,
+    };
+    let stream = cluster
+        .js
+        .get_stream(&cluster.config.stream)
+        .await
+        .map_err(|e| failed(format!("lookup: {e}")))?;
+    let mut consumer = stream
+        .create_consumer(OrderedConfig {
+            filter_subject: subject.to_owned(),
+            deliver_policy: DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| failed(format!("consumer on {subject}: {e}")))?;
+    let mut left = consumer
+        .info()
+        .await
+        .map_err(|e| failed(format!("consumer on {subject}: {e}")))?
+        .num_pending;
+    let mut out = Vec::new();
+    if left == 0 {
+        return Ok(out);
+    }
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(|e| failed(format!("reading {subject}: {e}")))?;
+    while left > 0 {
+        let message = match messages.next().await {
+            Some(Ok(m)) => m,
+            Some(Err(e)) => return Err(failed(format!("reading {subject}: {e}"))),
+            None => return Err(failed(format!("reading {subject}: the subscription ended"))),
+        };
+        let envelopes = codec::decode_block(&message.payload).map_err(|e| {
+            failed(format!(
+                "a message on {subject} is not a batch of events: {e}"
+            ))
+        })?;
+        out.extend(envelopes);
+        left -= 1;
+    }
+    Ok(out)
 }

@@ -80,7 +80,15 @@ impl Replica {
         let last = store.log().last_seq();
         let checkpoint = match Checkpoint::read(store)? {
             Some(c) => c,
-            None if last == 0 => Checkpoint::default(),
+            None if last == 0 => {
+                // Marks the store as a replica before anything is appended: a crash after the
+                // first append and before its checkpoint then leaves a store that is still
+                // known to be one.
+                let start = Checkpoint::default();
+                store.meta_put(CHECKPOINT_KEY, &start.to_bytes())?;
+                store.flush()?;
+                start
+            }
             None => {
                 return Err(ClusterError::Replica(format!(
                     "{} holds {last} events that did not come from a cluster stream; a cluster \
