@@ -387,6 +387,40 @@ fn damaged_store_files_give_one_line_errors_never_panics() {
     }
 }
 
+/// Damaged derived data stops the commands that read it, with a pointer to `rebuild`; `verify`
+/// reports it (it does not fail to open), `rebuild` repairs it, and every answer is as before.
+#[test]
+fn rebuild_repairs_damaged_derived_data_that_stops_other_commands() {
+    let (t, export, _) = small_store();
+    let status = t.ok(&["status", "--json"]);
+    let damages: [(&str, &[u8], &[u8]); 2] = [
+        (
+            "derived_seq of the wrong length",
+            b"Mderived_seq",
+            &[0, 0, 7],
+        ),
+        ("a damaged snapshot", b"N\0\0\0\0\0\0\0\x01", b"\x01garbage"),
+    ];
+    for (what, key, value) in damages {
+        ivrstate_tests::put_derived(&t.db(), key, value);
+        let args = ["status", "--json"];
+        let line = assert_clean_failure(&args, &t.run(&args));
+        assert!(line.contains("rebuild"), "{what}: {line}");
+        let out = t.run(&["verify"]);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{what}: verify does not report it"
+        );
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(said.contains("FAULT"), "{what}: {said}");
+        t.ok(&["rebuild"]);
+        assert!(t.ok(&["verify"]).starts_with("ok: "), "{what}");
+        assert_eq!(t.ok(&["status", "--json"]), status, "{what}");
+        assert_eq!(t.ok(&["export"]), export, "{what}");
+    }
+}
+
 #[test]
 fn a_store_from_a_newer_version_is_refused_and_left_untouched() {
     let (t, export, _) = small_store();

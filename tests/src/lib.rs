@@ -507,6 +507,19 @@ pub fn set_format_version(db: &Path, version: u32) {
     sled.flush().expect("flush");
 }
 
+/// Writes `key` = `value` into the engine's derived tree directly with sled, as damage would.
+pub fn put_derived(db: &Path, key: &[u8], value: &[u8]) {
+    let sled = sled::Config::new()
+        .path(db)
+        .open()
+        .expect("open the store with sled");
+    sled.open_tree("derived:derived")
+        .expect("derived tree")
+        .insert(key, value)
+        .expect("write");
+    sled.flush().expect("flush");
+}
+
 /// A store's trees by name, each with its (key, value) entries.
 pub type Trees = Vec<(Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>)>;
 

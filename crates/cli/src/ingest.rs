@@ -8,7 +8,7 @@ use ivrstate_engine::bulk::{self, IngestSummary};
 use ivrstate_engine::Engine;
 use ivrstate_ingest::follow::spawn_follower;
 use ivrstate_ingest::parse::{ndjson::NdjsonReader, tlog::TlogReader, Parsed};
-use ivrstate_model::TServerName;
+use ivrstate_model::{TServerName, Zone};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -30,11 +30,21 @@ pub struct IngestArgs {
     /// `relaxed` skips the flush per batch (faster; a crash may lose the last half second).
     #[arg(long, value_enum, default_value = "full")]
     durability: DurabilityArg,
-    /// Files to read; `-` for stdin.
+    /// The zone the logs' times are written in (`Europe/Berlin`, `+05:30`, `local`), for logs
+    /// whose header does not say (no `Time zone:` line); it also wins over the header. Times
+    /// from `AttributeTimeinSecs` are UTC whatever the zone.
+    #[arg(long, value_name = "ZONE", value_parser = parse_zone)]
+    log_tz: Option<Zone>,
+    /// Files to read: T-Server logs or NDJSON, plain or gzip'd (told by content); a directory
+    /// stands for every file in it, in name order; `-` for stdin.
     #[arg(required = true, value_name = "FILE")]
     files: Vec<PathBuf>,
     #[command(flatten)]
     cluster: ClusterArgs,
+}
+
+fn parse_zone(s: &str) -> Result<Zone, String> {
+    Zone::parse(s).map_err(|e| e.to_string())
 }
 
 pub fn run(db: &Path, args: IngestArgs) -> Result<ExitCode> {
@@ -45,14 +55,25 @@ pub fn run(db: &Path, args: IngestArgs) -> Result<ExitCode> {
     let mut summary = IngestSummary::default();
     let tserver = args.tserver.as_deref().map(TServerName::from);
     let started = std::time::Instant::now();
-    for path in &args.files {
+    let files = if args.follow {
+        args.files.clone()
+    } else {
+        ivrstate_ingest::input::expand(&args.files)?
+    };
+    for path in &files {
         // A followed file is read from its start by its follower; reading it here too would
         // count every event twice (once read, once as a duplicate). Stdin is never followed.
         if args.follow && !is_stdin(path) {
             continue;
         }
-        let format = format_of(args.format, path);
-        ingest_file(engine, path, format, tserver.clone(), &mut summary)?;
+        let format = format_of(args.format, strip_gz(path).as_path());
+        let source = Source {
+            path,
+            format,
+            tserver: tserver.clone(),
+            log_tz: args.log_tz.clone(),
+        };
+        ingest_file(engine, &source, &mut summary)?;
     }
     if args.follow {
         follow(engine, &args, tserver, &mut summary)?;
@@ -78,12 +99,17 @@ fn publish(config: ivrstate_cluster::ClusterConfig, args: &IngestArgs) -> Result
     let tserver = args.tserver.as_deref().map(TServerName::from);
     let started = std::time::Instant::now();
     let mut summary = IngestSummary::default();
+    let files = ivrstate_ingest::input::expand(&args.files)?;
     cluster::runtime()?.block_on(async {
         let mut publisher = BulkPublisher::connect(config).await?;
-        for path in &args.files {
-            let format = format_of(args.format, path);
-            let (reader, bar) = open_input(path)?;
-            let parsed = parse_reader(reader, &path.display().to_string(), format, tserver.clone());
+        for path in &files {
+            let source = Source {
+                path,
+                format: format_of(args.format, strip_gz(path).as_path()),
+                tserver: tserver.clone(),
+                log_tz: args.log_tz.clone(),
+            };
+            let (parsed, bar) = read_source(&source)?;
             publisher.add(parsed, &mut summary).await?;
             bar.finish_and_clear();
         }
@@ -111,40 +137,63 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
-fn ingest_file(
-    engine: &mut Engine,
-    path: &Path,
+/// One input of `ingest`.
+struct Source<'a> {
+    path: &'a Path,
     format: ivrstate_ingest::Format,
     tserver: Option<TServerName>,
+    log_tz: Option<Zone>,
+}
+
+/// `a.ndjson.gz` is NDJSON: the format is the name's without `.gz`.
+fn strip_gz(path: &Path) -> PathBuf {
+    match path.extension() {
+        Some(ext) if ext == "gz" => path.with_extension(""),
+        _ => path.to_path_buf(),
+    }
+}
+
+fn ingest_file(
+    engine: &mut Engine,
+    source: &Source<'_>,
     summary: &mut IngestSummary,
 ) -> Result<()> {
-    let name = path.display().to_string();
-    let (reader, bar) = open_input(path)?;
-    let parsed = parse_reader(reader, &name, format, tserver);
+    let (parsed, bar) = read_source(source)?;
+    let name = source.path.display();
     bulk::append_parsed(engine, parsed, summary).with_context(|| format!("ingesting {name}"))?;
     bar.finish_and_clear();
     Ok(())
 }
 
-/// A file (or stdin for `-`), buffered, with a progress bar over its bytes.
-fn open_input(path: &Path) -> Result<(impl BufRead, indicatif::ProgressBar)> {
+/// The events of one input (decompressed, parsed), with a progress bar over its bytes.
+fn read_source(
+    source: &Source<'_>,
+) -> Result<(Box<dyn Iterator<Item = Parsed>>, indicatif::ProgressBar)> {
+    let path = source.path;
     let name = path.display().to_string();
-    let (reader, len): (Box<dyn Read>, u64) = if is_stdin(path) {
-        (Box::new(std::io::stdin().lock()), 0)
+    let (raw, len): (Box<dyn Read + Send>, u64) = if is_stdin(path) {
+        (Box::new(std::io::stdin()), 0)
     } else {
         let file = std::fs::File::open(path).with_context(|| format!("cannot open {name}"))?;
         let len = file.metadata().map(|m| m.len()).unwrap_or(0);
         (Box::new(file), len)
     };
+    // The bar counts the bytes of the file (compressed ones for a .gz), as its length does.
     let bar = progress::bytes_bar(len, "ingest");
-    let reader = BufReader::with_capacity(
-        1 << 16,
-        Counting {
-            inner: reader,
-            bar: bar.clone(),
-        },
+    let counted = Counting {
+        inner: raw,
+        bar: bar.clone(),
+    };
+    let (text, _) = ivrstate_ingest::input::open_text(counted, &name)?;
+    let reader = BufReader::with_capacity(1 << 16, text);
+    let parsed = parse_reader(
+        reader,
+        &name,
+        source.format,
+        source.tserver.clone(),
+        source.log_tz.clone(),
     );
-    Ok((reader, bar))
+    Ok((parsed, bar))
 }
 
 /// `--follow`: after the initial read, keep appending what the files grow by until Ctrl-C.
@@ -203,15 +252,19 @@ fn print_summary(s: &IngestSummary, elapsed: std::time::Duration) {
     }
 }
 
-/// Reads everything a `BufRead` holds in the given format (used by the feed and tests).
-pub fn parse_reader<'a>(
+/// Reads everything a `BufRead` holds in the given format; `log_tz` is the zone of a T-Server
+/// log's wall-clock times (`--log-tz`).
+fn parse_reader<'a>(
     reader: impl BufRead + 'a,
     name: &str,
     format: ivrstate_ingest::Format,
     tserver: Option<TServerName>,
+    log_tz: Option<Zone>,
 ) -> Box<dyn Iterator<Item = Parsed> + 'a> {
     match format {
-        ivrstate_ingest::Format::Tlog => Box::new(TlogReader::new(reader, name, tserver, now())),
+        ivrstate_ingest::Format::Tlog => {
+            Box::new(TlogReader::new(reader, name, tserver, now()).with_log_zone(log_tz))
+        }
         ivrstate_ingest::Format::Ndjson => Box::new(NdjsonReader::new(reader, name, now())),
     }
 }

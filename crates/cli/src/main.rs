@@ -13,9 +13,9 @@ mod svg;
 
 use anyhow::{Context, Result};
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
-use ivrstate_engine::Engine;
+use ivrstate_engine::{Engine, EngineError};
 use ivrstate_model::{Micros, Seq};
-use ivrstate_store::{Durability, StoreOptions};
+use ivrstate_store::{Durability, StoreError, StoreOptions};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -218,24 +218,40 @@ pub use ivrstate_ingest::now;
 /// disk) sled's flush waits forever — the command would hang instead of reporting the error.
 /// Commands that write flush explicitly before they report success ([`finish`]).
 pub fn open_engine(db: &std::path::Path, durability: DurabilityArg) -> Result<&'static mut Engine> {
-    let options = StoreOptions {
+    leak_engine(db, Engine::open(db, store_options(durability)))
+}
+
+/// As [`open_engine`], without reading derived data: for `verify` and `rebuild`, which must
+/// work whatever the derived data holds.
+fn open_engine_without_derived(db: &std::path::Path) -> Result<&'static mut Engine> {
+    leak_engine(
+        db,
+        Engine::open_without_derived(db, store_options(DurabilityArg::Full)),
+    )
+}
+
+fn store_options(durability: DurabilityArg) -> StoreOptions {
+    StoreOptions {
         durability: match durability {
             DurabilityArg::Full => Durability::Full,
             DurabilityArg::Relaxed => Durability::Relaxed,
         },
         ..StoreOptions::default()
-    };
-    let engine = Engine::open(db, options).map_err(|e| {
+    }
+}
+
+fn leak_engine(
+    db: &std::path::Path,
+    opened: Result<Engine, EngineError>,
+) -> Result<&'static mut Engine> {
+    let engine = opened.map_err(|e| match e {
         // sled holds an exclusive lock on an open store: say who probably has it.
-        if e.to_string().contains("could not acquire lock") {
-            anyhow::anyhow!(
-                "cannot open store {}: it is in use by another ivrstate process (a running `serve`?); \
-                 stop it, or ask the running server over GLI",
-                db.display()
-            )
-        } else {
-            anyhow::Error::new(e).context(format!("cannot open store {}", db.display()))
-        }
+        EngineError::Store(StoreError::Locked { .. }) => anyhow::anyhow!(
+            "cannot open store {}: it is in use by another ivrstate process (a running `serve`?); \
+             stop it, or ask the running server over GLI",
+            db.display()
+        ),
+        e => anyhow::Error::new(e).context(format!("cannot open store {}", db.display())),
     })?;
     Ok(Box::leak(Box::new(engine)))
 }
@@ -423,7 +439,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 fn verify(db: &std::path::Path, json: bool) -> Result<ExitCode> {
-    let engine = open_engine(db, DurabilityArg::Full)?;
+    let engine = open_engine_without_derived(db)?;
     let last = engine.log().last_seq();
     let bar = progress::bar(last, "verify log");
     let report = engine.log().verify().context("verify")?;
@@ -463,7 +479,7 @@ fn verify(db: &std::path::Path, json: bool) -> Result<ExitCode> {
 }
 
 fn rebuild(db: &std::path::Path) -> Result<ExitCode> {
-    let engine = open_engine(db, DurabilityArg::Full)?;
+    let engine = open_engine_without_derived(db)?;
     let last = engine.log().last_seq();
     let bar = progress::bar(last, "rebuild");
     let started = std::time::Instant::now();

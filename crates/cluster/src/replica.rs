@@ -1,7 +1,7 @@
 //! The node's store as a replica of the stream: which stream message was applied last, and
 //! recovery after a crash.
 //!
-//! The checkpoint (`cluster:applied` in the store's metadata: last stream sequence applied, and
+//! The checkpoint (`cluster:applied` in the store's `replica` tree: last stream sequence applied, and
 //! the log's last seq at that moment) is written after the append of those messages is
 //! durable, and becomes durable with the next flush. sled recovers a prefix of what was
 //! written, so a checkpoint that survived implies the records before it did. A crash can
@@ -52,7 +52,7 @@ impl Checkpoint {
 
     /// The checkpoint stored in `store`, if any.
     pub fn read(store: &Store) -> Result<Option<Checkpoint>, ClusterError> {
-        match store.meta_get(CHECKPOINT_KEY)? {
+        match store.replica_get(CHECKPOINT_KEY)? {
             None => Ok(None),
             Some(bytes) => Checkpoint::from_bytes(&bytes).map(Some).ok_or_else(|| {
                 ClusterError::Replica(format!(
@@ -85,7 +85,7 @@ impl Replica {
                 // first append and before its checkpoint then leaves a store that is still
                 // known to be one.
                 let start = Checkpoint::default();
-                store.meta_put(CHECKPOINT_KEY, &start.to_bytes())?;
+                store.replica_put(CHECKPOINT_KEY, &start.to_bytes())?;
                 store.flush()?;
                 start
             }
@@ -176,7 +176,7 @@ impl Replica {
             stream_seq,
             log_seq,
         };
-        store.meta_put(CHECKPOINT_KEY, &checkpoint.to_bytes())?;
+        store.replica_put(CHECKPOINT_KEY, &checkpoint.to_bytes())?;
         self.checkpoint = checkpoint;
         Ok(())
     }

@@ -93,9 +93,7 @@ fn encode_chunk(states: &[AgentSnapshot]) -> Vec<u8> {
 fn decode_chunk(bytes: &[u8]) -> Result<Vec<AgentSnapshot>> {
     let raw = lz4_flex::decompress_size_prepended(bytes)
         .map_err(|e| crate::EngineError::Derived(format!("history chunk: {e}")))?;
-    // A limit, so that a damaged length is an error rather than an allocation that aborts.
-    let config = bincode::config::standard().with_limit::<{ 16 << 20 }>();
-    bincode::borrow_decode_from_slice(&raw, config)
+    bincode::borrow_decode_from_slice(&raw, ivrstate_model::bincode_config())
         .map(|(states, _)| states)
         .map_err(|e| crate::EngineError::Derived(format!("undecodable history chunk: {e}")))
 }
@@ -116,7 +114,8 @@ struct OpenChunk {
 impl OpenChunk {
     fn push(&mut self, state: &AgentSnapshot) {
         // Encoding plain data into a Vec cannot fail; a short chunk would be caught by verify.
-        let _ = bincode::encode_into_std_write(state, &mut self.raw, bincode::config::standard());
+        let _ =
+            bincode::encode_into_std_write(state, &mut self.raw, ivrstate_model::bincode_config());
         self.len += 1;
         self.dirty = true;
     }

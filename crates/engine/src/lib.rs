@@ -95,17 +95,9 @@ pub struct Engine {
 
 impl Engine {
     /// Opens (creating or migrating) the store in `dir` and brings derived data up to the log.
+    /// Damaged derived data is an error here (`ivrstate rebuild` repairs it).
     pub fn open(dir: &Path, options: StoreOptions) -> Result<Engine> {
-        let store = Store::open(dir, options)?;
-        let derived = store.derived(DERIVED_TREE)?;
-        let mut engine = Engine {
-            store,
-            derived,
-            state: State::default(),
-            entities: BTreeSet::new(),
-            applied: Applied::default(),
-            deriver: Deriver::default(),
-        };
+        let mut engine = Engine::open_without_derived(dir, options)?;
         match engine
             .load_derived()
             .and_then(|()| engine.catch_up(|_, _| {}))
@@ -119,6 +111,30 @@ impl Engine {
                 Err(e)
             }
         }
+    }
+
+    /// Opens the store without reading derived data: for [`Engine::verify_derived`] and
+    /// [`Engine::rebuild`], which must work whatever state the derived data is in (damaged,
+    /// truncated, missing, of another snapshot version). The state stays empty until
+    /// [`Engine::rebuild`] or [`Engine::catch_up`].
+    pub fn open_without_derived(dir: &Path, options: StoreOptions) -> Result<Engine> {
+        let store = Store::open(dir, options)?;
+        let derived = match store.derived(DERIVED_TREE) {
+            Ok(derived) => derived,
+            Err(e) => {
+                // As in `open`: never drop sled after an error.
+                std::mem::forget(store);
+                return Err(e.into());
+            }
+        };
+        Ok(Engine {
+            store,
+            derived,
+            state: State::default(),
+            entities: BTreeSet::new(),
+            applied: Applied::default(),
+            deriver: Deriver::default(),
+        })
     }
 
     pub fn store(&self) -> &Store {
@@ -151,12 +167,18 @@ impl Engine {
         Ok(report)
     }
 
+    /// The seq the stored derived data says it reflects (0: none).
+    fn stored_derived_seq(&self) -> Result<Seq> {
+        match self.derived.get(DERIVED_SEQ_KEY)? {
+            Some(bytes) => keys::read_seq(&bytes).ok_or_else(|| {
+                EngineError::Derived(format!("derived_seq is not 8 bytes ({})", bytes.len()))
+            }),
+            None => Ok(0),
+        }
+    }
+
     fn load_derived(&mut self) -> Result<()> {
-        let derived_seq = match self.derived.get(DERIVED_SEQ_KEY)? {
-            Some(bytes) => keys::read_seq(&bytes)
-                .ok_or_else(|| EngineError::Derived("derived_seq is not 8 bytes".into()))?,
-            None => 0,
-        };
+        let derived_seq = self.stored_derived_seq()?;
         if derived_seq > self.log().last_seq() {
             // Derived data ahead of the log cannot happen with one writer; if it does (a log
             // restored from an older copy), the derived data is recomputed rather than trusted.
@@ -459,18 +481,34 @@ impl Engine {
         self.state.config()
     }
 
-    /// Checks that the derived data equals what folding the log from scratch gives. Returns the
-    /// faults found (empty: all good). Memory stays constant: the two sides are compared as
-    /// order-independent digests of their entries plus the final state.
+    /// Checks that the derived data equals what folding the log from scratch gives, up to the
+    /// seq it says it reflects. Returns the faults found (empty: all good); damaged derived
+    /// data is a fault, not an error, so this works on an engine from
+    /// [`Engine::open_without_derived`] whatever the derived data holds. Memory stays constant:
+    /// the two sides are compared as order-independent digests of their entries plus the state.
     pub fn verify_derived(&self, mut progress: impl FnMut(Seq)) -> Result<Vec<String>> {
+        let rebuild = "(run `ivrstate rebuild`)";
         let mut faults = Vec::new();
+        let log_last = self.log().last_seq();
+        let last = match self.stored_derived_seq() {
+            Ok(seq) if seq <= log_last => seq,
+            Ok(seq) => {
+                faults.push(format!(
+                    "derived data says it reflects seq {seq}, the log ends at {log_last} {rebuild}"
+                ));
+                log_last
+            }
+            Err(e) => {
+                faults.push(e.to_string());
+                log_last
+            }
+        };
         let mut state = State::default();
         let mut applied = Applied::without_changes();
         let mut entities = BTreeSet::new();
         let mut expected = Digest::default();
         let mut deriver = Deriver::default();
         let mut batch: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        let last = self.derived_seq();
         // The state the last catch-up left must be the log's state at its seq.
         let stored_state = match self.derived.get(STATE_KEY)? {
             Some(bytes) => match State::from_bytes(&bytes) {
@@ -526,10 +564,12 @@ impl Engine {
                 stored.count, expected.count
             ));
         }
-        if state != self.state {
-            faults.push(format!(
-                "state at seq {last} differs from the state rebuilt from the log"
-            ));
+        match self.state_at_seq(last) {
+            Ok(stored) if stored == state => {}
+            Ok(_) => faults.push(format!(
+                "state at seq {last} differs from the state rebuilt from the log {rebuild}"
+            )),
+            Err(e) => faults.push(format!("state at seq {last}: {e}")),
         }
         if !state_matches {
             faults.push(format!(
@@ -597,17 +637,13 @@ pub(crate) fn key_seq(key: &[u8]) -> Seq {
         .unwrap_or(0)
 }
 
-fn bincode_config() -> impl bincode::config::Config {
-    bincode::config::standard()
-}
-
 pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     // Encoding plain data into a Vec cannot fail; an empty value would be caught by verify.
-    bincode::serde::encode_to_vec(value, bincode_config()).unwrap_or_default()
+    bincode::serde::encode_to_vec(value, ivrstate_model::bincode_config()).unwrap_or_default()
 }
 
 pub(crate) fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T> {
-    bincode::serde::decode_from_slice(bytes, bincode_config())
+    bincode::serde::decode_from_slice(bytes, ivrstate_model::bincode_config())
         .map(|(v, _)| v)
         .map_err(|e| EngineError::Derived(format!("undecodable entry: {e}")))
 }

@@ -458,3 +458,152 @@ fn long_histories_span_many_chunks_whatever_the_batching() {
     assert!(window.iter().all(|i| i.start >= Micros::from_secs(3_000)
         && i.end.is_some_and(|e| e <= Micros::from_secs(3_100))));
 }
+
+/// One way derived data can be damaged, applied to the store's derived tree.
+type Damage = fn(&ivrstate_store::DerivedTree, Seq);
+
+fn snapshot_at(seq: Seq) -> Vec<u8> {
+    let mut key = vec![b'N'];
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+fn damaged_snapshot(tree: &ivrstate_store::DerivedTree, _: Seq) {
+    tree.insert(&snapshot_at(1), b"\x01not a snapshot").unwrap();
+}
+
+fn snapshot_of_a_future_version(tree: &ivrstate_store::DerivedTree, _: Seq) {
+    let mut bytes = State::default().to_bytes();
+    bytes[0] = ivrstate_projection::SNAPSHOT_VERSION + 1;
+    tree.insert(&snapshot_at(1), &bytes).unwrap();
+}
+
+fn damaged_stored_state(tree: &ivrstate_store::DerivedTree, _: Seq) {
+    tree.insert(b"Mstate", b"\x01not a state").unwrap();
+}
+
+fn derived_seq_of_the_wrong_length(tree: &ivrstate_store::DerivedTree, _: Seq) {
+    tree.insert(b"Mderived_seq", &[0, 0, 7]).unwrap();
+}
+
+fn derived_seq_ahead_of_the_log(tree: &ivrstate_store::DerivedTree, last: Seq) {
+    tree.insert(b"Mderived_seq", &(last + 100).to_be_bytes())
+        .unwrap();
+}
+
+fn history_truncated(tree: &ivrstate_store::DerivedTree, _: Seq) {
+    let keys: Vec<Vec<u8>> = tree
+        .iter()
+        .map(|e| e.unwrap().0)
+        .filter(|k| k.as_slice() != b"Mderived_seq")
+        .collect();
+    assert!(keys.len() > 2, "{keys:?}");
+    for key in keys.iter().step_by(2) {
+        tree.remove(key).unwrap();
+    }
+}
+
+fn history_garbled(tree: &ivrstate_store::DerivedTree, _: Seq) {
+    let entries: Vec<(Vec<u8>, Vec<u8>)> = tree
+        .iter()
+        .map(|e| e.unwrap())
+        .filter(|(k, _)| k.as_slice() != b"Mderived_seq")
+        .collect();
+    for (key, mut value) in entries {
+        value.truncate(value.len() / 2);
+        value.push(0xff);
+        tree.insert(&key, &value).unwrap();
+    }
+}
+
+fn everything_missing(tree: &ivrstate_store::DerivedTree, _: Seq) {
+    tree.clear().unwrap();
+}
+
+/// `verify` and `rebuild` open the log without reading derived data: whatever was done to the
+/// derived data, verify says so (without failing to open), rebuild repairs it, and afterwards
+/// verify is clean and every answer is what it was.
+#[test]
+fn rebuild_recovers_each_kind_of_damaged_derived_data_and_verify_then_passes() {
+    let damages: [(&str, Damage, bool); 8] = [
+        ("a damaged stored state", damaged_stored_state, true),
+        ("a damaged snapshot", damaged_snapshot, true),
+        (
+            "a snapshot of a future version",
+            snapshot_of_a_future_version,
+            true,
+        ),
+        (
+            "derived_seq of the wrong length",
+            derived_seq_of_the_wrong_length,
+            true,
+        ),
+        (
+            "derived_seq ahead of the log",
+            derived_seq_ahead_of_the_log,
+            true,
+        ),
+        ("history entries missing", history_truncated, true),
+        ("history entries garbled", history_garbled, true),
+        // Nothing derived is nothing wrong: it is recomputed.
+        ("no derived data at all", everything_missing, false),
+    ];
+    for (what, damage, is_fault) in damages {
+        let dir = tempfile::tempdir().unwrap();
+        let (status, history, last) =
+            {
+                let mut engine = open(dir.path());
+                engine
+                    .apply_config(
+                        &ivrstate_engine::config::parse(CONFIG, "c").unwrap(),
+                        Micros::from_secs(50),
+                    )
+                    .unwrap();
+                // (T-Server, seq, second, what, agent, reason) on DN 7001.
+                let story = [
+                    ("TS_A", 2, 100, AgentEventKind::Login, "1001", None),
+                    (
+                        "TS_A",
+                        3,
+                        110,
+                        AgentEventKind::NotReady,
+                        "1001",
+                        Some("Break"),
+                    ),
+                    ("TS_A", 4, 120, AgentEventKind::Ready, "1001", None),
+                    ("TS_B", 5, 130, AgentEventKind::Login, "1002", None),
+                ];
+                let mut events = vec![link("TS_A", 1, 90, true)];
+                events.extend(story.into_iter().map(|(ts, seq, secs, kind, id, why)| {
+                    agent(ts, seq, secs, kind, "7001", id, why)
+                }));
+                engine.append(&events, |_, _| {}).unwrap();
+                let history = engine
+                    .history(&HistorySelector::Agent(AgentId::from("1001")), None, None)
+                    .unwrap();
+                let tree = engine.store().derived("derived").unwrap();
+                damage(&tree, engine.log().last_seq());
+                engine.store().flush().unwrap();
+                (engine.status(), history, engine.log().last_seq())
+            };
+        let mut engine = Engine::open_without_derived(dir.path(), StoreOptions::default())
+            .unwrap_or_else(|e| panic!("{what}: the log does not open: {e}"));
+        let faults = engine.verify_derived(|_| {}).unwrap();
+        assert_eq!(!faults.is_empty(), is_fault, "{what}: {faults:?}");
+        engine.rebuild(|_| {}).unwrap();
+        assert_eq!(engine.derived_seq(), last, "{what}");
+        let faults = engine.verify_derived(|_| {}).unwrap();
+        assert!(faults.is_empty(), "{what}: after rebuild: {faults:?}");
+        engine.store().flush().unwrap();
+        drop(engine);
+        let engine = open(dir.path());
+        assert_eq!(engine.status(), status, "{what}");
+        assert_eq!(
+            engine
+                .history(&HistorySelector::Agent(AgentId::from("1001")), None, None)
+                .unwrap(),
+            history,
+            "{what}"
+        );
+    }
+}

@@ -11,7 +11,7 @@
 //! tokio channel. A thread rather than a task because every step is blocking file I/O, and it
 //! ends by itself when the receiver is dropped.
 
-use crate::parse::{parse_ndjson_line, Parsed, TlogParser, MAX_LINE};
+use crate::parse::{parse_ndjson_line, Line, Parsed, TlogParser};
 use crate::{now, Format, BATCH, IDLE_FLUSH};
 use ivrstate_model::TServerName;
 use std::fs::File;
@@ -38,86 +38,34 @@ pub enum FollowItem {
     Error { message: String },
 }
 
-/// Splits a byte stream, pushed in chunks of any size, into lines; memory is bounded by the cap.
-#[derive(Debug)]
-pub struct LineSplitter {
-    partial: Vec<u8>,
-    /// Bytes of the current partial line seen so far (may exceed what `partial` keeps).
-    partial_len: u64,
-    line_no: u64,
-    /// Offset of the start of the current partial line.
-    offset: u64,
-    cap: usize,
-}
+pub use crate::parse::LineSplitter;
 
-impl Default for LineSplitter {
-    fn default() -> Self {
-        Self::new(MAX_LINE)
-    }
-}
-
-impl LineSplitter {
-    pub fn new(cap: usize) -> Self {
-        LineSplitter {
-            partial: Vec::new(),
-            partial_len: 0,
-            line_no: 0,
-            offset: 0,
-            cap,
+impl FollowItem {
+    fn line(line: Line<'_>) -> FollowItem {
+        FollowItem::Line {
+            bytes: line.bytes.to_vec(),
+            line_no: line.line_no,
+            byte_offset: line.byte_offset,
+            truncated: line.truncated,
         }
     }
+}
 
+/// A byte stream pushed in chunks of any size: what the follower and the feed read.
+impl LineSplitter {
     /// Pushes bytes; every line they complete is appended to `out`.
     pub fn push(&mut self, mut chunk: &[u8], out: &mut Vec<FollowItem>) {
-        while let Some(i) = memchr::memchr(b'\n', chunk) {
-            self.keep(&chunk[..i]);
-            self.emit(out, 1);
-            chunk = &chunk[i + 1..];
+        while let Some((line, used)) = self.next_line(chunk) {
+            out.push(FollowItem::line(line));
+            chunk = chunk.get(used..).unwrap_or_default();
         }
-        self.keep(chunk);
     }
 
     /// Emits the partial last line, if any (the file is complete: it was rotated away).
     pub fn flush_partial(&mut self, out: &mut Vec<FollowItem>) {
-        if self.partial_len > 0 {
-            self.emit(out, 0);
+        if let Some(line) = self.finish() {
+            out.push(FollowItem::line(line));
         }
-    }
-
-    /// Starts again at line 1, offset 0, dropping any partial line.
-    pub fn reset(&mut self) {
-        self.partial.clear();
-        self.partial_len = 0;
-        self.line_no = 0;
-        self.offset = 0;
-    }
-
-    /// Bytes of an incomplete last line held back.
-    pub fn pending(&self) -> u64 {
-        self.partial_len
-    }
-
-    fn keep(&mut self, part: &[u8]) {
-        let room = self.cap.saturating_sub(self.partial.len()).min(part.len());
-        self.partial.extend_from_slice(&part[..room]);
-        self.partial_len += part.len() as u64;
-    }
-
-    fn emit(&mut self, out: &mut Vec<FollowItem>, newline: u64) {
-        let truncated = self.partial_len > self.cap as u64;
-        let mut bytes = std::mem::take(&mut self.partial);
-        if !truncated && bytes.last() == Some(&b'\r') {
-            bytes.pop();
-        }
-        self.line_no += 1;
-        out.push(FollowItem::Line {
-            bytes,
-            line_no: self.line_no,
-            byte_offset: self.offset,
-            truncated,
-        });
-        self.offset += self.partial_len + newline;
-        self.partial_len = 0;
     }
 }
 

@@ -1,10 +1,12 @@
-//! What records events: the T-Server log and NDJSON parsers (`parse`), the sources (files
-//! followed as they grow: `follow`; the TCP feed: `feed`) and the appender that batches what
-//! they produce into group commits of the store (`appender`).
+//! What records events: the T-Server log and NDJSON parsers (`parse`), what `ingest` opens
+//! (directories, gzip, text: `input`), the sources (files followed as they grow: `follow`; the
+//! TCP feed: `feed`) and the appender that batches what they produce into group commits of the
+//! store (`appender`).
 
 pub mod appender;
 pub mod feed;
 pub mod follow;
+pub mod input;
 pub mod parse;
 
 use ivrstate_model::{Envelope, Micros};

@@ -130,11 +130,19 @@ impl AgentEvent {
     /// The reason of a Ready/NotReady: `ReasonCode` in Reasons, else in Extensions, else the
     /// first value of Reasons (T-Servers and desktops differ in the key they use).
     pub fn reason(&self) -> Option<&str> {
-        self.reasons
-            .get("ReasonCode")
-            .or_else(|| self.extensions.get("ReasonCode"))
-            .or_else(|| self.reasons.0.first().map(|(_, v)| v.as_str()))
+        reason_of(&self.reasons, &self.extensions)
     }
+}
+
+/// The reason an agent state carries, from an event's Reasons and Extensions lists: `ReasonCode`
+/// in Reasons, else in Extensions, else the first value of Reasons (T-Servers and desktops
+/// differ in the key they use). The one place that rule is written (agent events and
+/// EventAddressInfo alike).
+pub fn reason_of<'a>(reasons: &'a KvList, extensions: &'a KvList) -> Option<&'a str> {
+    reasons
+        .get("ReasonCode")
+        .or_else(|| extensions.get("ReasonCode"))
+        .or_else(|| reasons.0.first().map(|(_, v)| v.as_str()))
 }
 
 /// EventAddressInfo about a DN.

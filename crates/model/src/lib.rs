@@ -4,13 +4,16 @@
 //! ([`Event`], wrapped in an [`Envelope`] and, once stored, a [`Record`]), the ids of the
 //! things they are about ([`TServerName`], [`Dn`], [`PortNum`], [`AgentId`], [`IvrName`]),
 //! the statuses of the MonitorInfo vocabulary ([`AgentStatus`], [`Availability`]) and time
-//! ([`Micros`]). This crate does no I/O and depends only on serde.
+//! ([`Micros`]), and the one bincode configuration of stored bytes ([`encoding`]). This crate
+//! does no I/O.
 
+pub mod encoding;
 mod event;
 mod ids;
 mod status;
 mod time;
 
+pub use encoding::bincode_config;
 pub use event::*;
 pub use ids::*;
 pub use status::*;

@@ -47,11 +47,11 @@ fn allocations<T>(f: impl FnOnce() -> T) -> (T, usize) {
 }
 
 fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
-    bincode::serde::encode_to_vec(v, bincode::config::standard()).unwrap()
+    bincode::serde::encode_to_vec(v, ivrstate_model::bincode_config()).unwrap()
 }
 
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> T {
-    bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+    bincode::serde::decode_from_slice(bytes, ivrstate_model::bincode_config())
         .unwrap()
         .0
 }

@@ -102,7 +102,7 @@ fn main() {
             },
         })
         .collect();
-    let cfg = bincode::config::standard();
+    let cfg = ivrstate_model::bincode_config();
     let encoded: Vec<(Seq, Vec<u8>)> = records
         .iter()
         .map(|r| {

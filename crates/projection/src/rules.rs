@@ -25,8 +25,8 @@ use crate::change::{Applied, FoldAnomaly};
 use crate::fold::At;
 use crate::state::AgentState;
 use ivrstate_model::{
-    AddressInfo, AgentEvent, AgentEventKind, AgentStatus, AnomalyKind, CompactString, KvList,
-    TServerName, WorkMode,
+    AddressInfo, AgentEvent, AgentEventKind, AgentStatus, AnomalyKind, CompactString, TServerName,
+    WorkMode,
 };
 
 /// What a rule did to a DN.
@@ -130,7 +130,10 @@ pub(crate) fn address_info(
     }
     let (work_mode, reason) = match status {
         AgentStatus::LoggedOut => (None, None),
-        _ => (info.work_mode, kv_reason(&info.reasons, &info.extensions)),
+        _ => (
+            info.work_mode,
+            ivrstate_model::reason_of(&info.reasons, &info.extensions),
+        ),
     };
     set(
         a,
@@ -145,14 +148,6 @@ pub(crate) fn address_info(
         touched: true,
         new_status: Some(status),
     }
-}
-
-/// The same precedence as `AgentEvent::reason`, for EventAddressInfo's lists.
-fn kv_reason<'a>(reasons: &'a KvList, extensions: &'a KvList) -> Option<&'a str> {
-    reasons
-        .get("ReasonCode")
-        .or_else(|| extensions.get("ReasonCode"))
-        .or_else(|| reasons.0.first().map(|(_, v)| v.as_str()))
 }
 
 /// The time to fold an event at: its own, or the DN's last change if it is older (recorded).

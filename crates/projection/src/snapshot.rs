@@ -22,15 +22,7 @@ pub enum SnapshotError {
     Encode(#[from] bincode::error::EncodeError),
 }
 
-fn config() -> bincode::config::Configuration {
-    bincode::config::standard()
-}
-
-/// The most bytes a decode may claim in total. bincode allocates a string or a vector of the
-/// length the input claims before reading it, so a damaged length would otherwise abort the
-/// process on a petabyte allocation; with a limit it is a decode error. The same byte format as
-/// [`config`] (a limit is not part of the encoding); 1 GiB is far above any real state.
-const DECODE_LIMIT: usize = 1 << 30;
+use ivrstate_model::bincode_config as config;
 
 impl State {
     /// Encodes the state (the same state always gives the same bytes: every map is ordered).
@@ -51,10 +43,7 @@ impl State {
         if version != SNAPSHOT_VERSION {
             return Err(SnapshotError::Version { found: version });
         }
-        let (state, used) = bincode::serde::decode_from_slice::<State, _>(
-            body,
-            config().with_limit::<DECODE_LIMIT>(),
-        )?;
+        let (state, used) = bincode::serde::decode_from_slice::<State, _>(body, config())?;
         if used != body.len() {
             return Err(SnapshotError::Trailing(body.len() - used));
         }

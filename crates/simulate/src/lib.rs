@@ -535,7 +535,7 @@ fn at_time(t: Micros) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ivrstate_ingest::parse::{ParseStats, Parsed, TlogReader};
+    use ivrstate_ingest::parse::{ParseError, Parsed, TlogReader};
     use ivrstate_model::{Event, TLibKind};
     use proptest::prelude::*;
 
@@ -545,11 +545,29 @@ mod tests {
         (out, summary)
     }
 
-    fn parse(bytes: &[u8]) -> (Vec<Parsed>, ParseStats) {
+    /// What parsing the simulated log gave, counted.
+    #[derive(Default)]
+    struct Counts {
+        events: u64,
+        skipped: u64,
+        malformed: u64,
+        errors: Vec<ParseError>,
+    }
+
+    fn parse(bytes: &[u8]) -> (Vec<Parsed>, Counts) {
         let items: Vec<Parsed> = TlogReader::new(bytes, "sim.log", None, Micros(0)).collect();
-        let mut stats = ParseStats::default();
-        items.iter().for_each(|p| stats.count(p));
-        (items, stats)
+        let mut counts = Counts::default();
+        for item in &items {
+            match item {
+                Parsed::Event(_) => counts.events += 1,
+                Parsed::Skipped { .. } => counts.skipped += 1,
+                Parsed::Malformed(e) => {
+                    counts.malformed += 1;
+                    counts.errors.push(e.clone());
+                }
+            }
+        }
+        (items, counts)
     }
 
     #[test]

@@ -29,23 +29,10 @@ pub const MAX_BLOCK_RECORDS: usize = 4096;
 /// Decoding refuses payloads claiming more than this (a corrupt length must not allocate GBs).
 const MAX_PAYLOAD: usize = 256 << 20;
 
-const fn config() -> bincode::config::Configuration {
-    bincode::config::standard()
-}
-
-/// What one decode may claim (bincode counts what it reads and allocates against it).
-/// bincode's own `Vec` decoding preallocates the length it reads: without a limit a damaged
-/// length asks for hundreds of GB and aborts the process. One envelope needs a few KB.
-const DECODE_LIMIT: usize = 16 << 20;
-
-/// [`config`] with [`DECODE_LIMIT`], for every decode.
-pub(crate) const fn decode_config() -> bincode::config::Configuration<
-    bincode::config::LittleEndian,
-    bincode::config::Varint,
-    bincode::config::Limit<DECODE_LIMIT>,
-> {
-    config().with_limit::<DECODE_LIMIT>()
-}
+/// Every encode and decode of the log uses the one configuration (with its decode limit:
+/// bincode's own `Vec` decoding preallocates the length it reads).
+pub(crate) use ivrstate_model::bincode_config as config;
+pub(crate) use ivrstate_model::bincode_config as decode_config;
 
 /// Why bytes could not be turned back into envelopes (or envelopes into bytes).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -12,6 +12,9 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// Another process (a running `serve`?) has the store open: sled holds an exclusive lock.
+    #[error("{path}: the store is in use by another process")]
+    Locked { path: PathBuf },
     #[error("{path}: not an ivrstate store: {reason}")]
     NotAStore { path: PathBuf, reason: String },
     #[error("{path}: {source}")]

@@ -725,8 +725,8 @@ pub struct ReadIter {
 }
 
 impl ReadIter {
-    /// The same records, decoded on a second thread up to `depth` chunks (of 1024 records)
-    /// ahead of the caller: see [`crate::ReadAhead`].
+    /// The same records, decoded on other threads up to `depth` blocks ahead of the caller:
+    /// see [`crate::ReadAhead`].
     pub fn read_ahead(self, depth: usize) -> crate::ReadAhead {
         crate::ReadAhead::start(self, depth)
     }

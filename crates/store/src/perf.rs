@@ -108,7 +108,7 @@ fn where_the_time_goes() {
     let t = Instant::now();
     let mut raws = Vec::new();
     for c in events.chunks(1000) {
-        raws.push(bincode::serde::encode_to_vec(c, bincode::config::standard()).unwrap());
+        raws.push(bincode::serde::encode_to_vec(c, ivrstate_model::bincode_config()).unwrap());
     }
     println!(
         "bincode only: {:.0} ns/event",

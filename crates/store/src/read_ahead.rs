@@ -38,31 +38,19 @@ pub fn limit_malloc_arenas() {
     }
 }
 
-/// Records handed over per message: large enough that the channel costs nothing per record.
-const CHUNK: usize = 1024;
-
 /// The iterator of [`ReadIter::read_ahead`].
 pub struct ReadAhead {
-    inner: Inner,
-}
-
-enum Inner {
-    Parallel(Parallel),
-    Sequential(Sequential),
+    inner: Parallel,
 }
 
 impl ReadAhead {
-    /// Starts the reading threads; at most `depth` blocks (or chunks) wait decoded per thread.
+    /// Starts the reading threads; at most `depth` blocks wait decoded per thread. An iterator
+    /// already part-way through a block goes on from its next seq (that block is read again and
+    /// the records before it skipped).
     pub(crate) fn start(inner: ReadIter, depth: usize) -> ReadAhead {
-        // A fresh iterator reads whole blocks in parallel; one already part-way through a
-        // block (rare) keeps the simple one-thread path.
-        let fresh = inner.blocks.is_none() && inner.current.len() == 0;
-        let inner = if fresh {
-            Inner::Parallel(Parallel::start(inner, depth))
-        } else {
-            Inner::Sequential(Sequential::start(inner, depth))
-        };
-        ReadAhead { inner }
+        ReadAhead {
+            inner: Parallel::start(inner, depth),
+        }
     }
 
     /// Calls `f` with every record in order, by reference, stopping at the first error (the
@@ -72,34 +60,25 @@ impl ReadAhead {
         mut self,
         mut f: impl FnMut(&Record) -> Result<(), E>,
     ) -> Result<(), E> {
-        match &mut self.inner {
-            Inner::Parallel(p) => {
-                for record in p.current.by_ref() {
-                    f(&record)?;
-                }
-                while let Some(block) = p.next_block() {
-                    let Block {
-                        records,
-                        skip,
-                        decoder,
-                    } = block?;
-                    for record in &records[skip..] {
-                        f(record)?;
-                    }
-                    // A decoder that has ended hands the block back: it is dropped here.
-                    if let Some(tx) = p.recycle.get(decoder) {
-                        let _ = tx.send(records);
-                    }
-                }
-                Ok(())
+        let p = &mut self.inner;
+        for record in p.current.by_ref() {
+            f(&record)?;
+        }
+        while let Some(block) = p.next_block() {
+            let Block {
+                records,
+                skip,
+                decoder,
+            } = block?;
+            for record in &records[skip..] {
+                f(record)?;
             }
-            Inner::Sequential(s) => {
-                while let Some(record) = s.next() {
-                    f(&record?)?;
-                }
-                Ok(())
+            // A decoder that has ended hands the block back: it is dropped here.
+            if let Some(tx) = p.recycle.get(decoder) {
+                let _ = tx.send(records);
             }
         }
+        Ok(())
     }
 }
 
@@ -107,10 +86,7 @@ impl Iterator for ReadAhead {
     type Item = Result<Record, StoreError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        match &mut self.inner {
-            Inner::Parallel(p) => p.next(),
-            Inner::Sequential(s) => s.next(),
-        }
+        self.inner.next()
     }
 }
 
@@ -346,103 +322,6 @@ fn fetch(
         let stop = item.is_err();
         if !send(item) || stop {
             return;
-        }
-    }
-}
-
-/// The one-thread path: a reader thread decodes whole chunks ahead of the caller.
-struct Sequential {
-    rx: Option<Receiver<Result<Vec<Record>, StoreError>>>,
-    current: std::vec::IntoIter<Record>,
-    reader: Option<JoinHandle<()>>,
-}
-
-impl Sequential {
-    /// Starts the reading thread; at most `depth` chunks wait decoded.
-    fn start(mut inner: ReadIter, depth: usize) -> Sequential {
-        let (tx, rx) = sync_channel(depth.max(1));
-        let reader = std::thread::Builder::new()
-            .name("ivrstate-read-ahead".into())
-            .spawn(move || loop {
-                let mut chunk = Vec::with_capacity(CHUNK);
-                let mut failed = None;
-                for item in inner.by_ref() {
-                    match item {
-                        Ok(record) => {
-                            chunk.push(record);
-                            if chunk.len() == CHUNK {
-                                break;
-                            }
-                        }
-                        Err(e) => {
-                            failed = Some(e);
-                            break;
-                        }
-                    }
-                }
-                let end = chunk.len() < CHUNK;
-                // A send fails only when the caller dropped the iterator: stop reading.
-                if !chunk.is_empty() && tx.send(Ok(chunk)).is_err() {
-                    return;
-                }
-                if let Some(e) = failed {
-                    let _ = tx.send(Err(e));
-                    return;
-                }
-                if end {
-                    return;
-                }
-            });
-        match reader {
-            Ok(handle) => Sequential {
-                rx: Some(rx),
-                current: Vec::new().into_iter(),
-                reader: Some(handle),
-            },
-            // No thread to be had: say so through the iterator, as any read error.
-            Err(e) => {
-                let (tx, rx) = sync_channel(1);
-                let _ = tx.send(Err(StoreError::Db(format!(
-                    "cannot start the read-ahead thread: {e}"
-                ))));
-                Sequential {
-                    rx: Some(rx),
-                    current: Vec::new().into_iter(),
-                    reader: None,
-                }
-            }
-        }
-    }
-}
-
-impl Sequential {
-    fn next(&mut self) -> Option<Result<Record, StoreError>> {
-        loop {
-            if let Some(record) = self.current.next() {
-                return Some(Ok(record));
-            }
-            match self.rx.as_ref()?.recv() {
-                Ok(Ok(chunk)) => self.current = chunk.into_iter(),
-                Ok(Err(e)) => {
-                    self.rx = None;
-                    return Some(Err(e));
-                }
-                Err(_) => {
-                    self.rx = None;
-                    return None;
-                }
-            }
-        }
-    }
-}
-
-impl Drop for Sequential {
-    fn drop(&mut self) {
-        // Closing the channel makes the reader's next send fail, so it ends; joining it means
-        // its handle on the database is gone when this iterator is.
-        self.rx = None;
-        if let Some(handle) = self.reader.take() {
-            let _ = handle.join();
         }
     }
 }

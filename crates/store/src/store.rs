@@ -1,13 +1,13 @@
 //! The store: one sled database per directory, brought to the current format on open.
 //!
-//! Trees: `meta` (format version and applied migrations, owned by the migrations crate, plus
-//! checkpoints under [`Store::meta_put`]), `log` (the [`EventLog`]) and `derived:<name>` for each
-//! [`DerivedTree`].
+//! Trees: `meta` (format version and applied migrations, owned by the migrations crate), `log`
+//! (the [`EventLog`]), `derived:<name>` for each [`DerivedTree`], and `replica` (a cluster
+//! node's position in the stream it applies; created on first use).
 
 use crate::derived::DerivedTree;
 use crate::error::StoreError;
 use crate::log::{DiskSync, Durability, EventLog};
-use ivrstate_migrations::{LOG_TREE, META_TREE};
+use ivrstate_migrations::LOG_TREE;
 use std::path::{Path, PathBuf};
 
 /// sled's default cache is 1 GiB, which cost 330 MB of memory; the log is written once and read
@@ -15,8 +15,7 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_CACHE_BYTES: u64 = 16 << 20;
 
 const DERIVED_PREFIX: &str = "derived:";
-/// Keys of [`Store::meta_put`] live under this prefix, apart from the migration records.
-const APP_META_PREFIX: &[u8] = b"app:";
+const REPLICA_TREE: &str = "replica";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StoreOptions {
@@ -39,7 +38,6 @@ impl Default for StoreOptions {
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
-    meta: sled::Tree,
     log: EventLog,
     path: PathBuf,
 }
@@ -59,26 +57,7 @@ impl Store {
         let config = sled::Config::new()
             .path(dir)
             .cache_capacity(opts.cache_bytes);
-        // sled reports most damage as an error, but some as a panic; neither may take down the
-        // caller, so a panic while opening is turned into an error too.
-        let db = match open_sled(&config) {
-            Ok(Ok(db)) => db,
-            Ok(Err(e)) => {
-                return Err(StoreError::NotAStore {
-                    path: dir.to_path_buf(),
-                    reason: format!(
-                        "cannot open the database: {}",
-                        crate::error::describe_sled(&e)
-                    ),
-                })
-            }
-            Err(_) => {
-                return Err(StoreError::NotAStore {
-                    path: dir.to_path_buf(),
-                    reason: "the database is damaged (sled panicked while opening it)".into(),
-                })
-            }
-        };
+        let db = open_sled(dir, &config)?;
         let applied =
             ivrstate_migrations::migrate(&db).map_err(|source| StoreError::Migration {
                 path: dir.to_path_buf(),
@@ -87,13 +66,11 @@ impl Store {
         if !applied.is_empty() {
             tracing::info!(store = %dir.display(), steps = ?applied, "migrated the store");
         }
-        let meta = db.open_tree(META_TREE)?;
         // sled has created `db` (the file its log lives in) and `blobs/` by now.
         let disk = DiskSync::open(dir)?;
         let log = EventLog::open(db.open_tree(LOG_TREE)?, opts.durability, Some(disk))?;
         Ok(Store {
             db,
-            meta,
             log,
             path: dir.to_path_buf(),
         })
@@ -127,13 +104,18 @@ impl Store {
         Ok(())
     }
 
-    /// Small metadata (checkpoints). Not flushed by itself: see [`Store::flush`].
-    pub fn meta_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.meta.get(app_key(key))?.map(|v| v.to_vec()))
+    /// A value a cluster node keeps beside its log (where it is in the stream). Not derived
+    /// data: `rebuild` leaves it. Written without a flush; durable with the next one.
+    pub fn replica_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .db
+            .open_tree(REPLICA_TREE)?
+            .get(key)?
+            .map(|v| v.to_vec()))
     }
 
-    pub fn meta_put(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        self.meta.insert(app_key(key), value)?;
+    pub fn replica_put(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.db.open_tree(REPLICA_TREE)?.insert(key, value)?;
         Ok(())
     }
 
@@ -155,30 +137,69 @@ impl Store {
 /// while `serve` holds the store says so at once.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// `config.open()`, with a panic caught, waiting up to [`LOCK_WAIT`] while the file is locked:
-/// sled releases its lock only when the last of its I/O threads lets go of the file, a moment
-/// after the last handle of a store closed in this process is dropped. Another process that
-/// holds the store keeps it locked, and the error comes after the wait.
-fn open_sled(config: &sled::Config) -> std::thread::Result<sled::Result<sled::Db>> {
+/// `config.open()`, waiting up to [`LOCK_WAIT`] while the database file is locked: sled
+/// releases its lock only when the last of its I/O threads lets go of the file, a moment after
+/// the last handle of a store closed in this process is dropped. Another process that holds the
+/// store keeps it locked: [`StoreError::Locked`] after the wait.
+///
+/// sled reports most damage as an error, but some as a panic; neither may take down the caller,
+/// so a panic while opening is turned into an error too.
+fn open_sled(dir: &Path, config: &sled::Config) -> Result<sled::Db, StoreError> {
     let deadline = std::time::Instant::now() + LOCK_WAIT;
     loop {
         let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()));
-        match &opened {
-            // sled reports the lock as an error of kind Other with this text.
-            Ok(Err(sled::Error::Io(e)))
-                if (e.kind() == std::io::ErrorKind::WouldBlock
-                    || e.to_string().contains("could not acquire lock"))
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(10));
+        let reason = match opened {
+            Ok(Ok(db)) => return Ok(db),
+            // sled says "could not acquire lock" only in words; whether the file is locked is
+            // asked of the OS instead.
+            Ok(Err(sled::Error::Io(_))) if db_file_locked(dir) => {
+                if std::time::Instant::now() < deadline {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    continue;
+                }
+                return Err(StoreError::Locked {
+                    path: dir.to_path_buf(),
+                });
             }
-            _ => return opened,
-        }
+            Ok(Err(e)) => format!(
+                "cannot open the database: {}",
+                crate::error::describe_sled(&e)
+            ),
+            Err(_) => "the database is damaged (sled panicked while opening it)".to_owned(),
+        };
+        return Err(StoreError::NotAStore {
+            path: dir.to_path_buf(),
+            reason,
+        });
     }
 }
 
-fn app_key(key: &[u8]) -> Vec<u8> {
-    [APP_META_PREFIX, key].concat()
+/// Whether another open file description holds the exclusive lock sled takes on `dir/db`
+/// (`flock`, as sled's `fs2` does).
+#[cfg(unix)]
+fn db_file_locked(dir: &Path) -> bool {
+    use std::os::fd::AsRawFd;
+    let Ok(file) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dir.join("db"))
+    else {
+        return false;
+    };
+    // SAFETY: `file` owns a valid open descriptor for the duration of both calls; flock does
+    // not touch memory. The lock, if taken, is released at once (and with the descriptor).
+    let taken = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if taken == 0 {
+        // SAFETY: as above.
+        unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) };
+        return false;
+    }
+    std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
+}
+
+#[cfg(not(unix))]
+fn db_file_locked(_: &Path) -> bool {
+    false
 }
 
 /// sled 0.34 writes a snapshot to `snap.<lsn>.generating`, syncs it, then renames it to

@@ -1,10 +1,12 @@
-//! Bounded line reading over a `BufRead`.
+//! Splitting bytes into bounded lines: one splitter for every source.
 //!
 //! `BufRead::read_until` grows its buffer to the longest line, so one multi-gigabyte line of
-//! garbage would take that much memory. [`LineReader`] caps a line at [`MAX_LINE`] bytes: the
+//! garbage would take that much memory. [`LineSplitter`] caps a line at [`MAX_LINE`] bytes: the
 //! rest is read and dropped, and the line is handed on marked `truncated` so the parser can
-//! report it. Lines that lie wholly inside the reader's buffer (nearly all of them) are handed
-//! on without copying; only lines that straddle a refill are copied into one reused buffer.
+//! report it. Lines that lie wholly inside the bytes at hand (nearly all of them) are handed on
+//! without copying; only lines that straddle two chunks are copied into one reused buffer.
+//! [`LineReader`] drives it over a `BufRead` (files, stdin); the follower and the feed push the
+//! chunks they read (`follow::LineSplitter::push`).
 
 use memchr::memchr;
 use std::io::{self, BufRead};
@@ -25,13 +27,128 @@ pub struct Line<'a> {
     pub truncated: bool,
 }
 
+/// Bytes in, capped lines out, with line numbers and byte offsets; see the module
+/// documentation.
+#[derive(Debug)]
+pub struct LineSplitter {
+    /// The current line's bytes so far, up to the cap (stale once its line was handed on:
+    /// cleared when the next line starts).
+    partial: Vec<u8>,
+    /// Bytes of the current partial line seen so far (may exceed what `partial` keeps).
+    partial_len: u64,
+    line_no: u64,
+    /// Offset of the start of the current partial line.
+    offset: u64,
+    cap: usize,
+}
+
+impl Default for LineSplitter {
+    fn default() -> Self {
+        Self::new(MAX_LINE)
+    }
+}
+
+impl LineSplitter {
+    pub fn new(cap: usize) -> Self {
+        LineSplitter {
+            partial: Vec::new(),
+            partial_len: 0,
+            line_no: 0,
+            offset: 0,
+            cap,
+        }
+    }
+
+    /// The next line that `avail` (the input after everything handed in before) completes,
+    /// with how many bytes of `avail` it used; `None` when `avail` holds no newline: then all of
+    /// it was kept as the start of a line.
+    pub fn next_line<'a>(&'a mut self, avail: &'a [u8]) -> Option<(Line<'a>, usize)> {
+        match memchr(b'\n', avail) {
+            Some(i) if self.partial_len == 0 && i <= self.cap => {
+                // The common case: the whole line is in `avail`.
+                self.line_no += 1;
+                let line = Line {
+                    bytes: trim_cr(&avail[..i]),
+                    line_no: self.line_no,
+                    byte_offset: self.offset,
+                    truncated: false,
+                };
+                self.offset += i as u64 + 1;
+                Some((line, i + 1))
+            }
+            Some(i) => {
+                self.keep(&avail[..i]);
+                Some((self.take_line(1), i + 1))
+            }
+            None => {
+                self.keep(avail);
+                None
+            }
+        }
+    }
+
+    /// The end of input: the last line, if it had no newline.
+    pub fn finish(&mut self) -> Option<Line<'_>> {
+        (self.partial_len > 0).then(|| self.take_line(0))
+    }
+
+    /// Starts again at line 1, offset 0, dropping any partial line.
+    pub fn reset(&mut self) {
+        self.partial.clear();
+        self.partial_len = 0;
+        self.line_no = 0;
+        self.offset = 0;
+    }
+
+    /// Bytes of an incomplete last line held back.
+    pub fn pending(&self) -> u64 {
+        self.partial_len
+    }
+
+    /// Lines handed on so far.
+    pub fn line_no(&self) -> u64 {
+        self.line_no
+    }
+
+    /// Bytes handed on so far (as lines, with their newlines).
+    pub fn byte_offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Appends what still fits under the cap; the rest of an overlong line is dropped.
+    fn keep(&mut self, part: &[u8]) {
+        if self.partial_len == 0 {
+            self.partial.clear();
+        }
+        let room = self.cap.saturating_sub(self.partial.len()).min(part.len());
+        self.partial.extend_from_slice(&part[..room]);
+        self.partial_len += part.len() as u64;
+    }
+
+    /// Hands on the line kept in `partial`, ended by a newline (`newline` = 1) or the input's end.
+    fn take_line(&mut self, newline: u64) -> Line<'_> {
+        let truncated = self.partial_len > self.cap as u64;
+        let start = self.offset;
+        self.line_no += 1;
+        self.offset += self.partial_len + newline;
+        self.partial_len = 0;
+        Line {
+            bytes: if truncated {
+                &self.partial
+            } else {
+                trim_cr(&self.partial)
+            },
+            line_no: self.line_no,
+            byte_offset: start,
+            truncated,
+        }
+    }
+}
+
 /// Reads capped lines from a `BufRead`; see the module documentation.
 pub struct LineReader<R> {
     inner: R,
-    buf: Vec<u8>,
-    line_no: u64,
-    offset: u64,
-    cap: usize,
+    splitter: LineSplitter,
 }
 
 impl<R: BufRead> LineReader<R> {
@@ -42,29 +159,23 @@ impl<R: BufRead> LineReader<R> {
     pub fn with_cap(inner: R, cap: usize) -> Self {
         LineReader {
             inner,
-            buf: Vec::new(),
-            line_no: 0,
-            offset: 0,
-            cap,
+            splitter: LineSplitter::new(cap),
         }
     }
 
     /// Lines read so far.
     pub fn line_no(&self) -> u64 {
-        self.line_no
+        self.splitter.line_no()
     }
 
     /// Bytes consumed so far.
     pub fn byte_offset(&self) -> u64 {
-        self.offset
+        self.splitter.byte_offset()
     }
 
     /// Reads the next line and hands it to `f`; `Ok(None)` at the end of input. A last line
     /// without a newline is still a line.
     pub fn next_line<T>(&mut self, f: impl FnOnce(Line<'_>) -> T) -> io::Result<Option<T>> {
-        self.buf.clear();
-        let mut len: u64 = 0;
-        let mut newline = false;
         loop {
             let avail = match self.inner.fill_buf() {
                 Ok(b) => b,
@@ -72,64 +183,19 @@ impl<R: BufRead> LineReader<R> {
                 Err(e) => return Err(e),
             };
             if avail.is_empty() {
-                if len == 0 {
-                    return Ok(None);
-                }
-                break;
+                return Ok(self.splitter.finish().map(f));
             }
-            match memchr(b'\n', avail) {
-                Some(i) if len == 0 && i <= self.cap => {
-                    // The common case: the whole line is in the reader's buffer.
-                    let line = Line {
-                        bytes: trim_cr(&avail[..i]),
-                        line_no: self.line_no + 1,
-                        byte_offset: self.offset,
-                        truncated: false,
-                    };
+            let n = avail.len();
+            match self.splitter.next_line(avail) {
+                Some((line, used)) => {
                     let out = f(line);
-                    self.inner.consume(i + 1);
-                    self.line_no += 1;
-                    self.offset += i as u64 + 1;
+                    self.inner.consume(used);
                     return Ok(Some(out));
                 }
-                Some(i) => {
-                    keep(&mut self.buf, self.cap, &avail[..i]);
-                    len += i as u64 + 1;
-                    newline = true;
-                    self.inner.consume(i + 1);
-                    break;
-                }
-                None => {
-                    let n = avail.len();
-                    keep(&mut self.buf, self.cap, avail);
-                    len += n as u64;
-                    self.inner.consume(n);
-                }
+                None => self.inner.consume(n),
             }
         }
-        let start = self.offset;
-        self.line_no += 1;
-        self.offset += len;
-        let content_len = len - u64::from(newline);
-        let truncated = content_len > self.cap as u64;
-        let bytes = if truncated {
-            &self.buf[..]
-        } else {
-            trim_cr(&self.buf)
-        };
-        Ok(Some(f(Line {
-            bytes,
-            line_no: self.line_no,
-            byte_offset: start,
-            truncated,
-        })))
     }
-}
-
-/// Appends what still fits under the cap; the rest of an overlong line is dropped.
-fn keep(buf: &mut Vec<u8>, cap: usize, part: &[u8]) {
-    let room = cap.saturating_sub(buf.len()).min(part.len());
-    buf.extend_from_slice(&part[..room]);
 }
 
 fn trim_cr(b: &[u8]) -> &[u8] {

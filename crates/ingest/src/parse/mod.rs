@@ -13,7 +13,7 @@ pub mod tlog;
 use ivrstate_model::Envelope;
 use std::fmt;
 
-pub use lines::{Line, LineReader, MAX_LINE};
+pub use lines::{Line, LineReader, LineSplitter, MAX_LINE};
 pub use ndjson::{parse_ndjson_line, write_ndjson, NdjsonReader};
 pub use tlog::{TlogParser, TlogReader};
 
@@ -50,35 +50,6 @@ impl fmt::Display for ParseError {
     }
 }
 
-/// Counts of parser output, as the `ingest` summary reports them.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ParseStats {
-    pub events: u64,
-    pub skipped: u64,
-    pub malformed: u64,
-    /// The first few errors, for the summary (at most [`ParseStats::KEEP_ERRORS`]).
-    pub errors: Vec<ParseError>,
-}
-
-impl ParseStats {
-    /// How many errors are kept for display; the rest are only counted.
-    pub const KEEP_ERRORS: usize = 20;
-
-    /// Counts one item; keeps its error if it is one of the first few.
-    pub fn count(&mut self, item: &Parsed) {
-        match item {
-            Parsed::Event(_) => self.events += 1,
-            Parsed::Skipped { .. } => self.skipped += 1,
-            Parsed::Malformed(e) => {
-                self.malformed += 1;
-                if self.errors.len() < Self::KEEP_ERRORS {
-                    self.errors.push(e.clone());
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,28 +63,5 @@ mod tests {
             reason: "unterminated quote".into(),
         };
         assert_eq!(e.to_string(), "ts.log:12: unterminated quote (byte 345)");
-    }
-
-    #[test]
-    fn stats_count_and_keep_only_the_first_errors() {
-        let mut s = ParseStats::default();
-        let err = |line| {
-            Parsed::Malformed(ParseError {
-                file: "f".into(),
-                line,
-                byte_offset: 0,
-                reason: "x".into(),
-            })
-        };
-        for i in 0..30 {
-            s.count(&err(i));
-        }
-        s.count(&Parsed::Skipped {
-            line: 1,
-            what: "EventDialing".into(),
-        });
-        assert_eq!((s.events, s.skipped, s.malformed), (0, 1, 30));
-        assert_eq!(s.errors.len(), ParseStats::KEEP_ERRORS);
-        assert_eq!(s.errors[0].line, 0);
     }
 }

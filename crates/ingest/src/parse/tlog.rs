@@ -15,7 +15,7 @@ use super::lines::{Line, LineReader};
 use super::{ParseError, Parsed};
 use ivrstate_model::{
     AddressInfo, AgentEvent, AgentEventKind, AgentId, CompactString, Dn, Envelope, Event, KvList,
-    Micros, Queue, TLibEvent, TLibKind, TServerName, WorkMode,
+    Micros, Queue, TLibEvent, TLibKind, TServerName, WorkMode, Zone,
 };
 use memchr::{memchr, memchr2, memmem, memrchr};
 use std::collections::VecDeque;
@@ -261,6 +261,67 @@ pub struct TlogParser {
     block: Option<Block>,
     /// The date part of the last ISO-8601 line and its midnight: most lines repeat it.
     date_cache: Option<([u8; 10], i64)>,
+    /// The log's clock, when it is not UTC; see [`TlogParser::clock`].
+    clock: LogClock,
+}
+
+/// What the parser knows of the zone the log's `@` and ISO times are written in.
+#[derive(Debug, Default)]
+struct LogClock {
+    /// `--log-tz`: wins over everything the log says.
+    given: Option<Zone>,
+    /// From the header: the `UTC time:`/`Local time:` pair (the offset in force when the file
+    /// was opened, summer time included), else `Time zone:`.
+    header: Option<Zone>,
+    /// Whether the header's zone came from the pair (then `Time zone:` does not replace it).
+    from_pair: bool,
+    /// `UTC time:` and `Local time:` of the header, read as UTC.
+    utc_time: Option<Micros>,
+    local_time: Option<Micros>,
+    /// The log says `time-convert = utc`: its times are UTC whatever the header's zone.
+    utc_option: bool,
+    /// A printout has been seen: the header and the option printouts are over.
+    past_header: bool,
+}
+
+impl LogClock {
+    /// The zone of the log's wall-clock times; `None`: UTC.
+    fn zone(&self) -> Option<&Zone> {
+        match &self.given {
+            Some(z) => Some(z),
+            None if self.utc_option => None,
+            None => self.header.as_ref(),
+        }
+    }
+
+    /// `Time zone:        -19800, India Standard Time, ...`: seconds west of UTC, as C's
+    /// `timezone`.
+    fn time_zone_line(&mut self, rest: &[u8]) {
+        if self.from_pair {
+            return;
+        }
+        let field = rest.split(|&b| b == b',').next().unwrap_or_default();
+        let west = std::str::from_utf8(trim(field))
+            .ok()
+            .and_then(|s| s.parse::<i32>().ok());
+        if let Some(zone) = west.and_then(|w| w.checked_neg()).and_then(Zone::fixed) {
+            self.header = Some(zone);
+        }
+    }
+
+    /// After `UTC time:` or `Local time:`: once both are known, their difference (to the
+    /// minute) is the offset.
+    fn pair(&mut self) {
+        let (Some(utc), Some(local)) = (self.utc_time, self.local_time) else {
+            return;
+        };
+        let minutes = (local.0 - utc.0) as f64 / 60e6;
+        let east = (minutes.round() as i64).saturating_mul(60);
+        if let Some(zone) = i32::try_from(east).ok().and_then(Zone::fixed) {
+            self.header = Some(zone);
+            self.from_pair = true;
+        }
+    }
 }
 
 impl TlogParser {
@@ -275,6 +336,23 @@ impl TlogParser {
             anchor: None,
             block: None,
             date_cache: None,
+            clock: LogClock::default(),
+        }
+    }
+
+    /// `--log-tz`: the zone the log's times are written in, whatever its header says (for logs
+    /// without a header, or to give a named zone's summer-time rules).
+    pub fn with_log_zone(mut self, zone: Option<Zone>) -> Self {
+        self.clock.given = zone;
+        self
+    }
+
+    /// The instant of a time the log wrote on its wall clock (an `@` or ISO time); times from
+    /// `AttributeTimeinSecs` are instants already.
+    fn to_utc(&self, wall: Micros) -> Micros {
+        match self.clock.zone() {
+            Some(zone) => zone.utc_of_local(wall),
+            None => wall,
         }
     }
 
@@ -311,12 +389,16 @@ impl TlogParser {
             }
             Some(b'@') => {
                 self.end_block(out);
+                self.clock.past_header = true;
                 self.header(line, line_no, byte_offset, out);
             }
             Some(b'0'..=b'9') => {
                 // The date first: a printout without one takes it from the line after it.
                 if let Some(anchor) = self.iso_time(line) {
                     self.anchor = Some(anchor);
+                    if !self.clock.past_header {
+                        self.time_convert_option(line);
+                    }
                 }
                 self.end_block(out);
             }
@@ -380,7 +462,9 @@ impl TlogParser {
         }
     }
 
-    /// `Application name: X` and `Local time: 2015-08-17T...` lines of the log file header.
+    /// The lines of the log file header (labels padded with spaces or tabs): `Application
+    /// name:`, `Local time:` (the date of the `@` times until an ISO line gives one), and the
+    /// log's zone: `Time zone:` and the `UTC time:`/`Local time:` pair.
     fn log_header(&mut self, line: &[u8]) {
         if let Some(rest) = line.strip_prefix(b"Application name:") {
             if let Ok(name) = std::str::from_utf8(trim(rest)) {
@@ -391,7 +475,26 @@ impl TlogParser {
         } else if let Some(rest) = line.strip_prefix(b"Local time:") {
             if let Some(anchor) = self.iso_time(trim(rest)) {
                 self.anchor = Some(anchor);
+                self.clock.local_time = Some(Micros(anchor.day + anchor.tod));
+                self.clock.pair();
             }
+        } else if let Some(rest) = line.strip_prefix(b"UTC time:") {
+            if let Some(anchor) = self.iso_time(trim(rest)) {
+                self.clock.utc_time = Some(Micros(anchor.day + anchor.tod));
+                self.clock.pair();
+            }
+        } else if let Some(rest) = line.strip_prefix(b"Time zone:") {
+            self.clock.time_zone_line(rest);
+        }
+    }
+
+    /// `... Option 'time-convert' has been set to the value 'utc'` among the option printouts
+    /// after the header: the times are UTC, whatever the header's zone.
+    fn time_convert_option(&mut self, line: &[u8]) {
+        const OPTION: &[u8] = b"'time-convert' has been set to the value '";
+        if let Some(i) = memmem::find(line, OPTION) {
+            let value = line.get(i + OPTION.len()..).unwrap_or_default();
+            self.clock.utc_option = value.starts_with(b"utc'");
         }
     }
 
@@ -447,9 +550,9 @@ impl TlogParser {
         };
         let time = match (b.secs, b.at, self.anchor) {
             (Some(secs), _, _) => Micros::from_secs_micros(secs, b.usecs.unwrap_or(0)),
-            (None, Some(at), _) => at,
+            (None, Some(at), _) => self.to_utc(at),
             // The date came only after the header (from the line that ended the printout).
-            (None, None, Some(a)) => Micros(a.day_before(b.tod) + b.tod),
+            (None, None, Some(a)) => self.to_utc(Micros(a.day_before(b.tod) + b.tod)),
             (None, None, None) => {
                 return Err(err(
                     "no time: no AttributeTimeinSecs, and no date for the @ time (no ISO-8601 \
@@ -717,6 +820,12 @@ impl<R: BufRead> TlogReader<R> {
     /// The T-Server the events are attributed to, if known yet.
     pub fn tserver(&self) -> Option<&TServerName> {
         self.parser.tserver()
+    }
+
+    /// See [`TlogParser::with_log_zone`].
+    pub fn with_log_zone(mut self, zone: Option<Zone>) -> Self {
+        self.parser = self.parser.with_log_zone(zone);
+        self
     }
 }
 

@@ -557,3 +557,154 @@ proptest! {
         let _ = parse(lines.join("\n").as_bytes(), Some("TS"));
     }
 }
+
+/// The header of a real SIP Server log (labels padded with spaces), India: UTC+05:30.
+const LOCAL_HEADER: &str = "\
+Application name: SIP_P
+Application type: TServer (1)
+Command line:     D:\\gcti_apps\\SIP_P\\sip_server.exe -host GenUAT02 -port 2020 -app SIP_P
+Host name:        GenUAT02
+DST:              TZ = 0, timeb = 0
+Time zone:        -19800, India Standard Time, India Daylight Time
+UTC time:         2026-02-02T08:24:59.852
+Local time:       2026-02-02T13:54:59.852
+Start time (UTC): 2026-02-02T08:24:59
+
+2026-02-02T13:54:59.845 Trc 04110 Option 'time-convert' has been set to the value 'local'
+";
+
+/// SIP Server lines that are not T-Library printouts: internal 3-digit-millisecond lines, a
+/// SIP trace, a backup-sync printout, a check point.
+const SIP_NOISE: &str = "\
+13:54:59.856: SIPTR: Received [0,UDP] 467 bytes from 10.0.0.1:5060 <<<<<
+INVITE sip:3001@10.0.0.2 SIP/2.0
+Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-1
+\tAOR: \tsip:3001@10.0.0.2
+13:54:59.857: Sending  [0,UDP] 300 bytes to 10.0.0.1:5060 >>>>>
+SIP/2.0 100 Trying
+
+@13:55:00.0010 [BSYNC] Trace: Send to backup (SIP_B) [508]:
+message EventAgentReady
+\tAttributeEventSequenceNumber\t0000000000000009
+\tAttributeThisDN\t'3001'
+2026-02-02T14:54:56.302 Trc 04120 Check point 2026-02-02T14:54:56
+$+CTI:PRM:3001
+";
+
+#[test]
+fn a_local_time_log_is_converted_to_utc_by_its_header() {
+    let log = format!(
+        "{LOCAL_HEADER}{SIP_NOISE}\
+@13:56:00.5000 [0] 8.1 distribute_event: message EventAgentReady
+\tAttributeEventSequenceNumber\t0000000000000010
+\tAttributeThisDN\t'3001'
+2026-02-02T13:56:00.501 Int 04545 Interaction message \"EventAgentReady\" sent
+@13:57:00.0000 [0] 8.1 distribute_event: message EventAgentNotReady
+\tAttributeEventSequenceNumber\t0000000000000011
+\tAttributeThisDN\t'3001'
+\tAttributeTimeinSecs\t1770019000
+\tAttributeTimeinuSecs\t250000
+"
+    );
+    let items = parse(log.as_bytes(), None);
+    assert!(errors(&items).is_empty(), "{items:?}");
+    assert!(
+        skipped(&items).is_empty(),
+        "noise is not counted: {items:?}"
+    );
+    let evs = events(&items);
+    assert_eq!(evs.len(), 2, "{items:?}");
+    assert_eq!(tlib(evs[0]).tserver.as_str(), "SIP_P");
+    // 13:56:00.5 in India is 08:26:00.5 UTC.
+    assert_eq!(evs[0].time.to_rfc3339(), "2026-02-02T08:26:00.500000Z");
+    // AttributeTimeinSecs is an instant: it wins, unshifted.
+    assert_eq!(
+        evs[1].time,
+        Micros::from_secs_micros(1_770_019_000, 250_000)
+    );
+}
+
+#[test]
+fn the_time_zone_line_alone_gives_the_offset_and_tabs_pad_labels() {
+    let log = "\
+Application name:\tTS_WEST
+Time zone:\t18000, Eastern Standard Time
+Local time:\t2015-12-17T10:00:00.000
+
+@10:00:01.0000 [0] 8.1 distribute_event: message EventAgentReady
+\tAttributeThisDN\t'7001'
+";
+    let items = parse(log.as_bytes(), None);
+    assert_eq!(
+        events(&items)[0].time.to_rfc3339(),
+        "2015-12-17T15:00:01.000000Z"
+    );
+}
+
+#[test]
+fn log_tz_wins_and_follows_summer_time() {
+    let log = "\
+Application name: TS_BERLIN
+Local time:       2015-08-17T10:00:00.000
+
+@10:00:01.0000 [0] 8.1 distribute_event: message EventAgentReady
+\tAttributeThisDN\t'7001'
+2015-12-17T10:00:00.000 Trc 04120 Check point 2015-12-17T10:00:00
+@10:00:01.0000 [0] 8.1 distribute_event: message EventAgentReady
+\tAttributeThisDN\t'7001'
+";
+    let berlin = Zone::parse("Europe/Berlin").unwrap();
+    let items: Vec<Parsed> = TlogReader::new(log.as_bytes(), "b.log", None, RECORDED)
+        .with_log_zone(Some(berlin))
+        .collect();
+    let times: Vec<String> = events(&items).iter().map(|e| e.time.to_rfc3339()).collect();
+    assert_eq!(
+        times,
+        ["2015-08-17T08:00:01.000000Z", "2015-12-17T09:00:01.000000Z"]
+    );
+    // Without --log-tz and without a zone in the header: UTC, as before.
+    let times: Vec<String> = events(&parse(log.as_bytes(), None))
+        .iter()
+        .map(|e| e.time.to_rfc3339())
+        .collect();
+    assert_eq!(times[0], "2015-08-17T10:00:01.000000Z");
+}
+
+#[test]
+fn time_convert_utc_keeps_the_times_as_they_are() {
+    let log = LOCAL_HEADER.replace("value 'local'", "value 'utc'")
+        + "@08:30:00.0000 [0] 8.1 distribute_event: message EventAgentReady\n\tAttributeThisDN\t'3001'\n";
+    let items = parse(log.as_bytes(), None);
+    assert_eq!(
+        events(&items)[0].time.to_rfc3339(),
+        "2026-02-02T08:30:00.000000Z"
+    );
+}
+
+/// The real SIP Server log of `../shared/real` (see its SOURCES.md), when present: its header
+/// is understood and none of its ~13 000 lines of noise is malformed or counted.
+#[test]
+fn a_real_sip_server_log_is_all_noise_and_none_of_it_malformed() {
+    let dir = std::env::var_os("IVRSTATE_REAL_CAPTURES")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/real")
+        });
+    let path = dir.join("github-abhi2varma-webrtc-genesys-logs.txt-SIP_P-sipserver.log");
+    let Ok(bytes) = std::fs::read(&path) else {
+        println!("skipped: {} is not here", path.display());
+        return;
+    };
+    let mut parser = TlogParser::new("sip.log", None, RECORDED);
+    let mut out = Vec::new();
+    let mut lines = LineReader::new(&bytes[..]);
+    while lines
+        .next_line(|l| parser.push_line(l.bytes, l.line_no, l.byte_offset, &mut out))
+        .unwrap()
+        .is_some()
+    {}
+    parser.finish(&mut out);
+    assert!(out.is_empty(), "{:?}", out.first());
+    assert_eq!(parser.tserver().map(TServerName::as_str), Some("SIP_P"));
+    assert_eq!(parser.clock.zone().map(Zone::name), Some("+05:30"));
+}
