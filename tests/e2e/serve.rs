@@ -527,3 +527,71 @@ fn gli_over_tls_with_a_real_tls_client() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/key.pem"));
     assert!(s.serve.terminate().success());
 }
+
+/// The T-Server socket closed: a feed connection that carried TS_B's events closes, and the
+/// IVR that uses TS_B hears it Unavailable; a new connection's EventLinkConnected brings it back.
+#[test]
+fn a_closed_feed_socket_makes_its_tserver_unavailable() {
+    let mut s = start(ivrstate(), &["--feed-listen", "127.0.0.1:0"]);
+    let gli_addr = s.serve.addr("gli");
+    let feed_addr = s.serve.addr("feed");
+    let mut ivr2 = Gli::connect(gli_addr);
+    login_ok(&mut ivr2, "22", "IVR_2", true);
+    let never = ivr2.recv_until("<Server");
+    assert!(
+        never.contains("Name='TS_B'") && never.contains("Status='Unavailable'"),
+        "{never}"
+    );
+
+    let connect_and_link_up = |seq: u64| {
+        let mut feed = TcpStream::connect(feed_addr).unwrap();
+        feed.set_read_timeout(Some(ivrstate_tests::DEADLINE))
+            .unwrap();
+        let text = format!(
+            "Application name:\tTS_B\n\n{}",
+            printout("EventLinkConnected", seq, T0 + seq, None, "")
+        );
+        feed.write_all(text.as_bytes()).unwrap();
+        let mut ack = String::new();
+        BufReader::new(feed.try_clone().unwrap())
+            .read_line(&mut ack)
+            .unwrap();
+        assert!(ack.contains("\"committed\":1"), "{ack}");
+        feed
+    };
+    let feed = connect_and_link_up(1);
+    let up = ivr2.recv_until("<Server");
+    assert!(
+        up.contains("Name='TS_B'") && up.contains("Status='OK'"),
+        "{up}"
+    );
+
+    drop(feed);
+    let down = ivr2.recv_until("<Server");
+    assert!(
+        down.contains("Name='TS_B'") && down.contains("Status='Unavailable'"),
+        "{down}"
+    );
+    assert!(
+        down.contains("<CallId>22</CallId>"),
+        "pushes keep the login's CallId: {down}"
+    );
+
+    // A new connection's EventLinkConnected brings it back.
+    let _feed = connect_and_link_up(2);
+    let again = ivr2.recv_until("<Server");
+    assert!(again.contains("Status='OK'"), "{again}");
+    assert!(s.serve.terminate().success());
+
+    // The audit trail tells the socket closing apart from EventLinkDisconnected.
+    let events = ivrstate_tests::exported_events(&s.t);
+    let kinds: Vec<String> = events
+        .iter()
+        .filter_map(|e| e["event"]["TLib"]["kind"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        kinds,
+        ["LinkConnected", "SocketClosed", "LinkConnected"],
+        "{events:?}"
+    );
+}

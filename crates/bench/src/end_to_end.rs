@@ -168,7 +168,7 @@ fn columns(env: &Envelope) -> (Option<&str>, Option<&str>, Option<&str>) {
                 Some(a.dn.as_str()),
                 a.agent_id.as_ref().map(|id| id.as_str()),
             ),
-            TLibKind::LinkConnected | TLibKind::LinkDisconnected => {
+            TLibKind::LinkConnected | TLibKind::LinkDisconnected | TLibKind::SocketClosed => {
                 (Some(t.tserver.as_str()), None, None)
             }
         },

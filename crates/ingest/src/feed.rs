@@ -10,7 +10,8 @@ use crate::appender::{Committed, Job};
 use crate::follow::{feed_item, FollowItem, LineSplitter};
 use crate::parse::{Parsed, TlogParser, MAX_LINE};
 use crate::{now, Format, SourceCounters, IDLE_FLUSH};
-use ivrstate_model::{Micros, TServerName};
+use ivrstate_model::{Envelope, Event, Micros, TLibEvent, TLibKind, TServerName};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,6 +46,9 @@ pub struct FeedSession {
     committed: u64,
     transmit: Vec<u8>,
     finished: bool,
+    /// The T-Servers whose events this connection carried, and whether their link is up as
+    /// far as those events say (false after an EventLinkDisconnected).
+    carried: BTreeMap<TServerName, bool>,
 }
 
 impl FeedSession {
@@ -60,7 +64,37 @@ impl FeedSession {
             committed: 0,
             transmit: Vec::new(),
             finished: false,
+            carried: BTreeMap::new(),
         }
+    }
+
+    /// These envelopes are being appended: their T-Servers are carried by this connection.
+    pub fn handle_sent(&mut self, envelopes: &[Envelope]) {
+        for env in envelopes {
+            if let Event::TLib(t) = &env.event {
+                let up = !matches!(t.kind, TLibKind::LinkDisconnected | TLibKind::SocketClosed);
+                self.carried.insert(t.tserver.clone(), up);
+            }
+        }
+    }
+
+    /// The connection closed or failed at `now`: a [`TLibKind::SocketClosed`] event for each
+    /// T-Server whose events it carried (and whose link was not already down), so that the
+    /// IVRs using it hear that it is Unavailable. Empty the second time.
+    pub fn socket_closed(&mut self, now: Micros) -> Vec<Envelope> {
+        std::mem::take(&mut self.carried)
+            .into_iter()
+            .filter(|(_, up)| *up)
+            .map(|(tserver, _)| Envelope {
+                time: now,
+                recorded: now,
+                event: Event::TLib(TLibEvent {
+                    tserver,
+                    source_seq: None,
+                    kind: TLibKind::SocketClosed,
+                }),
+            })
+            .collect()
     }
 
     /// Bytes received, in chunks of any size.
@@ -181,6 +215,28 @@ pub async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
     config: &FeedConfig,
 ) -> Result<(), FeedError> {
     let mut session = FeedSession::new(format!("feed {peer}"), config.tserver.clone(), now());
+    let ended = drive(&mut stream, &mut session, config).await;
+    // Closed or failed: the T-Servers it carried are gone with it.
+    let closed = session.socket_closed(now());
+    if !closed.is_empty() {
+        tracing::info!(
+            "feed {peer} closed: {} T-Server(s) it carried now Unavailable",
+            closed.len()
+        );
+        if config.jobs.send(Job::unacknowledged(closed)).await.is_err() {
+            tracing::warn!(
+                "feed {peer}: the link-down events were not recorded: the store is shutting down"
+            );
+        }
+    }
+    ended
+}
+
+async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    session: &mut FeedSession,
+    config: &FeedConfig,
+) -> Result<(), FeedError> {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         match tokio::time::timeout(IDLE_FLUSH, stream.read(&mut buf)).await {
@@ -191,6 +247,7 @@ pub async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
         }
         let envelopes = config.counters.count(session.poll_parsed());
         if !envelopes.is_empty() {
+            session.handle_sent(&envelopes);
             let (ack_tx, ack_rx) = oneshot::channel();
             config
                 .jobs
@@ -311,5 +368,39 @@ mod tests {
             String::from_utf8(s.poll_transmit().unwrap()).unwrap(),
             "{\"committed\":6}\n{\"error\":\"disk \\\"full\\\"\"}\n"
         );
+    }
+
+    #[test]
+    fn a_closed_socket_takes_the_tservers_it_carried_down_once() {
+        let mut s = session();
+        assert!(s.socket_closed(Micros(1)).is_empty(), "nothing carried");
+        s.handle_bytes(READY.as_bytes());
+        s.handle_eof();
+        let sent = events(s.poll_parsed());
+        s.handle_sent(&sent);
+        let closed = s.socket_closed(Micros(5));
+        assert_eq!(closed.len(), 1, "{closed:?}");
+        assert_eq!(closed[0].time, Micros(5));
+        assert!(matches!(
+            &closed[0].event,
+            Event::TLib(t) if t.kind == TLibKind::SocketClosed && t.tserver.as_str() == "TS" && t.source_seq.is_none()
+        ));
+        assert!(s.socket_closed(Micros(6)).is_empty(), "once");
+
+        // A T-Server whose last word was EventLinkDisconnected is down already.
+        let mut t = session();
+        let down = Envelope {
+            time: Micros(2),
+            recorded: Micros(2),
+            event: Event::TLib(TLibEvent {
+                tserver: "TS_X".into(),
+                source_seq: Some(1),
+                kind: TLibKind::LinkDisconnected,
+            }),
+        };
+        t.handle_sent(&sent);
+        t.handle_sent(std::slice::from_ref(&down));
+        let closed = t.socket_closed(Micros(7));
+        assert_eq!(closed.len(), 1, "only TS, not TS_X: {closed:?}");
     }
 }

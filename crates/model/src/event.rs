@@ -65,6 +65,10 @@ pub enum TLibKind {
     LinkConnected,
     /// EventLinkDisconnected: the link is down.
     LinkDisconnected,
+    /// Not a T-Library event: the feed connection that carried this T-Server's events closed
+    /// or failed. Nothing more is known of the T-Server, so its link counts as down (as
+    /// EventLinkDisconnected) until an EventLinkConnected; the audit tells the two apart.
+    SocketClosed,
 }
 
 impl TLibKind {
@@ -75,6 +79,7 @@ impl TLibKind {
             TLibKind::AddressInfo(_) => "EventAddressInfo",
             TLibKind::LinkConnected => "EventLinkConnected",
             TLibKind::LinkDisconnected => "EventLinkDisconnected",
+            TLibKind::SocketClosed => "SocketClosed",
         }
     }
 }

@@ -71,9 +71,13 @@ impl State {
             TLibKind::LinkConnected => {
                 self.update_server(at, &t.tserver, out, |s| s.status = Availability::Ok)
             }
-            TLibKind::LinkDisconnected => self.update_server(at, &t.tserver, out, |s| {
-                s.status = Availability::Unavailable
-            }),
+            // The feed socket that carried the T-Server closed: Unavailable, as the link
+            // going down is.
+            TLibKind::LinkDisconnected | TLibKind::SocketClosed => {
+                self.update_server(at, &t.tserver, out, |s| {
+                    s.status = Availability::Unavailable
+                })
+            }
         }
     }
 

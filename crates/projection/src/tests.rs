@@ -439,6 +439,14 @@ fn link_events_change_only_the_server_status_of_the_ivrs_using_it() {
     assert_eq!(s.server(TS).unwrap().status, Availability::Ok);
     // Repeating a link event changes nothing.
     assert!(fold(&mut s, &mut seq, 302, tlib(TS, TLibKind::LinkConnected)).is_empty());
+    // The feed socket that carried the T-Server closing takes it down as the link going down
+    // does; the next EventLinkConnected brings it back.
+    let out = fold(&mut s, &mut seq, 303, tlib(TS, TLibKind::SocketClosed));
+    assert_eq!(out.changes.len(), 2);
+    assert_eq!(s.server(TS).unwrap().status, Availability::Unavailable);
+    assert_eq!(s.agent(TS, "7002").cloned(), agent_before);
+    fold(&mut s, &mut seq, 304, tlib(TS, TLibKind::LinkConnected));
+    assert_eq!(s.server(TS).unwrap().status, Availability::Ok);
 }
 
 #[test]

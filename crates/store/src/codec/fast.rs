@@ -82,7 +82,7 @@ pub(super) fn encode_envelope(env: &Envelope, out: &mut Vec<u8>) -> bool {
             },
         },
         TLibKind::LinkConnected | TLibKind::LinkDisconnected => None,
-        TLibKind::AddressInfo(_) => return false,
+        TLibKind::AddressInfo(_) | TLibKind::SocketClosed => return false,
     };
     put_i64(out, env.time.0);
     put_i64(out, env.recorded.0);
