@@ -19,7 +19,7 @@ use ivrstate_cluster::consume::consume;
 use ivrstate_cluster::{Cluster, ClusterConfig};
 use ivrstate_engine::Engine;
 use ivrstate_ingest::appender::{self, Job};
-use ivrstate_ingest::feed::{self, FeedConfig};
+use ivrstate_ingest::feed::{self, FeedConfig, FeedTokens};
 use ivrstate_ingest::follow::spawn_follower;
 use ivrstate_ingest::parse::Parsed;
 use ivrstate_model::{ClientRequest, Envelope, Event, IvrName, Record, TServerName};
@@ -48,9 +48,28 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE")]
     follow: Vec<PathBuf>,
     /// Accept a TCP feed of T-Server printouts or NDJSON lines on ADDR; each committed batch is
-    /// acknowledged with a line `{"committed":N}` (the running count for that connection).
+    /// acknowledged with a line `{"committed":N}` (the running count for that connection). An
+    /// address other than loopback needs --feed-token-file or --feed-client-ca (or
+    /// --feed-insecure).
     #[arg(long, value_name = "ADDR")]
     feed_listen: Option<String>,
+    /// Feed connections must start with the line `AUTH <token>`, a token of FILE (one per line:
+    /// `TOKEN` or `NAME TOKEN`); others are closed unread.
+    #[arg(long, value_name = "FILE", requires = "feed_listen")]
+    feed_token_file: Option<PathBuf>,
+    /// Serve the feed over TLS with this PEM certificate chain (needs --feed-tls-key).
+    #[arg(long, value_name = "FILE", requires_all = ["feed_tls_key", "feed_listen"])]
+    feed_tls_cert: Option<PathBuf>,
+    /// The PEM private key of --feed-tls-cert.
+    #[arg(long, value_name = "FILE", requires = "feed_tls_cert")]
+    feed_tls_key: Option<PathBuf>,
+    /// Mutual TLS on the feed: only clients with a certificate signed by a CA in FILE (PEM).
+    #[arg(long, value_name = "FILE", requires = "feed_tls_cert")]
+    feed_client_ca: Option<PathBuf>,
+    /// Allow --feed-listen on an address other than loopback without a token or client CA:
+    /// anyone who reaches it can then write to the log.
+    #[arg(long, requires = "feed_listen")]
+    feed_insecure: bool,
     /// Expose Prometheus text metrics on ADDR (any HTTP GET).
     #[arg(long, value_name = "ADDR")]
     metrics: Option<String>,
@@ -102,12 +121,59 @@ pub fn run(db: &Path, args: ServeArgs) -> Result<ExitCode> {
         _ => None,
     };
     let cluster = args.cluster.config()?;
+    let feed = feed_protection(&args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    runtime.block_on(serve(db.to_path_buf(), args, config, tls, cluster))
+    runtime.block_on(serve(db.to_path_buf(), args, config, tls, feed, cluster))
+}
+
+/// What guards the feed: its tokens and TLS, checked before anything starts. A feed that
+/// anyone on the network could write to is refused unless asked for with --feed-insecure.
+fn feed_protection(args: &ServeArgs) -> Result<(Option<Arc<FeedTokens>>, Option<TlsConfig>)> {
+    let Some(addr) = &args.feed_listen else {
+        return Ok((None, None));
+    };
+    let tokens = match &args.feed_token_file {
+        Some(path) => Some(Arc::new(FeedTokens::from_file(path)?)),
+        None => None,
+    };
+    let tls = match (&args.feed_tls_cert, &args.feed_tls_key) {
+        (Some(cert), Some(key)) => Some(TlsConfig::with_client_ca(
+            cert,
+            key,
+            args.feed_client_ca.as_deref(),
+        )?),
+        _ => None,
+    };
+    let protected = tokens.is_some() || args.feed_client_ca.is_some();
+    if !protected && !is_loopback(addr) {
+        if !args.feed_insecure {
+            return Err(crate::usage(format!(
+                "--feed-listen {addr} is reachable from other machines and anyone there could \
+                 write to the log: add --feed-token-file FILE or --feed-client-ca FILE (with \
+                 --feed-tls-cert), or --feed-insecure to allow it"
+            )));
+        }
+        tracing::warn!(
+            "--feed-insecure: the feed on {addr} accepts writes from anyone who can reach it"
+        );
+    }
+    Ok((tokens, tls))
+}
+
+/// Whether every address `addr` names is a loopback address (an unresolvable one is not).
+fn is_loopback(addr: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    match addr.to_socket_addrs() {
+        Ok(addrs) => {
+            let addrs: Vec<_> = addrs.collect();
+            !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback())
+        }
+        Err(_) => false,
+    }
 }
 
 async fn serve(
@@ -115,6 +181,7 @@ async fn serve(
     args: ServeArgs,
     config: Option<ivrstate_engine::Config>,
     tls: Option<TlsConfig>,
+    (feed_tokens, feed_tls): (Option<Arc<FeedTokens>>, Option<TlsConfig>),
     cluster: Option<ClusterConfig>,
 ) -> Result<ExitCode> {
     let listener = TcpListener::bind(&args.listen)
@@ -240,6 +307,8 @@ async fn serve(
                 tserver: tserver.clone(),
                 jobs: jobs_tx.clone(),
                 counters: metrics.sources.clone(),
+                tokens: feed_tokens,
+                tls: feed_tls.map(|t| t.acceptor().clone()),
             },
         ));
     }

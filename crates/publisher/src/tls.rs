@@ -26,6 +26,8 @@ pub enum TlsError {
     NoCertificate { path: PathBuf },
     #[error("{}: no private key found (expected a PEM PKCS#8, PKCS#1 or SEC1 private key)", path.display())]
     NoKey { path: PathBuf },
+    #[error("{}: no usable CA certificate: {reason}", path.display())]
+    ClientCa { path: PathBuf, reason: String },
     #[error("certificate {} and key {} are not usable together: {source}", cert.display(), key.display())]
     Config {
         cert: PathBuf,
@@ -49,25 +51,19 @@ impl std::fmt::Debug for TlsConfig {
 impl TlsConfig {
     /// Reads a PEM certificate chain (leaf first) and a PEM private key.
     pub fn from_pem_files(cert: &Path, key: &Path) -> Result<TlsConfig, TlsError> {
-        let read = |path: &Path| {
-            std::fs::read(path).map_err(|source| TlsError::Read {
-                path: path.to_owned(),
-                source,
-            })
-        };
+        TlsConfig::with_client_ca(cert, key, None)
+    }
+
+    /// As [`TlsConfig::from_pem_files`]; with `client_ca` (PEM CA certificates), a client must
+    /// present a certificate signed by one of them (mutual TLS) or the handshake fails.
+    pub fn with_client_ca(
+        cert: &Path,
+        key: &Path,
+        client_ca: Option<&Path>,
+    ) -> Result<TlsConfig, TlsError> {
         let cert_pem = read(cert)?;
         let key_pem = read(key)?;
-        let chain = CertificateDer::pem_slice_iter(&cert_pem)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| TlsError::BadPem {
-                path: cert.to_owned(),
-                reason: e.to_string(),
-            })?;
-        if chain.is_empty() {
-            return Err(TlsError::NoCertificate {
-                path: cert.to_owned(),
-            });
-        }
+        let chain = certificates(cert, &cert_pem)?;
         let private_key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| match e {
             rustls::pki_types::pem::Error::NoItemsFound => TlsError::NoKey {
                 path: key.to_owned(),
@@ -83,10 +79,30 @@ impl TlsConfig {
             source,
         };
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = ServerConfig::builder_with_provider(provider)
+        let builder = ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(config_err)?
-            .with_no_client_auth()
+            .map_err(config_err)?;
+        let builder = match client_ca {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let ca_err = |reason: String| TlsError::ClientCa {
+                    path: ca.to_owned(),
+                    reason,
+                };
+                let mut roots = rustls::RootCertStore::empty();
+                for cert in certificates(ca, &read(ca)?)? {
+                    roots.add(cert).map_err(|e| ca_err(e.to_string()))?;
+                }
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                )
+                .build()
+                .map_err(|e| ca_err(e.to_string()))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let config = builder
             .with_single_cert(chain, private_key)
             .map_err(config_err)?;
         Ok(TlsConfig {
@@ -94,7 +110,31 @@ impl TlsConfig {
         })
     }
 
-    pub(crate) fn acceptor(&self) -> &TlsAcceptor {
+    /// The acceptor for a TLS server's handshakes (GLI and the feed).
+    pub fn acceptor(&self) -> &TlsAcceptor {
         &self.acceptor
     }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// The PEM certificates in `pem` (at least one).
+fn certificates(path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let chain = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::BadPem {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+    if chain.is_empty() {
+        return Err(TlsError::NoCertificate {
+            path: path.to_owned(),
+        });
+    }
+    Ok(chain)
 }

@@ -23,6 +23,9 @@ use std::io::BufRead;
 
 const DAY_US: i64 = 86_400_000_000;
 const HALF_DAY_US: i64 = DAY_US / 2;
+/// Most key-value pairs kept from one printout's lists: a printout with more is malformed, not
+/// a memory hazard (real ones have a handful).
+const MAX_PAIRS: usize = 1024;
 
 /// A known civil date and time of day: the reference for the date-less `@` times.
 #[derive(Clone, Copy, Debug)]
@@ -229,6 +232,10 @@ impl Block {
                             return;
                         }
                     }
+                }
+                if self.reasons.len() + self.extensions.len() >= MAX_PAIRS {
+                    self.fail(format!("more than {MAX_PAIRS} key-value pairs"));
+                    return;
                 }
                 let kv = (CompactString::from(k), CompactString::from(v));
                 match self.list {
