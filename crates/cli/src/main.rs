@@ -75,7 +75,7 @@ enum Command {
     /// Serve GLI clients (IVRs) live: login, MonitorInfo pushes, AgentQuery.
     ///
     /// Example: ivrstate serve --listen 127.0.0.1:7050 --config examples/ivr.toml --follow ts.log
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Current or past state of servers, ports and agents.
     ///
     /// Example: ivrstate status --at 2015-08-17T10:42:00Z --json
@@ -417,7 +417,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             cluster,
         }) => query::config_apply(&db, &file, effective, &cluster),
         Command::Config(ConfigCommand::Show { json }) => query::config_show(&db, json),
-        Command::Serve(args) => serve::run(&db, args),
+        Command::Serve(args) => serve::run(&db, *args),
         Command::Status(args) => query::status(&db, args),
         Command::History(args) => query::history(&db, args),
         Command::Audit(args) => query::audit(&db, args),
