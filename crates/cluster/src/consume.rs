@@ -25,6 +25,9 @@ pub struct Delivery {
 
 const RESUBSCRIBE_PAUSE: Duration = Duration::from_millis(250);
 
+/// How long the consumer may be quiet before the stream is asked whether it holds more.
+const STALL_CHECK: Duration = Duration::from_secs(2);
+
 /// Sends every message from `from` on, in order, to `tx`, until `tx` is closed.
 pub async fn consume(cluster: Cluster, from: u64, tx: mpsc::Sender<Delivery>) {
     let mut next = from.max(1);
@@ -69,7 +72,26 @@ async fn subscribe_and_read(
         Ok(m) => m,
         Err(e) => return Read::Resubscribe(format!("messages: {e}")),
     };
-    while let Some(message) = messages.next().await {
+    loop {
+        let message = match tokio::time::timeout(STALL_CHECK, messages.next()).await {
+            Ok(Some(m)) => m,
+            Ok(None) => break,
+            Err(_) => {
+                // Quiet for a while: normal when nothing is published, a stalled consumer
+                // when the stream holds what it has not delivered (its one replica was on a
+                // node that died, and recreating it failed while the cluster had no quorum).
+                if cluster
+                    .try_last_sequence()
+                    .await
+                    .is_some_and(|last| last >= *next)
+                {
+                    return Read::Resubscribe(format!(
+                        "nothing delivered for {STALL_CHECK:?} while the stream holds {next}"
+                    ));
+                }
+                continue;
+            }
+        };
         let message = match message {
             Ok(m) => m,
             Err(e) => return Read::Resubscribe(format!("delivery: {e}")),

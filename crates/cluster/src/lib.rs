@@ -177,14 +177,27 @@ impl Cluster {
     /// The stream's last sequence now (0 when empty), retried until the cluster answers.
     pub async fn last_sequence(&self) -> u64 {
         loop {
-            match self.js.get_stream(&self.config.stream).await {
-                Ok(mut stream) => match stream.info().await {
-                    Ok(info) => return info.state.last_sequence,
-                    Err(e) => tracing::warn!("stream info: {e}"),
-                },
-                Err(e) => tracing::warn!("stream lookup: {e}"),
+            if let Some(last) = self.try_last_sequence().await {
+                return last;
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// The stream's last sequence, if the cluster answers now.
+    pub async fn try_last_sequence(&self) -> Option<u64> {
+        match self.js.get_stream(&self.config.stream).await {
+            Ok(mut stream) => match stream.info().await {
+                Ok(info) => Some(info.state.last_sequence),
+                Err(e) => {
+                    tracing::warn!("stream info: {e}");
+                    None
+                }
+            },
+            Err(e) => {
+                tracing::warn!("stream lookup: {e}");
+                None
+            }
         }
     }
 }
