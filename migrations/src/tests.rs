@@ -33,15 +33,14 @@ fn set_version(db: &sled::Db, version: u32, steps: &[&str]) {
 fn a_new_store_gets_every_step_and_is_then_current() {
     let dir = tempfile::tempdir().unwrap();
     let db = open(dir.path());
-    assert_eq!(
-        migrate(&db).unwrap(),
-        vec!["m0001_initial", "m0002_compress_blocks"]
-    );
+    let all = vec![
+        "m0001_initial",
+        "m0002_compress_blocks",
+        "m0003_history_packs",
+    ];
+    assert_eq!(migrate(&db).unwrap(), all);
     assert_eq!(format_version(&db).unwrap(), Some(CURRENT_VERSION));
-    assert_eq!(
-        applied(&db).unwrap(),
-        vec!["m0001_initial", "m0002_compress_blocks"]
-    );
+    assert_eq!(applied(&db).unwrap(), all);
     assert!(migrate(&db).unwrap().is_empty());
 }
 
@@ -101,11 +100,18 @@ fn version_1_blocks_are_compressed_by_m0002() {
     // A dedup index entry is not a block and must be left alone.
     log.insert(b"D\x00\x00\x00\x01x", b"keep".as_slice())
         .unwrap();
-    assert_eq!(migrate(&db).unwrap(), vec!["m0002_compress_blocks"]);
-    assert_eq!(format_version(&db).unwrap(), Some(2));
+    assert_eq!(
+        migrate(&db).unwrap(),
+        vec!["m0002_compress_blocks", "m0003_history_packs"]
+    );
+    assert_eq!(format_version(&db).unwrap(), Some(CURRENT_VERSION));
     assert_eq!(
         applied(&db).unwrap(),
-        vec!["m0001_initial", "m0002_compress_blocks"]
+        vec![
+            "m0001_initial",
+            "m0002_compress_blocks",
+            "m0003_history_packs"
+        ]
     );
     for (i, p) in payloads.iter().enumerate() {
         let mut key = vec![b'L'];
@@ -155,4 +161,21 @@ fn a_database_with_foreign_data_is_not_adopted() {
         .unwrap();
     assert!(matches!(migrate(&db2), Err(MigrationError::NotAStore(_))));
     assert_eq!(format_version(&db2).unwrap(), None);
+}
+
+#[test]
+fn m0003_drops_the_derived_trees_and_keeps_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    set_version(&db, 2, &["m0001_initial", "m0002_compress_blocks"]);
+    let log = db.open_tree(LOG_TREE).unwrap();
+    log.insert(b"L\0\0\0\0\0\0\0\x01", frame(2, b"block"))
+        .unwrap();
+    let derived = db.open_tree("derived:derived").unwrap();
+    derived.insert(b"Cchunk", b"old layout").unwrap();
+    assert_eq!(migrate(&db).unwrap(), vec!["m0003_history_packs"]);
+    assert_eq!(format_version(&db).unwrap(), Some(3));
+    assert!(!db.tree_names().iter().any(|n| n.starts_with(b"derived:")));
+    let log = db.open_tree(LOG_TREE).unwrap();
+    assert_eq!(log.len(), 1);
 }
