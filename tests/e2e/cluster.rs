@@ -266,7 +266,11 @@ fn two_nodes_apply_one_stream_and_answer_alike() {
     let pushed = on_b.recv_until("PortNum='01'");
     assert!(pushed.contains("Status='Ready'"), "{pushed}");
 
-    // Both answer every query alike.
+    // Both answer every query alike, once each has applied the change (each node applies the
+    // stream on its own time).
+    let target = nats.stream_last_seq(STREAM).unwrap();
+    a.wait_applied(target);
+    b.wait_applied(target);
     let mut req = 0;
     let from_a = answers(&mut on_a, &mut req);
     let from_b = answers(&mut on_b, &mut req);
