@@ -1,6 +1,7 @@
 //! `ivrstate`: the command line. A thin layer: flags, output formats and progress bars over the
 //! engine (store + fold), the parsers and the publisher.
 
+mod cluster;
 mod ingest;
 mod output;
 mod progress;
@@ -129,6 +130,8 @@ enum ConfigCommand {
         /// setup beside past T-Server logs, so that `status --at` and `replay` see its ports).
         #[arg(long, value_parser = parse_time, value_name = "TIME")]
         effective: Option<Micros>,
+        #[command(flatten)]
+        cluster: cluster::ClusterArgs,
     },
     /// Show the stored configuration.
     ///
@@ -407,9 +410,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
     let db = cli.db;
     match cli.command {
         Command::Ingest(args) => ingest::run(&db, args),
-        Command::Config(ConfigCommand::Apply { file, effective }) => {
-            query::config_apply(&db, &file, effective)
-        }
+        Command::Config(ConfigCommand::Apply {
+            file,
+            effective,
+            cluster,
+        }) => query::config_apply(&db, &file, effective, &cluster),
         Command::Config(ConfigCommand::Show { json }) => query::config_show(&db, json),
         Command::Serve(args) => serve::run(&db, *args),
         Command::Status(args) => query::status(&db, args),
