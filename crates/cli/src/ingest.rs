@@ -43,7 +43,7 @@ pub struct IngestArgs {
     cluster: ClusterArgs,
 }
 
-fn parse_zone(s: &str) -> Result<Zone, String> {
+pub(crate) fn parse_zone(s: &str) -> Result<Zone, String> {
     Zone::parse(s).map_err(|e| e.to_string())
 }
 
@@ -217,6 +217,7 @@ fn follow(
                 path.clone(),
                 format_of(args.format, path),
                 tserver.clone(),
+                args.log_tz.clone(),
                 tx.clone(),
             );
         }

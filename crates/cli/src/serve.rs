@@ -22,7 +22,7 @@ use ivrstate_ingest::appender::{self, Job};
 use ivrstate_ingest::feed::{self, FeedConfig, FeedTokens};
 use ivrstate_ingest::follow::spawn_follower;
 use ivrstate_ingest::parse::Parsed;
-use ivrstate_model::{ClientRequest, Envelope, Event, IvrName, Record, TServerName};
+use ivrstate_model::{ClientRequest, Envelope, Event, IvrName, Record, TServerName, Zone};
 use ivrstate_projection::{Applied, Change};
 use ivrstate_publisher::hub::{Hub, HubConfig};
 use ivrstate_publisher::TlsConfig;
@@ -76,6 +76,10 @@ pub struct ServeArgs {
     /// The T-Server of followed or fed logs that have no `Application name:` header.
     #[arg(long, value_name = "NAME")]
     tserver: Option<String>,
+    /// The zone of the followed logs' times when their header does not say (as `ingest
+    /// --log-tz`).
+    #[arg(long, value_name = "ZONE", value_parser = |s: &str| crate::ingest::parse_zone(s).map(Box::new))]
+    log_tz: Option<Box<Zone>>,
     /// Format of the followed files (default: by extension, as `ingest`).
     #[arg(long, value_enum)]
     format: Option<Format>,
@@ -295,7 +299,13 @@ async fn serve(
     for path in &args.follow {
         let format = format_of(args.format, path);
         let (tx, mut rx) = mpsc::channel::<Vec<Parsed>>(64);
-        spawn_follower(path.clone(), format, tserver.clone(), tx);
+        spawn_follower(
+            path.clone(),
+            format,
+            tserver.clone(),
+            args.log_tz.as_deref().cloned(),
+            tx,
+        );
         let jobs = jobs_tx.clone();
         let counters = metrics.sources.clone();
         tokio::spawn(async move {
