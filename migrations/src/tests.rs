@@ -35,12 +35,12 @@ fn a_new_store_gets_every_step_and_is_then_current() {
     let db = open(dir.path());
     assert_eq!(
         migrate(&db).unwrap(),
-        vec!["m0001_initial", "m0002_compress_blocks"]
+        vec!["m0001_initial", "m0002_compress_blocks", "m0003_provenance"]
     );
     assert_eq!(format_version(&db).unwrap(), Some(CURRENT_VERSION));
     assert_eq!(
         applied(&db).unwrap(),
-        vec!["m0001_initial", "m0002_compress_blocks"]
+        vec!["m0001_initial", "m0002_compress_blocks", "m0003_provenance"]
     );
     assert!(migrate(&db).unwrap().is_empty());
 }
@@ -101,11 +101,14 @@ fn version_1_blocks_are_compressed_by_m0002() {
     // A dedup index entry is not a block and must be left alone.
     log.insert(b"D\x00\x00\x00\x01x", b"keep".as_slice())
         .unwrap();
-    assert_eq!(migrate(&db).unwrap(), vec!["m0002_compress_blocks"]);
-    assert_eq!(format_version(&db).unwrap(), Some(2));
+    assert_eq!(
+        migrate(&db).unwrap(),
+        vec!["m0002_compress_blocks", "m0003_provenance"]
+    );
+    assert_eq!(format_version(&db).unwrap(), Some(3));
     assert_eq!(
         applied(&db).unwrap(),
-        vec!["m0001_initial", "m0002_compress_blocks"]
+        vec!["m0001_initial", "m0002_compress_blocks", "m0003_provenance"]
     );
     for (i, p) in payloads.iter().enumerate() {
         let mut key = vec![b'L'];
@@ -155,4 +158,36 @@ fn a_database_with_foreign_data_is_not_adopted() {
         .unwrap();
     assert!(matches!(migrate(&db2), Err(MigrationError::NotAStore(_))));
     assert_eq!(format_version(&db2).unwrap(), None);
+}
+
+#[test]
+fn m0003_gives_the_records_of_an_older_store_the_unknown_source() {
+    for records in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(dir.path());
+        set_version(&db, 2, &["m0001_initial", "m0002_compress_blocks"]);
+        if records {
+            let mut key = vec![b'L'];
+            key.extend_from_slice(&1u64.to_be_bytes());
+            db.open_tree(LOG_TREE)
+                .unwrap()
+                .insert(key, frame(2, b"x"))
+                .unwrap();
+        }
+        assert_eq!(migrate(&db).unwrap(), vec!["m0003_provenance"]);
+        let tree = db.open_tree(PROVENANCE_TREE).unwrap();
+        assert_eq!(
+            tree.get(b"S\0\0\0\0").unwrap().unwrap().as_ref(),
+            UNKNOWN_SOURCE.as_bytes()
+        );
+        let run = tree.get(b"R\0\0\0\0\0\0\0\x01").unwrap();
+        assert_eq!(
+            run.is_some(),
+            records,
+            "a run from seq 1 only when there are records"
+        );
+        if let Some(id) = run {
+            assert_eq!(id.as_ref(), 0u32.to_be_bytes());
+        }
+    }
 }

@@ -201,6 +201,9 @@ async fn serve(
             db,
             durability: args.durability,
             config,
+            config_source: args.config.as_ref().map_or_else(String::new, |path| {
+                format!("ivrstate serve --config {}", path.display())
+            }),
             hub: hub.clone(),
             metrics: metrics.clone(),
             stopping: stopping.clone(),
@@ -217,13 +220,18 @@ async fn serve(
         tokio::spawn(async move {
             while let Some(request) = requests_rx.recv().await {
                 let t = now();
+                let source = Arc::from(format!(
+                    "GLI client {} at {}",
+                    request.ivr.as_str(),
+                    request.client
+                ));
                 let envelope = Envelope {
                     time: t,
                     recorded: t,
                     event: Event::Request(request),
                 };
                 if jobs
-                    .send(Job::unacknowledged(vec![envelope]))
+                    .send(Job::unacknowledged(vec![envelope], source))
                     .await
                     .is_err()
                 {
@@ -240,10 +248,15 @@ async fn serve(
         spawn_follower(path.clone(), format, tserver.clone(), tx);
         let jobs = jobs_tx.clone();
         let counters = metrics.sources.clone();
+        let source: Arc<str> = Arc::from(format!("file {} (followed)", path.display()));
         tokio::spawn(async move {
             while let Some(parsed) = rx.recv().await {
                 let envelopes = counters.count(parsed);
-                if !envelopes.is_empty() && jobs.send(Job::unacknowledged(envelopes)).await.is_err()
+                if !envelopes.is_empty()
+                    && jobs
+                        .send(Job::unacknowledged(envelopes, source.clone()))
+                        .await
+                        .is_err()
                 {
                     break;
                 }
@@ -317,7 +330,9 @@ async fn serve(
     // Sources keep their senders until the runtime ends; tell the appender to commit what is
     // queued and stop, and wake it with an empty job.
     stopping.store(true, Ordering::SeqCst);
-    let _ = wake_appender.send(Job::unacknowledged(Vec::new())).await;
+    let _ = wake_appender
+        .send(Job::unacknowledged(Vec::new(), Arc::from("")))
+        .await;
     let joined = tokio::task::spawn_blocking(move || appender.join()).await;
     if let Ok(Ok(Err(e))) = joined {
         tracing::error!("appender: {e}");
@@ -359,6 +374,8 @@ struct Appender {
     db: PathBuf,
     durability: DurabilityArg,
     config: Option<ivrstate_engine::Config>,
+    /// The command that brought the configuration, recorded as its source.
+    config_source: String,
     hub: Arc<Hub>,
     metrics: Arc<Metrics>,
     /// Set when serve is shutting down: commit what is queued, then stop.
@@ -376,13 +393,14 @@ fn appender(
         db,
         durability,
         config,
+        config_source,
         hub,
         metrics,
         stopping,
     } = ctx;
     let opened = open_engine(&db, durability).and_then(|engine| {
         if let Some(config) = &config {
-            let events = engine.apply_config(config, now())?;
+            let events = engine.apply_config_from(config, now(), &config_source)?;
             tracing::info!(changes = events.len(), "configuration applied");
         }
         Ok(engine)
@@ -402,9 +420,13 @@ fn appender(
     tracing::info!(seq = engine.log().last_seq(), "store open; serving");
 
     let mut applied = Applied::state_only();
-    appender::run(jobs, &stopping, &mut |envelopes: &[Envelope]| {
-        commit(engine, &hub, &metrics, envelopes, &mut applied)
-    });
+    appender::run(
+        jobs,
+        &stopping,
+        &mut |envelopes: &[Envelope], sources: &[(usize, &str)]| {
+            commit(engine, &hub, &metrics, envelopes, sources, &mut applied)
+        },
+    );
     engine.store().flush()?;
     Ok(())
 }
@@ -416,12 +438,13 @@ fn commit(
     hub: &Hub,
     metrics: &Metrics,
     envelopes: &[Envelope],
+    sources: &[(usize, &str)],
     applied: &mut Applied,
 ) -> Result<AppendReport, ivrstate_engine::EngineError> {
     let mut records: Vec<Record> = Vec::new();
     let mut changes: Vec<Change> = Vec::new();
     let started = Instant::now();
-    let report = engine.append(envelopes, |record, record_changes| {
+    let report = engine.append_from(envelopes, sources, |record, record_changes| {
         records.push(record.clone());
         changes.extend_from_slice(record_changes);
     })?;

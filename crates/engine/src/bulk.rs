@@ -73,27 +73,38 @@ pub fn append_parsed(
     parsed: impl Iterator<Item = Parsed>,
     summary: &mut IngestSummary,
 ) -> Result<()> {
+    append_parsed_from(engine, parsed, ivrstate_store::UNSPECIFIED_SOURCE, summary)
+}
+
+/// [`append_parsed`], recording `source` as where every record came from.
+pub fn append_parsed_from(
+    engine: &mut Engine,
+    parsed: impl Iterator<Item = Parsed>,
+    source: &str,
+    summary: &mut IngestSummary,
+) -> Result<()> {
     let mut batch: Vec<Envelope> = Vec::with_capacity(BATCH);
     for item in parsed {
         if let Some(envelope) = summary.count(item) {
             batch.push(envelope);
             if batch.len() == BATCH {
-                append(engine, &mut batch, summary)?;
+                append(engine, &mut batch, source, summary)?;
             }
         }
     }
-    append(engine, &mut batch, summary)
+    append(engine, &mut batch, source, summary)
 }
 
 fn append(
     engine: &mut Engine,
     batch: &mut Vec<Envelope>,
+    source: &str,
     summary: &mut IngestSummary,
 ) -> Result<()> {
     if batch.is_empty() {
         return Ok(());
     }
-    let report = engine.log().append(batch)?;
+    let report = engine.log().append_from(batch, &[(batch.len(), source)])?;
     summary.appended += report.appended;
     summary.duplicates += report.duplicates;
     batch.clear();
