@@ -33,15 +33,15 @@ fn set_version(db: &sled::Db, version: u32, steps: &[&str]) {
 fn a_new_store_gets_every_step_and_is_then_current() {
     let dir = tempfile::tempdir().unwrap();
     let db = open(dir.path());
-    assert_eq!(
-        migrate(&db).unwrap(),
-        vec!["m0001_initial", "m0002_compress_blocks", "m0003_provenance"]
-    );
+    let all = vec![
+        "m0001_initial",
+        "m0002_compress_blocks",
+        "m0003_history_packs",
+        "m0004_provenance",
+    ];
+    assert_eq!(migrate(&db).unwrap(), all);
     assert_eq!(format_version(&db).unwrap(), Some(CURRENT_VERSION));
-    assert_eq!(
-        applied(&db).unwrap(),
-        vec!["m0001_initial", "m0002_compress_blocks", "m0003_provenance"]
-    );
+    assert_eq!(applied(&db).unwrap(), all);
     assert!(migrate(&db).unwrap().is_empty());
 }
 
@@ -103,12 +103,21 @@ fn version_1_blocks_are_compressed_by_m0002() {
         .unwrap();
     assert_eq!(
         migrate(&db).unwrap(),
-        vec!["m0002_compress_blocks", "m0003_provenance"]
+        vec![
+            "m0002_compress_blocks",
+            "m0003_history_packs",
+            "m0004_provenance"
+        ]
     );
-    assert_eq!(format_version(&db).unwrap(), Some(3));
+    assert_eq!(format_version(&db).unwrap(), Some(CURRENT_VERSION));
     assert_eq!(
         applied(&db).unwrap(),
-        vec!["m0001_initial", "m0002_compress_blocks", "m0003_provenance"]
+        vec![
+            "m0001_initial",
+            "m0002_compress_blocks",
+            "m0003_history_packs",
+            "m0004_provenance"
+        ]
     );
     for (i, p) in payloads.iter().enumerate() {
         let mut key = vec![b'L'];
@@ -161,11 +170,39 @@ fn a_database_with_foreign_data_is_not_adopted() {
 }
 
 #[test]
-fn m0003_gives_the_records_of_an_older_store_the_unknown_source() {
+fn m0003_drops_the_derived_trees_and_keeps_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    set_version(&db, 2, &["m0001_initial", "m0002_compress_blocks"]);
+    let log = db.open_tree(LOG_TREE).unwrap();
+    log.insert(b"L\0\0\0\0\0\0\0\x01", frame(2, b"block"))
+        .unwrap();
+    let derived = db.open_tree("derived:derived").unwrap();
+    derived.insert(b"Cchunk", b"old layout").unwrap();
+    assert_eq!(
+        migrate(&db).unwrap(),
+        vec!["m0003_history_packs", "m0004_provenance"]
+    );
+    assert_eq!(format_version(&db).unwrap(), Some(3));
+    assert!(!db.tree_names().iter().any(|n| n.starts_with(b"derived:")));
+    let log = db.open_tree(LOG_TREE).unwrap();
+    assert_eq!(log.len(), 1);
+}
+
+#[test]
+fn m0004_gives_the_records_of_an_older_store_the_unknown_source() {
     for records in [false, true] {
         let dir = tempfile::tempdir().unwrap();
         let db = open(dir.path());
-        set_version(&db, 2, &["m0001_initial", "m0002_compress_blocks"]);
+        set_version(
+            &db,
+            3,
+            &[
+                "m0001_initial",
+                "m0002_compress_blocks",
+                "m0003_history_packs",
+            ],
+        );
         if records {
             let mut key = vec![b'L'];
             key.extend_from_slice(&1u64.to_be_bytes());
@@ -174,7 +211,7 @@ fn m0003_gives_the_records_of_an_older_store_the_unknown_source() {
                 .insert(key, frame(2, b"x"))
                 .unwrap();
         }
-        assert_eq!(migrate(&db).unwrap(), vec!["m0003_provenance"]);
+        assert_eq!(migrate(&db).unwrap(), vec!["m0004_provenance"]);
         let tree = db.open_tree(PROVENANCE_TREE).unwrap();
         assert_eq!(
             tree.get(b"S\0\0\0\0").unwrap().unwrap().as_ref(),

@@ -43,10 +43,8 @@ fn seed() -> u64 {
 }
 
 fn simulate(t: &Ivrstate, name: &str, events: &str) -> std::path::PathBuf {
-    let path = t.path(name);
-    let log = t.ok(&["simulate", "--events", events, "--seed", "7"]);
-    std::fs::write(&path, log).unwrap();
-    path
+    t.simulate_to(name, &["--events", events, "--seed", "7"])
+        .into()
 }
 
 /// What a clean, uninterrupted ingest of `log` gives: the events and the state.

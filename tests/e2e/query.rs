@@ -14,14 +14,6 @@ fn ivrstate() -> Ivrstate {
     Ivrstate::new(env!("CARGO_BIN_EXE_ivrstate"))
 }
 
-fn simulate_to(t: &Ivrstate, name: &str, args: &[&str]) -> String {
-    let mut all = vec!["simulate"];
-    all.extend_from_slice(args);
-    let path = t.path(name);
-    std::fs::write(&path, t.ok(&all)).unwrap();
-    path.display().to_string()
-}
-
 const CONFIG: &str = r#"
 [server]
 version = "8.5.000.01"
@@ -109,8 +101,7 @@ fn config_apply_records_differences_only_and_rejects_bad_files() {
 fn status_at_is_the_same_whichever_order_two_tservers_are_ingested() {
     let a = ivrstate();
     let b = ivrstate();
-    let log_a = simulate_to(
-        &a,
+    let log_a = a.simulate_to(
         "a.log",
         &[
             "--tserver",
@@ -123,8 +114,7 @@ fn status_at_is_the_same_whichever_order_two_tservers_are_ingested() {
             "1",
         ],
     );
-    let log_b = simulate_to(
-        &a,
+    let log_b = a.simulate_to(
         "b.log",
         &[
             "--tserver",
@@ -174,8 +164,7 @@ fn status_at_is_the_same_whichever_order_two_tservers_are_ingested() {
 #[test]
 fn status_at_seq_replays_the_log_prefix() {
     let t = ivrstate();
-    let log = simulate_to(
-        &t,
+    let log = t.simulate_to(
         "ts.log",
         &["--agents", "10", "--events", "400", "--seed", "5"],
     );
@@ -196,8 +185,7 @@ fn status_at_seq_replays_the_log_prefix() {
 #[test]
 fn history_crosses_midnight_and_clips() {
     let t = ivrstate();
-    let log = simulate_to(
-        &t,
+    let log = t.simulate_to(
         "ts.log",
         &[
             "--agents",
@@ -261,8 +249,7 @@ fn history_crosses_midnight_and_clips() {
 #[test]
 fn audit_adds_up_per_agent() {
     let t = ivrstate();
-    let log = simulate_to(
-        &t,
+    let log = t.simulate_to(
         "ts.log",
         &["--agents", "20", "--events", "4000", "--seed", "6"],
     );
@@ -305,7 +292,7 @@ fn audit_adds_up_per_agent() {
 #[test]
 fn audit_by_interval_adds_up_to_the_plain_audit_and_sessions_list_logins() {
     let t = ivrstate();
-    let log = simulate_to(&t, "ts.log", &["--agents", "4", "--events", "600"]);
+    let log = t.simulate_to("ts.log", &["--agents", "4", "--events", "600"]);
     t.ok(&["ingest", "--tserver", "TS_SIP", &log]);
     let window = [
         "--from",

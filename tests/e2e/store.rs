@@ -13,20 +13,10 @@ fn ivrstate() -> Ivrstate {
     Ivrstate::new(env!("CARGO_BIN_EXE_ivrstate"))
 }
 
-fn simulate(t: &Ivrstate, name: &str, args: &[&str]) -> String {
-    let mut all = vec!["simulate"];
-    all.extend_from_slice(args);
-    let log = t.ok(&all);
-    let path = t.path(name);
-    std::fs::write(&path, &log).unwrap();
-    path.display().to_string()
-}
-
 #[test]
 fn ingest_is_idempotent_and_verifies() {
     let t = ivrstate();
-    let log = simulate(
-        &t,
+    let log = t.simulate_to(
         "ts.log",
         &["--agents", "50", "--events", "3000", "--seed", "3"],
     );
@@ -60,8 +50,7 @@ fn ingest_is_idempotent_and_verifies() {
 #[test]
 fn export_then_ingest_gives_the_same_state() {
     let t = ivrstate();
-    let log = simulate(
-        &t,
+    let log = t.simulate_to(
         "ts.log",
         &["--agents", "40", "--events", "2000", "--seed", "9"],
     );
@@ -197,8 +186,7 @@ fn unreadable_inputs_and_stores_fail_with_one_line() {
 fn a_reader_that_stops_early_ends_the_output_quietly() {
     use std::io::Read;
     let t = ivrstate();
-    let log = simulate(
-        &t,
+    let log = t.simulate_to(
         "ts.log",
         &["--agents", "50", "--events", "20000", "--seed", "2"],
     );

@@ -123,6 +123,16 @@ impl Ivrstate {
         String::from_utf8(out.stdout).expect("utf-8 stdout")
     }
 
+    /// Writes `ivrstate simulate ARGS` into the file `name` of the temporary directory and
+    /// returns its path as a string (for the next command's arguments).
+    pub fn simulate_to(&self, name: &str, args: &[&str]) -> String {
+        let mut all = vec!["simulate"];
+        all.extend_from_slice(args);
+        let path = self.path(name);
+        std::fs::write(&path, self.ok(&all)).expect("write the simulated log");
+        path.display().to_string()
+    }
+
     pub fn json(&self, args: &[&str]) -> serde_json::Value {
         let out = self.ok(args);
         serde_json::from_str(&out)

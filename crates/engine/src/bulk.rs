@@ -4,10 +4,12 @@
 //! Parsed events are appended in durable batches of [`BATCH`] (each one flushed before it is
 //! counted), then [`complete`] brings derived data up to the log and makes it durable too.
 
-use crate::{Engine, Result};
+use crate::{Engine, EngineError, Result};
 use ivrstate_ingest::parse::{ParseError, Parsed};
-use ivrstate_model::Envelope;
+use ivrstate_model::{Envelope, Seq};
+use ivrstate_store::PendingAppend;
 use serde::Serialize;
+use std::sync::mpsc;
 
 pub use ivrstate_ingest::BATCH;
 /// Locations of malformed input kept for the summary.
@@ -66,8 +68,16 @@ impl IngestSummary {
     }
 }
 
-/// Appends parsed events in durable batches of [`BATCH`], counting them into `summary`.
-/// Derived data is not brought up to date here: call [`complete`] once every source is in.
+/// Appends parsed events in durable batches of [`BATCH`], counting them into `summary`, and
+/// derives while it appends.
+///
+/// A pipeline over the machine's cores: the caller's thread parses (its input need not be
+/// `Send`: stdin is read here too); an appender thread dedups, encodes and writes each batch
+/// into the log (`begin_append`) while a syncer thread waits for the previous one to be durable
+/// (one flush covers every batch written while the one before ran); and a deriver thread folds
+/// what is durable into derived data, a commit's worth at a time. A batch is counted as
+/// appended only once it is durable. Derived data may trail the log when this returns: call
+/// [`complete`] once every source is in.
 pub fn append_parsed(
     engine: &mut Engine,
     parsed: impl Iterator<Item = Parsed>,
@@ -83,32 +93,81 @@ pub fn append_parsed_from(
     source: &str,
     summary: &mut IngestSummary,
 ) -> Result<()> {
-    let mut batch: Vec<Envelope> = Vec::with_capacity(BATCH);
-    for item in parsed {
-        if let Some(envelope) = summary.count(item) {
-            batch.push(envelope);
-            if batch.len() == BATCH {
-                append(engine, &mut batch, source, summary)?;
+    let log = engine.log().clone();
+    std::thread::scope(|scope| {
+        let (batches, to_append) = mpsc::sync_channel::<Vec<Envelope>>(PIPELINE_DEPTH);
+        let (pending, to_sync) = mpsc::sync_channel::<PendingAppend<'_>>(PIPELINE_DEPTH);
+        let (durable, to_derive) = mpsc::channel::<Seq>();
+        let log = &log;
+        let appender = scope.spawn(move || -> Result<()> {
+            for batch in to_append {
+                let begun = log.begin_append_from(&batch, &[(batch.len(), source)])?;
+                if pending.send(begun).is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        });
+        let syncer = scope.spawn(move || -> Result<(u64, u64)> {
+            let (mut appended, mut duplicates) = (0, 0);
+            for begun in to_sync {
+                let report = begun.wait_durable()?;
+                appended += report.appended;
+                duplicates += report.duplicates;
+                // The deriver may have stopped on an error, which it reports itself.
+                let _ = durable.send(report.last_seq);
+            }
+            Ok((appended, duplicates))
+        });
+        let deriver = scope.spawn(|| -> Result<()> {
+            let mut seen = engine.derived_seq();
+            for seq in to_derive {
+                seen = seen.max(seq);
+                if seen >= engine.derived_seq() + DERIVE_EVERY {
+                    engine.catch_up(|_, _| {})?;
+                }
+            }
+            Ok(())
+        });
+
+        let mut batch: Vec<Envelope> = Vec::with_capacity(BATCH);
+        for item in parsed {
+            if let Some(envelope) = summary.count(item) {
+                batch.push(envelope);
+                if batch.len() == BATCH {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                    if batches.send(full).is_err() {
+                        // The appender stopped: its error is returned below.
+                        break;
+                    }
+                }
             }
         }
-    }
-    append(engine, &mut batch, source, summary)
+        if !batch.is_empty() {
+            let _ = batches.send(batch);
+        }
+        drop(batches);
+        let appended = join(appender);
+        let counts = join(syncer);
+        let derived = join(deriver);
+        appended?;
+        let (appended, duplicates) = counts?;
+        summary.appended += appended;
+        summary.duplicates += duplicates;
+        derived
+    })
 }
 
-fn append(
-    engine: &mut Engine,
-    batch: &mut Vec<Envelope>,
-    source: &str,
-    summary: &mut IngestSummary,
-) -> Result<()> {
-    if batch.is_empty() {
-        return Ok(());
-    }
-    let report = engine.log().append_from(batch, &[(batch.len(), source)])?;
-    summary.appended += report.appended;
-    summary.duplicates += report.duplicates;
-    batch.clear();
-    Ok(())
+/// Batches in flight between two stages of the pipeline.
+const PIPELINE_DEPTH: usize = 4;
+/// The deriver catches up once this many records are durable and not yet derived (about one
+/// commit of derived data: fewer, larger commits).
+const DERIVE_EVERY: Seq = 1 << 20;
+
+fn join<T>(handle: std::thread::ScopedJoinHandle<'_, Result<T>>) -> Result<T> {
+    handle
+        .join()
+        .unwrap_or_else(|_| Err(EngineError::Query("an ingest thread panicked".into())))
 }
 
 /// Brings derived data up to the log and makes everything durable: after it returns, the

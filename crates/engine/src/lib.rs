@@ -17,6 +17,7 @@ pub mod bulk;
 pub mod config;
 mod history;
 mod keys;
+mod packs;
 mod views;
 
 pub use config::{Config, ConfigError};
@@ -31,6 +32,7 @@ use ivrstate_projection::{Applied, Change, EntityKey, State};
 use ivrstate_store::{
     AppendReport, DerivedBatch, DerivedTree, EventLog, Store, StoreError, StoreOptions,
 };
+use packs::Packs;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -39,7 +41,7 @@ use std::path::Path;
 const SNAPSHOT_EVERY: Seq = 65_536;
 /// Records folded per atomic batch of derived entries (a commit): each commit also rewrites
 /// the chunks still filling, so commits are few and large.
-const COMMIT_EVERY: Seq = 262_144;
+const COMMIT_EVERY: Seq = 1 << 20;
 /// A catch-up that folded at least this many records leaves the state it reached, so that the
 /// next open starts from it instead of folding up to a snapshot's worth of records again.
 const STATE_AFTER: Seq = 16_384;
@@ -47,6 +49,13 @@ const DERIVED_TREE: &str = "derived";
 const DERIVED_SEQ_KEY: &[u8] = b"Mderived_seq";
 /// The state at `derived_seq`, when the last catch-up left it (see [`STATE_AFTER`]).
 const STATE_KEY: &[u8] = b"Mstate";
+/// Present while a commit writes its entries (see [`Staged`]): found on open, it means a commit
+/// was interrupted, and derived data is derived again from the log.
+const COMMITTING_KEY: &[u8] = b"Mcommitting";
+/// Entries per sled batch while a commit writes: sled copies a leaf for every insert and frees
+/// the old copies only when the batch ends, so one batch of a whole commit's ~40 k entries held
+/// hundreds of MB (issue 13's memory profile).
+const SLED_BATCH: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -91,6 +100,7 @@ pub struct Engine {
     entities: BTreeSet<Vec<u8>>,
     applied: Applied,
     deriver: Deriver,
+    packs: Packs,
 }
 
 impl Engine {
@@ -134,6 +144,7 @@ impl Engine {
             entities: BTreeSet::new(),
             applied: Applied::default(),
             deriver: Deriver::default(),
+            packs: Packs::new(dir),
         })
     }
 
@@ -190,6 +201,11 @@ impl Engine {
 
     fn load_derived(&mut self) -> Result<()> {
         let derived_seq = self.stored_derived_seq()?;
+        if self.derived.get(COMMITTING_KEY)?.is_some() {
+            // A commit was interrupted: some of its entries may be there, beyond derived_seq.
+            tracing::warn!("derived data from an interrupted commit; deriving it again");
+            return self.reset_derived();
+        }
         if derived_seq > self.log().last_seq() {
             // Derived data ahead of the log cannot happen with one writer; if it does (a log
             // restored from an older copy), the derived data is recomputed rather than trusted.
@@ -200,6 +216,7 @@ impl Engine {
             );
             return self.reset_derived();
         }
+        self.packs.remove_after(Some(derived_seq))?;
         self.state = match self.stored_state(derived_seq)? {
             Some(state) => state,
             None => self.state_at_seq(derived_seq)?,
@@ -223,6 +240,7 @@ impl Engine {
 
     fn reset_derived(&mut self) -> Result<()> {
         self.derived.clear()?;
+        self.packs.remove_after(None)?;
         self.state = State::default();
         self.entities.clear();
         self.deriver.clear();
@@ -252,7 +270,17 @@ impl Engine {
         let mut next = first;
         while next <= last {
             let commit_end = last.min(next + COMMIT_EVERY - 1);
-            let mut batch = DerivedBatch::new();
+            let mut out = Staged {
+                tree: self.derived.clone(),
+                pending: 0,
+                batch: DerivedBatch::new(),
+                pack: if commit_end + 1 - next >= packs::PACK_FROM {
+                    Some(self.packs.create(next)?)
+                } else {
+                    None
+                },
+                error: None,
+            };
             let log = self.store.log().clone();
             let (state, applied, deriver) = (&mut self.state, &mut self.applied, &mut self.deriver);
             for_each_record(&log, next, commit_end, |record| {
@@ -263,16 +291,22 @@ impl Engine {
                     &mut self.entities,
                     &applied.touched,
                     record,
-                    Some(&self.derived),
-                    &mut batch,
+                    Some((&self.derived, &self.packs)),
+                    &mut out,
                 )?;
                 on_change(record, &applied.changes);
                 if record.seq % SNAPSHOT_EVERY == 0 {
-                    batch.insert(&snapshot_key(record.seq), &state.to_bytes());
+                    out.insert(&snapshot_key(record.seq), &state.to_bytes());
                 }
-                Ok(())
+                out.check()
             })?;
-            self.deriver.commit(&mut batch);
+            self.deriver.commit(&mut out);
+            out.check()?;
+            if let Some(pack) = out.pack {
+                pack.finish()?;
+            }
+            let mut batch = out.batch;
+            batch.remove(COMMITTING_KEY);
             batch.insert(DERIVED_SEQ_KEY, &keys::seq_key(commit_end));
             if commit_end == last && last + 1 - first >= STATE_AFTER {
                 batch.insert(STATE_KEY, &self.state.to_bytes());
@@ -330,7 +364,7 @@ impl Engine {
                 return Err(EngineError::Derived("undecodable entity key".into()));
             };
             if let EntityKey::Agent(..) = entity {
-                if let Some(agent) = history::agent_at(&self.derived, &entity, at)? {
+                if let Some(agent) = history::agent_at(&self.derived, &self.packs, &entity, at)? {
                     seq = seq.max(agent.start_seq);
                     agents.push(views::agent(&agent));
                 }
@@ -360,15 +394,18 @@ impl Engine {
         to: Option<Micros>,
     ) -> Result<Vec<Interval>> {
         let mut intervals = match selector {
-            HistorySelector::Agent(id) => {
-                ivrstate_projection::intervals(history::by_agent(&self.derived, id)?, from, to)
-            }
+            HistorySelector::Agent(id) => ivrstate_projection::intervals(
+                history::by_agent(&self.derived, &self.packs, id)?,
+                from,
+                to,
+            ),
             HistorySelector::Dn { dn, tserver } => {
                 let mut out = Vec::new();
                 for (ts, d) in self.agent_entities() {
                     if &d == dn && tserver.as_ref().is_none_or(|t| *t == ts) {
                         let entity = EntityKey::Agent(ts, d);
-                        let states = history::agent_states(&self.derived, &entity, from, to)?;
+                        let states =
+                            history::agent_states(&self.derived, &self.packs, &entity, from, to)?;
                         out.extend(ivrstate_projection::intervals(states, from, to));
                     }
                 }
@@ -381,7 +418,7 @@ impl Engine {
                     )));
                 };
                 let entity = EntityKey::Agent(p.tserver.clone(), p.dn.clone());
-                let states = history::agent_states(&self.derived, &entity, from, to)?;
+                let states = history::agent_states(&self.derived, &self.packs, &entity, from, to)?;
                 ivrstate_projection::intervals(states, from, to)
             }
         };
@@ -441,7 +478,7 @@ impl Engine {
     /// Every agent's intervals in `[from, to]` (one pass over the per-agent history).
     pub fn history_all(&self, from: Option<Micros>, to: Option<Micros>) -> Result<Vec<Interval>> {
         let mut intervals = Vec::new();
-        history::each_agent(&self.derived, |states| {
+        history::each_agent(&self.derived, &self.packs, |states| {
             intervals.extend(ivrstate_projection::intervals(states, from, to));
         })?;
         Ok(intervals)
@@ -575,7 +612,15 @@ impl Engine {
         let mut stored = Digest::default();
         for entry in self.derived.iter() {
             let (k, v) = entry?;
-            if k != DERIVED_SEQ_KEY && k != STATE_KEY {
+            if k == DERIVED_SEQ_KEY || k == STATE_KEY || k == COMMITTING_KEY {
+                continue;
+            }
+            if history::is_chunk_key(&k) {
+                match self.packs.resolve(&v) {
+                    Ok(chunk) => stored.add(&k, &chunk),
+                    Err(e) => faults.push(e.to_string()),
+                }
+            } else {
                 stored.add(&k, &v);
             }
         }
@@ -599,6 +644,61 @@ impl Engine {
             ));
         }
         Ok(faults)
+    }
+}
+
+/// Where a commit's derived entries go as they are made: chunks into the commit's pack (or
+/// inline, for a small commit), pointers and everything else into sled, [`SLED_BATCH`] entries
+/// at a time. Those batches are not the commit: the commit is the last batch, which moves
+/// `derived_seq` and removes [`COMMITTING_KEY`] (written before the first), after the pack is
+/// durable. sled recovers a prefix of its writes, so after a crash either the commit is whole,
+/// or the marker is there and open derives everything again.
+struct Staged {
+    tree: DerivedTree,
+    pending: usize,
+    batch: DerivedBatch,
+    pack: Option<packs::PackWriter>,
+    /// The first error writing the pack (`Extend` cannot return it).
+    error: Option<EngineError>,
+}
+
+impl Staged {
+    fn check(&mut self) -> Result<()> {
+        self.error.take().map_or(Ok(()), Err)
+    }
+
+    fn insert(&mut self, key: &[u8], value: &[u8]) {
+        self.batch.insert(key, value);
+        self.pending += 1;
+        if self.pending >= SLED_BATCH {
+            self.pending = 0;
+            let mut batch = std::mem::take(&mut self.batch);
+            // The marker goes with the first batch that is not the commit.
+            batch.insert(COMMITTING_KEY, b"");
+            if let Err(e) = self.tree.apply_batch(batch) {
+                self.error.get_or_insert(e.into());
+            }
+        }
+    }
+}
+
+impl Extend<(Vec<u8>, Vec<u8>)> for Staged {
+    fn extend<I: IntoIterator<Item = (Vec<u8>, Vec<u8>)>>(&mut self, entries: I) {
+        for (key, value) in entries {
+            if !history::is_chunk_key(&key) {
+                self.insert(&key, &value);
+                continue;
+            }
+            match &mut self.pack {
+                Some(pack) => match pack.add(&value) {
+                    Ok(pointer) => self.insert(&key, &pointer),
+                    Err(e) => {
+                        self.error.get_or_insert(e);
+                    }
+                },
+                None => self.insert(&key, &Packs::inline(&value)),
+            }
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! Where each record came from, stored compactly beside the log.
 //!
-//! The `provenance` tree (created by migration `m0003_provenance`) holds a table of sources,
+//! The `provenance` tree (created by migration `m0004_provenance`) holds a table of sources,
 //! `S` + id (u32 BE) -> the source in words ("file /var/log/ts.log", "feed 10.0.0.5:51234 #3
 //! (token recorder)", ...), and runs, `R` + first seq (u64 BE) -> source id (u32 BE): that record
 //! and every one after it up to the next run came from that source. An append writes a run only

@@ -874,7 +874,12 @@ fn a_version_1_store_is_migrated_and_reads_back() {
     let db = raw_db(dir.path());
     assert_eq!(
         ivrstate_migrations::applied(&db).unwrap(),
-        vec!["m0001_initial", "m0002_compress_blocks", "m0003_provenance"]
+        vec![
+            "m0001_initial",
+            "m0002_compress_blocks",
+            "m0003_history_packs",
+            "m0004_provenance"
+        ]
     );
     assert_eq!(
         ivrstate_migrations::format_version(&db).unwrap(),

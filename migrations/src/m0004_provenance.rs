@@ -1,4 +1,4 @@
-//! Version 3: where each record came from.
+//! Version 4: where each record came from.
 //!
 //! A `provenance` tree holds the table of sources (`S` + id, u32 big-endian -> the source in
 //! words, UTF-8) and runs of records (`R` + first seq, u64 big-endian -> source id, u32
