@@ -183,7 +183,7 @@ fn m0003_drops_the_derived_trees_and_keeps_the_log() {
         migrate(&db).unwrap(),
         vec!["m0003_history_packs", "m0004_provenance"]
     );
-    assert_eq!(format_version(&db).unwrap(), Some(3));
+    assert_eq!(format_version(&db).unwrap(), Some(CURRENT_VERSION));
     assert!(!db.tree_names().iter().any(|n| n.starts_with(b"derived:")));
     let log = db.open_tree(LOG_TREE).unwrap();
     assert_eq!(log.len(), 1);
