@@ -294,8 +294,18 @@ impl NatsCluster {
         serde_json::from_str(&body).ok()
     }
 
-    /// The name of the node leading `stream`'s raft group, as the nodes report it.
-    pub fn stream_leader(&self, stream: &str) -> Option<usize> {
+    /// `stream`'s last sequence: the highest any running node reports (a follower may lag
+    /// behind the leader, which has everything acknowledged).
+    pub fn stream_last_seq(&self, stream: &str) -> Option<u64> {
+        self.stream_details(stream)
+            .iter()
+            .filter_map(|s| s["state"]["last_seq"].as_u64())
+            .max()
+    }
+
+    /// `stream`'s entry in each running node's `/jsz?streams=true`.
+    pub fn stream_details(&self, stream: &str) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
         for (i, node) in self.nodes.iter().enumerate() {
             if !node.is_running() {
                 continue;
@@ -303,21 +313,27 @@ impl NatsCluster {
             let Some(jsz) = self.monitor(i, "/jsz?streams=true") else {
                 continue;
             };
-            let accounts = jsz["account_details"]
+            for acc in jsz["account_details"]
                 .as_array()
                 .cloned()
-                .unwrap_or_default();
-            for acc in accounts {
+                .unwrap_or_default()
+            {
                 for s in acc["stream_detail"].as_array().cloned().unwrap_or_default() {
                     if s["name"] == stream {
-                        if let Some(leader) = s["cluster"]["leader"].as_str() {
-                            return self.nodes.iter().position(|n| n.name == leader);
-                        }
+                        out.push(s);
                     }
                 }
             }
         }
-        None
+        out
+    }
+
+    /// The node leading `stream`'s raft group, as the nodes report it.
+    pub fn stream_leader(&self, stream: &str) -> Option<usize> {
+        self.stream_details(stream).iter().find_map(|s| {
+            let leader = s["cluster"]["leader"].as_str()?;
+            self.nodes.iter().position(|n| n.name == leader)
+        })
     }
 }
 

@@ -202,6 +202,39 @@ pub fn open_tlog(path: &Path) -> Result<TlogReader<BufReader<std::fs::File>>> {
     ))
 }
 
+/// `path` gzip'd (default level, as gzip and logrotate write) beside it; returns its path.
+pub fn gzip_copy(path: &Path) -> Result<std::path::PathBuf> {
+    let out = path.with_extension("log.gz");
+    let mut input = std::fs::File::open(path).with_context(|| format!("opening {path:?}"))?;
+    let file = std::fs::File::create(&out).with_context(|| format!("creating {out:?}"))?;
+    let mut gz = flate2::write::GzEncoder::new(
+        std::io::BufWriter::new(file),
+        flate2::Compression::default(),
+    );
+    std::io::copy(&mut input, &mut gz)?;
+    gz.finish()?;
+    Ok(out)
+}
+
+/// A gzip'd log read as `ingest` reads it: told by content, decompressed on another thread.
+pub fn open_tlog_gz(path: &Path) -> Result<TlogReader<BufReader<Box<dyn std::io::Read + Send>>>> {
+    let file = std::fs::File::open(path).with_context(|| format!("opening {path:?}"))?;
+    let (text, _) = ivrstate_ingest::input::open_text(file, "simulated.log.gz")?;
+    Ok(TlogReader::new(
+        BufReader::with_capacity(1 << 16, text),
+        "simulated.log.gz",
+        None,
+        Micros(0),
+    ))
+}
+
+/// Decompresses `path` into nothing: the cost of decompression alone; returns the bytes.
+pub fn gunzip_only(path: &Path) -> Result<u64> {
+    let file = std::fs::File::open(path).with_context(|| format!("opening {path:?}"))?;
+    let mut gz = flate2::read::MultiGzDecoder::new(BufReader::with_capacity(1 << 16, file));
+    Ok(std::io::copy(&mut gz, &mut std::io::sink())?)
+}
+
 /// splitmix64: deterministic choices (query times, ports) without a dependency.
 pub struct Rng(pub u64);
 

@@ -1,5 +1,6 @@
 //! `ivrstate ingest`: parse files (or stdin) and append their events in group-committed batches.
 
+use crate::cluster::{self, BulkPublisher, ClusterArgs};
 use crate::{format_of, now, open_engine, progress, DurabilityArg, Format};
 use anyhow::{Context, Result};
 use clap::Args;
@@ -38,13 +39,18 @@ pub struct IngestArgs {
     /// stands for every file in it, in name order; `-` for stdin.
     #[arg(required = true, value_name = "FILE")]
     files: Vec<PathBuf>,
+    #[command(flatten)]
+    cluster: ClusterArgs,
 }
 
-fn parse_zone(s: &str) -> Result<Zone, String> {
+pub(crate) fn parse_zone(s: &str) -> Result<Zone, String> {
     Zone::parse(s).map_err(|e| e.to_string())
 }
 
 pub fn run(db: &Path, args: IngestArgs) -> Result<ExitCode> {
+    if let Some(config) = args.cluster.config()? {
+        return publish(config, &args);
+    }
     let engine = open_engine(db, args.durability)?;
     let mut summary = IngestSummary::default();
     let tserver = args.tserver.as_deref().map(TServerName::from);
@@ -73,6 +79,42 @@ pub fn run(db: &Path, args: IngestArgs) -> Result<ExitCode> {
         follow(engine, &args, tserver, &mut summary)?;
     }
     bulk::complete(engine).context("updating derived data")?;
+    if args.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        print_summary(&summary, started.elapsed());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ingest --cluster`: the files' events go into the stream (the nodes' stores apply them from
+/// there); `appended` counts events newly in the stream, `duplicates` those of batches the
+/// stream already held (same bytes, same Msg-Id).
+fn publish(config: ivrstate_cluster::ClusterConfig, args: &IngestArgs) -> Result<ExitCode> {
+    if args.follow {
+        anyhow::bail!(
+            "--follow with --cluster: follow the files with `serve --cluster --follow` instead"
+        );
+    }
+    let tserver = args.tserver.as_deref().map(TServerName::from);
+    let started = std::time::Instant::now();
+    let mut summary = IngestSummary::default();
+    let files = ivrstate_ingest::input::expand(&args.files)?;
+    cluster::runtime()?.block_on(async {
+        let mut publisher = BulkPublisher::connect(config).await?;
+        for path in &files {
+            let source = Source {
+                path,
+                format: format_of(args.format, strip_gz(path).as_path()),
+                tserver: tserver.clone(),
+                log_tz: args.log_tz.clone(),
+            };
+            let (parsed, bar) = read_source(&source)?;
+            publisher.add(parsed, &mut summary).await?;
+            bar.finish_and_clear();
+        }
+        publisher.finish(&mut summary).await
+    })?;
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
     } else {
@@ -116,6 +158,23 @@ fn ingest_file(
     source: &Source<'_>,
     summary: &mut IngestSummary,
 ) -> Result<()> {
+    let (parsed, bar) = read_source(source)?;
+    let name = source.path.display();
+    let from = if is_stdin(source.path) {
+        "stdin (ivrstate ingest -)".to_owned()
+    } else {
+        format!("file {name}")
+    };
+    bulk::append_parsed_from(engine, parsed, &from, summary)
+        .with_context(|| format!("ingesting {name}"))?;
+    bar.finish_and_clear();
+    Ok(())
+}
+
+/// The events of one input (decompressed, parsed), with a progress bar over its bytes.
+fn read_source(
+    source: &Source<'_>,
+) -> Result<(Box<dyn Iterator<Item = Parsed>>, indicatif::ProgressBar)> {
     let path = source.path;
     let name = path.display().to_string();
     let (raw, len): (Box<dyn Read + Send>, u64) = if is_stdin(path) {
@@ -140,15 +199,7 @@ fn ingest_file(
         source.tserver.clone(),
         source.log_tz.clone(),
     );
-    let from = if is_stdin(path) {
-        "stdin (ivrstate ingest -)".to_owned()
-    } else {
-        format!("file {name}")
-    };
-    bulk::append_parsed_from(engine, parsed, &from, summary)
-        .with_context(|| format!("ingesting {name}"))?;
-    bar.finish_and_clear();
-    Ok(())
+    Ok((parsed, bar))
 }
 
 /// `--follow`: after the initial read, keep appending what the files grow by until Ctrl-C.
@@ -174,6 +225,7 @@ fn follow(
                 path.clone(),
                 format_of(args.format, path),
                 tserver.clone(),
+                args.log_tz.clone(),
                 file_tx,
             );
             let from = format!("file {} (followed)", path.display());

@@ -1,6 +1,7 @@
 //! `ivrstate`: the command line. A thin layer: flags, output formats and progress bars over the
 //! engine (store + fold), the parsers and the publisher.
 
+mod cluster;
 mod ingest;
 mod metrics;
 mod output;
@@ -74,7 +75,7 @@ enum Command {
     /// Serve GLI clients (IVRs) live: login, MonitorInfo pushes, AgentQuery.
     ///
     /// Example: ivrstate serve --listen 127.0.0.1:7050 --config examples/ivr.toml --follow ts.log
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Current or past state of servers, ports and agents.
     ///
     /// Example: ivrstate status --at 2015-08-17T10:42:00Z --json
@@ -130,6 +131,8 @@ enum ConfigCommand {
         /// setup beside past T-Server logs, so that `status --at` and `replay` see its ports).
         #[arg(long, value_parser = parse_time, value_name = "TIME")]
         effective: Option<Micros>,
+        #[command(flatten)]
+        cluster: cluster::ClusterArgs,
     },
     /// Show the stored configuration.
     ///
@@ -408,11 +411,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
     let db = cli.db;
     match cli.command {
         Command::Ingest(args) => ingest::run(&db, args),
-        Command::Config(ConfigCommand::Apply { file, effective }) => {
-            query::config_apply(&db, &file, effective)
-        }
+        Command::Config(ConfigCommand::Apply {
+            file,
+            effective,
+            cluster,
+        }) => query::config_apply(&db, &file, effective, &cluster),
         Command::Config(ConfigCommand::Show { json }) => query::config_show(&db, json),
-        Command::Serve(args) => serve::run(&db, args),
+        Command::Serve(args) => serve::run(&db, *args),
         Command::Status(args) => query::status(&db, args),
         Command::History(args) => query::history(&db, args),
         Command::Audit(args) => query::audit(&db, args),

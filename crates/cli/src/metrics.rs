@@ -28,6 +28,11 @@ pub struct Metrics {
     /// The store, once the appender has opened it: its size is read when scraped (a walk of
     /// its directory), not after every commit.
     store: OnceLock<Store>,
+    /// Cluster mode: the last stream sequence applied to this node's store (and the log's last
+    /// seq then), so that an operator (and the cluster tests) can see a node catch up.
+    stream_applied: AtomicU64,
+    log_applied: AtomicU64,
+    cluster: std::sync::atomic::AtomicBool,
 }
 
 impl Metrics {
@@ -43,6 +48,13 @@ impl Metrics {
                 count.fetch_add(1, Relaxed);
             }
         }
+    }
+
+    /// Cluster mode: the stream is applied through `stream_seq`; the log ends at `log_seq`.
+    pub fn stream_applied(&self, stream_seq: u64, log_seq: u64) {
+        self.cluster.store(true, Relaxed);
+        self.stream_applied.store(stream_seq, Relaxed);
+        self.log_applied.store(log_seq, Relaxed);
     }
 
     pub fn attach_store(&self, store: Store) {
@@ -134,6 +146,16 @@ impl Metrics {
         }
         let _ = writeln!(out, "# HELP ivrstate_store_bytes Bytes the store occupies on disk.\n# TYPE ivrstate_store_bytes gauge");
         let _ = writeln!(out, "ivrstate_store_bytes {store_bytes}");
+        if self.cluster.load(Relaxed) {
+            let _ = writeln!(out, "# HELP ivrstate_stream_applied Last stream sequence applied to this node's store.\n# TYPE ivrstate_stream_applied gauge");
+            let _ = writeln!(
+                out,
+                "ivrstate_stream_applied {}",
+                self.stream_applied.load(Relaxed)
+            );
+            let _ = writeln!(out, "# HELP ivrstate_log_seq The log's last seq after that.\n# TYPE ivrstate_log_seq gauge");
+            let _ = writeln!(out, "ivrstate_log_seq {}", self.log_applied.load(Relaxed));
+        }
         out
     }
 }

@@ -637,17 +637,28 @@ fn write_svg(
     Ok(())
 }
 
-pub fn config_apply(db: &Path, file: &Path, effective: Option<Micros>) -> Result<ExitCode> {
+pub fn config_apply(
+    db: &Path,
+    file: &Path,
+    effective: Option<Micros>,
+    cluster: &crate::cluster::ClusterArgs,
+) -> Result<ExitCode> {
     let name = file.display().to_string();
     let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {name}"))?;
     let config = ivrstate_engine::config::parse(&text, &name)?;
-    let engine = open_engine(db, DurabilityArg::Full)?;
-    let events = engine.apply_config_from(
-        &config,
-        effective.unwrap_or_else(now),
-        &format!("ivrstate config apply {name}"),
-    )?;
-    crate::finish(engine)?;
+    let events = match cluster.config()? {
+        Some(cluster) => crate::cluster::publish_config(cluster, &config, effective)?,
+        None => {
+            let engine = open_engine(db, DurabilityArg::Full)?;
+            let events = engine.apply_config_from(
+                &config,
+                effective.unwrap_or_else(now),
+                &format!("ivrstate config apply {name}"),
+            )?;
+            crate::finish(engine)?;
+            events
+        }
+    };
     if events.is_empty() {
         println!("configuration unchanged: nothing recorded");
     } else {

@@ -8,16 +8,21 @@
 //! - tokio tasks: the GLI server (publisher crate), one per followed file, the feed listener and
 //!   its connections, the metrics endpoint. None of them touches the store.
 
+mod replicated;
+
+use crate::cluster::ClusterArgs;
 use crate::metrics::Metrics;
 use crate::{format_of, now, open_engine, DurabilityArg, Format};
 use anyhow::{Context, Result};
 use clap::Args;
+use ivrstate_cluster::consume::consume;
+use ivrstate_cluster::{Cluster, ClusterConfig};
 use ivrstate_engine::Engine;
 use ivrstate_ingest::appender::{self, Job};
 use ivrstate_ingest::feed::{self, FeedConfig, FeedTokens};
 use ivrstate_ingest::follow::spawn_follower;
 use ivrstate_ingest::parse::Parsed;
-use ivrstate_model::{ClientRequest, Envelope, Event, IvrName, Record, TServerName};
+use ivrstate_model::{ClientRequest, Envelope, Event, IvrName, Record, TServerName, Zone};
 use ivrstate_projection::{Applied, Change};
 use ivrstate_publisher::hub::{Hub, HubConfig};
 use ivrstate_publisher::TlsConfig;
@@ -71,6 +76,10 @@ pub struct ServeArgs {
     /// The T-Server of followed or fed logs that have no `Application name:` header.
     #[arg(long, value_name = "NAME")]
     tserver: Option<String>,
+    /// The zone of the followed logs' times when their header does not say (as `ingest
+    /// --log-tz`).
+    #[arg(long, value_name = "ZONE", value_parser = |s: &str| crate::ingest::parse_zone(s).map(Box::new))]
+    log_tz: Option<Box<Zone>>,
     /// Format of the followed files (default: by extension, as `ingest`).
     #[arg(long, value_enum)]
     format: Option<Format>,
@@ -96,6 +105,8 @@ pub struct ServeArgs {
     /// `relaxed` skips the flush per batch.
     #[arg(long, value_enum, default_value = "full")]
     durability: DurabilityArg,
+    #[command(flatten)]
+    cluster: ClusterArgs,
 }
 
 pub fn run(db: &Path, args: ServeArgs) -> Result<ExitCode> {
@@ -113,13 +124,14 @@ pub fn run(db: &Path, args: ServeArgs) -> Result<ExitCode> {
         (Some(cert), Some(key)) => Some(TlsConfig::from_pem_files(cert, key)?),
         _ => None,
     };
+    let cluster = args.cluster.config()?;
     let feed = feed_protection(&args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    runtime.block_on(serve(db.to_path_buf(), args, config, tls, feed))
+    runtime.block_on(serve(db.to_path_buf(), args, config, tls, feed, cluster))
 }
 
 /// What guards the feed: its tokens and TLS, checked before anything starts. A feed that
@@ -174,6 +186,7 @@ async fn serve(
     config: Option<ivrstate_engine::Config>,
     tls: Option<TlsConfig>,
     (feed_tokens, feed_tls): (Option<Arc<FeedTokens>>, Option<TlsConfig>),
+    cluster: Option<ClusterConfig>,
 ) -> Result<ExitCode> {
     let listener = TcpListener::bind(&args.listen)
         .await
@@ -196,22 +209,58 @@ async fn serve(
     let (jobs_tx, jobs_rx) = mpsc::channel::<Job>(256);
     let stopping = Arc::new(AtomicBool::new(false));
     let (ready_tx, ready_rx) = oneshot::channel::<Result<(), String>>();
-    let appender = {
-        let ctx = Appender {
-            db,
-            durability: args.durability,
-            config,
-            config_source: args.config.as_ref().map_or_else(String::new, |path| {
-                format!("ivrstate serve --config {}", path.display())
-            }),
-            hub: hub.clone(),
-            metrics: metrics.clone(),
-            stopping: stopping.clone(),
-        };
-        std::thread::Builder::new()
-            .name("appender".into())
-            .spawn(move || appender(ctx, jobs_rx, ready_tx))
-            .context("starting the appender thread")?
+    // Cluster mode: the sources' jobs go to the stream, and the appender applies the stream.
+    let mut consumer = None;
+    let appender = match cluster {
+        None => {
+            let ctx = Appender {
+                db,
+                durability: args.durability,
+                config,
+                config_source: args.config.as_ref().map_or_else(String::new, |path| {
+                    format!("ivrstate serve --config {}", path.display())
+                }),
+                hub: hub.clone(),
+                metrics: metrics.clone(),
+                stopping: stopping.clone(),
+            };
+            std::thread::Builder::new()
+                .name("appender".into())
+                .spawn(move || appender(ctx, jobs_rx, ready_tx))
+                .context("starting the appender thread")?
+        }
+        Some(cluster) => {
+            let cluster = Cluster::connect(cluster).await?;
+            if let Some(config) = &config {
+                let events = crate::cluster::config_diff(&cluster, config).await?;
+                crate::cluster::publish_config_events(&cluster, &events, now()).await?;
+                tracing::info!(changes = events.len(), "configuration published");
+            }
+            // What the stream holds now: the node answers InitInProgress until it applied it.
+            let target = cluster.last_sequence().await;
+            tokio::spawn(replicated::publish_jobs(cluster.clone(), jobs_rx));
+            let (deliveries_tx, deliveries_rx) = mpsc::channel(replicated::QUEUED_MESSAGES);
+            let (start_tx, start_rx) = oneshot::channel::<u64>();
+            let ctx = replicated::Replicating {
+                db,
+                durability: args.durability,
+                hub: hub.clone(),
+                metrics: metrics.clone(),
+                target,
+            };
+            let thread = std::thread::Builder::new()
+                .name("appender".into())
+                .spawn(move || replicated::apply(ctx, deliveries_rx, start_tx, ready_tx))
+                .context("starting the appender thread")?;
+            // The consumer starts where the store's checkpoint says, once the store is open
+            // (if it cannot be opened, the ready channel says why).
+            consumer = Some(tokio::spawn(async move {
+                if let Ok(from) = start_rx.await {
+                    consume(cluster, from, deliveries_tx).await;
+                }
+            }));
+            thread
+        }
     };
 
     let (requests_tx, mut requests_rx) = mpsc::channel::<ClientRequest>(1024);
@@ -245,7 +294,13 @@ async fn serve(
     for path in &args.follow {
         let format = format_of(args.format, path);
         let (tx, mut rx) = mpsc::channel::<Vec<Parsed>>(64);
-        spawn_follower(path.clone(), format, tserver.clone(), tx);
+        spawn_follower(
+            path.clone(),
+            format,
+            tserver.clone(),
+            args.log_tz.as_deref().cloned(),
+            tx,
+        );
         let jobs = jobs_tx.clone();
         let counters = metrics.sources.clone();
         let source: Arc<str> = Arc::from(format!("file {} (followed)", path.display()));
@@ -333,6 +388,10 @@ async fn serve(
     let _ = wake_appender
         .send(Job::unacknowledged(Vec::new(), Arc::from("")))
         .await;
+    // In cluster mode the appender stops when the consumer (its only sender) is gone.
+    if let Some(consumer) = consumer {
+        consumer.abort();
+    }
     let joined = tokio::task::spawn_blocking(move || appender.join()).await;
     if let Ok(Ok(Err(e))) = joined {
         tracing::error!("appender: {e}");
@@ -433,7 +492,7 @@ fn appender(
 
 /// One group commit for the appender: append and fold, then update the hub's state and
 /// publish the changes, so that every ack means stored and published.
-fn commit(
+pub(crate) fn commit(
     engine: &mut Engine,
     hub: &Hub,
     metrics: &Metrics,

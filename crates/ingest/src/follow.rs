@@ -13,7 +13,7 @@
 
 use crate::parse::{parse_ndjson_line, Line, Parsed, TlogParser};
 use crate::{now, Format, BATCH, IDLE_FLUSH};
-use ivrstate_model::TServerName;
+use ivrstate_model::{TServerName, Zone};
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -274,16 +274,19 @@ const FOLLOW_POLL: Duration = Duration::from_millis(5);
 /// Follows `path` (a tokio task and the follower's thread) and sends what its lines parse to,
 /// batch by batch; a printout in progress is ended when the file goes quiet for
 /// [`IDLE_FLUSH`]. Runs until the receiver is dropped.
+///
+/// `log_tz` is the zone of the log's wall-clock times when its header does not say (`--log-tz`).
 pub fn spawn_follower(
     path: PathBuf,
     format: Format,
     tserver: Option<TServerName>,
+    log_tz: Option<Zone>,
     tx: mpsc::Sender<Vec<Parsed>>,
 ) {
     tokio::spawn(async move {
         let name = path.display().to_string();
         let mut lines = follow_lines(path, FOLLOW_POLL);
-        let mut parser = TlogParser::new(&name, tserver, now());
+        let mut parser = TlogParser::new(&name, tserver, now()).with_log_zone(log_tz);
         let mut out: Vec<Parsed> = Vec::new();
         loop {
             let item = match tokio::time::timeout(IDLE_FLUSH, lines.recv()).await {

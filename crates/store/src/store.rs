@@ -1,7 +1,8 @@
 //! The store: one sled database per directory, brought to the current format on open.
 //!
 //! Trees: `meta` (format version and applied migrations, owned by the migrations crate), `log`
-//! (the [`EventLog`]) and `derived:<name>` for each [`DerivedTree`].
+//! (the [`EventLog`]), `derived:<name>` for each [`DerivedTree`], and `replica` (a cluster
+//! node's position in the stream it applies; created on first use).
 
 use crate::derived::DerivedTree;
 use crate::error::StoreError;
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_CACHE_BYTES: u64 = 16 << 20;
 
 const DERIVED_PREFIX: &str = "derived:";
+const REPLICA_TREE: &str = "replica";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StoreOptions {
@@ -104,6 +106,21 @@ impl Store {
                 self.db.drop_tree(&name)?;
             }
         }
+        Ok(())
+    }
+
+    /// A value a cluster node keeps beside its log (where it is in the stream). Not derived
+    /// data: `rebuild` leaves it. Written without a flush; durable with the next one.
+    pub fn replica_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .db
+            .open_tree(REPLICA_TREE)?
+            .get(key)?
+            .map(|v| v.to_vec()))
+    }
+
+    pub fn replica_put(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.db.open_tree(REPLICA_TREE)?.insert(key, value)?;
         Ok(())
     }
 

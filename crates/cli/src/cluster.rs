@@ -1,0 +1,169 @@
+//! The `--cluster`/`--stream` flags shared by `serve`, `ingest` and `config apply`, and what
+//! those commands do in cluster mode that is not serving: publishing a file's events or a
+//! configuration change into the stream.
+
+use anyhow::{Context, Result};
+use clap::Args;
+use ivrstate_cluster::publish::{Pipeline, Published, MAX_MESSAGE_RECORDS};
+use ivrstate_cluster::{Cluster, ClusterConfig};
+use ivrstate_engine::bulk::IngestSummary;
+use ivrstate_ingest::parse::Parsed;
+use ivrstate_model::Envelope;
+use tokio::sync::oneshot;
+
+#[derive(Args, Clone, Debug, Default)]
+pub struct ClusterArgs {
+    /// Cluster mode: the NATS JetStream cluster (`nats://h1:p1,nats://h2:p2,...`) whose stream
+    /// is the source of truth; events are published there, and `serve` applies the stream
+    /// into this node's store.
+    #[arg(long, env = "IVRSTATE_CLUSTER", value_name = "URLS")]
+    pub cluster: Option<String>,
+    /// The JetStream stream of the cluster (created, replicated on 3 nodes, if missing).
+    #[arg(long, default_value = ivrstate_cluster::DEFAULT_STREAM, value_name = "NAME")]
+    pub stream: String,
+}
+
+impl ClusterArgs {
+    /// The cluster's configuration, or None when not in cluster mode.
+    pub fn config(&self) -> Result<Option<ClusterConfig>> {
+        match &self.cluster {
+            None => Ok(None),
+            Some(urls) => Ok(Some(ClusterConfig::parse(urls, &self.stream)?)),
+        }
+    }
+}
+
+/// A multi-threaded runtime for the NATS client (its connection task runs beside the caller).
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the runtime")
+}
+
+/// Publishes parsed input in messages of up to [`MAX_MESSAGE_RECORDS`] events, many in flight,
+/// and counts each batch into `summary` once JetStream acknowledged it.
+pub struct BulkPublisher {
+    cluster: Cluster,
+    pipeline: Pipeline,
+    batch: Vec<Envelope>,
+    waiting: Vec<oneshot::Receiver<Published>>,
+}
+
+impl BulkPublisher {
+    pub async fn connect(config: ClusterConfig) -> Result<BulkPublisher> {
+        let cluster = Cluster::connect(config).await?;
+        let pipeline = Pipeline::start(&cluster);
+        Ok(BulkPublisher {
+            cluster,
+            pipeline,
+            batch: Vec::with_capacity(MAX_MESSAGE_RECORDS),
+            waiting: Vec::new(),
+        })
+    }
+
+    pub async fn add(
+        &mut self,
+        parsed: impl Iterator<Item = Parsed>,
+        summary: &mut IngestSummary,
+    ) -> Result<()> {
+        for item in parsed {
+            if let Some(envelope) = summary.count(item) {
+                self.batch.push(envelope);
+                if self.batch.len() == MAX_MESSAGE_RECORDS {
+                    self.send().await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn send(&mut self) -> Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let rx = self
+            .pipeline
+            .publish(&self.cluster.config.stream, &self.batch)
+            .await?;
+        self.waiting.push(rx);
+        self.batch.clear();
+        Ok(())
+    }
+
+    /// Sends what is left and waits until JetStream acknowledged everything.
+    pub async fn finish(mut self, summary: &mut IngestSummary) -> Result<()> {
+        self.send().await?;
+        for rx in self.waiting.drain(..) {
+            let published = rx
+                .await
+                .context("the publishing task stopped before JetStream acknowledged a batch")?;
+            summary.appended += published.new;
+            summary.duplicates += published.duplicates;
+        }
+        Ok(())
+    }
+}
+
+/// `config apply --cluster`: the difference between `target` and the configuration the
+/// stream's configuration events give, published as configuration events (once JetStream
+/// acknowledged them, every node applies them from the stream).
+pub fn publish_config(
+    config: ClusterConfig,
+    target: &ivrstate_engine::Config,
+    effective: Option<ivrstate_model::Micros>,
+) -> Result<Vec<ivrstate_model::ConfigEvent>> {
+    runtime()?.block_on(async {
+        let cluster = Cluster::connect(config).await?;
+        let events = config_diff(&cluster, target).await?;
+        publish_config_events(&cluster, &events, effective.unwrap_or_else(crate::now)).await?;
+        Ok(events)
+    })
+}
+
+/// The configuration events that turn the stream's configuration into `target`.
+pub async fn config_diff(
+    cluster: &Cluster,
+    target: &ivrstate_engine::Config,
+) -> Result<Vec<ivrstate_model::ConfigEvent>> {
+    let subject = format!("{}.config", cluster.config.stream);
+    let stored = ivrstate_cluster::consume::read_subject(cluster, &subject).await?;
+    let mut state = ivrstate_projection::State::default();
+    let mut applied = ivrstate_projection::Applied::state_only();
+    for (i, envelope) in stored.into_iter().enumerate() {
+        applied.clear();
+        let record = ivrstate_model::Record {
+            seq: i as u64 + 1,
+            envelope,
+        };
+        state.apply(&record, &mut applied);
+    }
+    Ok(ivrstate_engine::config::diff(state.config(), target))
+}
+
+/// Publishes configuration events recorded at `at` and waits for JetStream's acknowledgement.
+pub async fn publish_config_events(
+    cluster: &Cluster,
+    events: &[ivrstate_model::ConfigEvent],
+    at: ivrstate_model::Micros,
+) -> Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let envelopes: Vec<Envelope> = events
+        .iter()
+        .map(|e| Envelope {
+            time: at,
+            recorded: at,
+            event: ivrstate_model::Event::Config(e.clone()),
+        })
+        .collect();
+    let pipeline = Pipeline::start(cluster);
+    pipeline
+        .publish(&cluster.config.stream, &envelopes)
+        .await?
+        .await
+        .context("the publishing task stopped before JetStream acknowledged the configuration")?;
+    Ok(())
+}

@@ -1,0 +1,151 @@
+//! `serve --cluster`: the sources publish into the stream, and the appender thread applies the
+//! stream into this node's store.
+//!
+//! Every source (followed files, feed connections, recorded client requests) still hands its
+//! batches to a job queue, but the jobs are published ([`publish_jobs`]) and acknowledged once
+//! JetStream has them on a quorum. The node's store changes only by applying the stream in
+//! order ([`apply`]): the same log, dedup and fold as a single node, from the same messages in
+//! the same order, so every node's log, state and answers are the same. A client hears of a
+//! change only after this node's append of it is durable (the same `commit` as a single node).
+
+use super::commit;
+use crate::metrics::Metrics;
+use crate::{open_engine, DurabilityArg};
+use anyhow::Result;
+use ivrstate_cluster::consume::Delivery;
+use ivrstate_cluster::publish::Pipeline;
+use ivrstate_cluster::replica::Replica;
+use ivrstate_cluster::Cluster;
+use ivrstate_ingest::appender::{Committed, Job, MAX_COMMIT};
+use ivrstate_projection::Applied;
+use ivrstate_publisher::hub::Hub;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+/// Stream messages decoded ahead of the appender, at most.
+pub const QUEUED_MESSAGES: usize = 256;
+
+/// Publishes each job and acknowledges it once JetStream acknowledged all of it (many jobs in
+/// flight at once; the pipeline keeps their order).
+pub async fn publish_jobs(cluster: Cluster, mut jobs: mpsc::Receiver<Job>) {
+    let pipeline = Pipeline::start(&cluster);
+    while let Some(job) = jobs.recv().await {
+        if job.envelopes.is_empty() {
+            continue;
+        }
+        let published = pipeline
+            .publish(&cluster.config.stream, &job.envelopes)
+            .await;
+        let ack = job.ack;
+        match published {
+            Ok(rx) => {
+                tokio::spawn(async move {
+                    let result = match rx.await {
+                        Ok(p) => Ok(Committed {
+                            new: p.new,
+                            duplicates: p.duplicates,
+                        }),
+                        Err(_) => Err("the publishing task stopped".to_owned()),
+                    };
+                    if let Some(ack) = ack {
+                        let _ = ack.send(result);
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::error!("cannot publish: {e}");
+                if let Some(ack) = ack {
+                    let _ = ack.send(Err(e.to_string()));
+                }
+            }
+        }
+    }
+}
+
+/// What the appender thread works with in cluster mode.
+pub struct Replicating {
+    pub db: PathBuf,
+    pub durability: DurabilityArg,
+    pub hub: Arc<Hub>,
+    pub metrics: Arc<Metrics>,
+    /// The stream's last sequence when serve started: logins get InitInProgress until the
+    /// node has applied it.
+    pub target: u64,
+}
+
+/// The appender thread of a cluster node: opens the store and its checkpoint, tells the
+/// consumer where to start (`start`), then applies what it delivers, in order, until the
+/// consumer is gone.
+pub fn apply(
+    ctx: Replicating,
+    mut deliveries: mpsc::Receiver<Delivery>,
+    start: oneshot::Sender<u64>,
+    ready: oneshot::Sender<Result<(), String>>,
+) -> Result<()> {
+    let Replicating {
+        db,
+        durability,
+        hub,
+        metrics,
+        target,
+    } = ctx;
+    let opened = open_engine(&db, durability).and_then(|engine| {
+        let replica = Replica::open(engine.store())?;
+        Ok((engine, replica))
+    });
+    let (engine, mut replica) = match opened {
+        Ok(opened) => opened,
+        Err(e) => {
+            let message = format!("{e:#}");
+            let _ = ready.send(Err(message.clone()));
+            return Err(anyhow::anyhow!(message));
+        }
+    };
+    hub.update(|state| state.clone_from(engine.state()));
+    metrics.attach_store(engine.store().clone());
+    metrics.stream_applied(replica.checkpoint().stream_seq, engine.log().last_seq());
+    let mut caught_up = replica.checkpoint().stream_seq >= target;
+    hub.set_ready(caught_up);
+    let _ = ready.send(Ok(()));
+    let _ = start.send(replica.next_stream_seq());
+    tracing::info!(
+        seq = engine.log().last_seq(),
+        applied = replica.checkpoint().stream_seq,
+        target,
+        "store open; applying the stream"
+    );
+
+    let mut applied = Applied::state_only();
+    while let Some(first) = deliveries.blocking_recv() {
+        // Everything delivered by now goes into one append (one flush).
+        let mut total = first.envelopes.len();
+        let mut batch = vec![first];
+        while total < MAX_COMMIT {
+            match deliveries.try_recv() {
+                Ok(d) => {
+                    total += d.envelopes.len();
+                    batch.push(d);
+                }
+                Err(_) => break,
+            }
+        }
+        let (envelopes, last) = replica.to_append(&batch)?;
+        let log_seq = if envelopes.is_empty() {
+            engine.log().last_seq()
+        } else {
+            // The stream does not carry where its events came from (yet).
+            let sources = [(envelopes.len(), "cluster stream")];
+            commit(engine, &hub, &metrics, &envelopes, &sources, &mut applied)?.last_seq
+        };
+        replica.applied(engine.store(), last, log_seq)?;
+        metrics.stream_applied(last, log_seq);
+        if !caught_up && last >= target {
+            caught_up = true;
+            hub.set_ready(true);
+            tracing::info!(applied = last, "caught up with the stream; serving");
+        }
+    }
+    engine.store().flush()?;
+    Ok(())
+}

@@ -1,0 +1,182 @@
+//! Consuming: the stream in order, from a given sequence, each message decoded into its
+//! envelopes.
+//!
+//! An ordered consumer (ephemeral, no acks, one replica) is the fastest way to read a stream,
+//! but client libraries have had gap bugs in them; so every message's stream sequence is
+//! checked to be exactly the one expected, and on anything else the subscription is dropped
+//! and made again from the expected sequence.
+
+use crate::{Cluster, ClusterError};
+use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
+use futures_util::StreamExt;
+use ivrstate_model::Envelope;
+use ivrstate_store::codec;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// One message of the stream, decoded.
+#[derive(Debug)]
+pub struct Delivery {
+    pub stream_seq: u64,
+    pub subject: String,
+    /// Empty when the message could not be decoded (logged; every node skips it alike).
+    pub envelopes: Vec<Envelope>,
+}
+
+const RESUBSCRIBE_PAUSE: Duration = Duration::from_millis(250);
+
+/// How long the consumer may be quiet before the stream is asked whether it holds more.
+const STALL_CHECK: Duration = Duration::from_secs(2);
+
+/// Sends every message from `from` on, in order, to `tx`, until `tx` is closed.
+pub async fn consume(cluster: Cluster, from: u64, tx: mpsc::Sender<Delivery>) {
+    let mut next = from.max(1);
+    loop {
+        match subscribe_and_read(&cluster, &mut next, &tx).await {
+            Read::ReceiverGone => return,
+            Read::Resubscribe(why) => {
+                tracing::warn!(next, "resubscribing to the stream: {why}");
+                tokio::time::sleep(RESUBSCRIBE_PAUSE).await;
+            }
+        }
+    }
+}
+
+enum Read {
+    ReceiverGone,
+    Resubscribe(String),
+}
+
+async fn subscribe_and_read(
+    cluster: &Cluster,
+    next: &mut u64,
+    tx: &mpsc::Sender<Delivery>,
+) -> Read {
+    let stream = match cluster.js.get_stream(&cluster.config.stream).await {
+        Ok(s) => s,
+        Err(e) => return Read::Resubscribe(format!("stream lookup: {e}")),
+    };
+    let consumer = match stream
+        .create_consumer(OrderedConfig {
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: *next,
+            },
+            ..Default::default()
+        })
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => return Read::Resubscribe(format!("consumer: {e}")),
+    };
+    let mut messages = match consumer.messages().await {
+        Ok(m) => m,
+        Err(e) => return Read::Resubscribe(format!("messages: {e}")),
+    };
+    loop {
+        let message = match tokio::time::timeout(STALL_CHECK, messages.next()).await {
+            Ok(Some(m)) => m,
+            Ok(None) => break,
+            Err(_) => {
+                // Quiet for a while: normal when nothing is published, a stalled consumer
+                // when the stream holds what it has not delivered (its one replica was on a
+                // node that died, and recreating it failed while the cluster had no quorum).
+                if cluster
+                    .try_last_sequence()
+                    .await
+                    .is_some_and(|last| last >= *next)
+                {
+                    return Read::Resubscribe(format!(
+                        "nothing delivered for {STALL_CHECK:?} while the stream holds {next}"
+                    ));
+                }
+                continue;
+            }
+        };
+        let message = match message {
+            Ok(m) => m,
+            Err(e) => return Read::Resubscribe(format!("delivery: {e}")),
+        };
+        let seq = match message.info() {
+            Ok(info) => info.stream_sequence,
+            Err(e) => return Read::Resubscribe(format!("message without metadata: {e}")),
+        };
+        if seq < *next {
+            // Delivered again after a resubscription: already handed on.
+            continue;
+        }
+        if seq != *next {
+            return Read::Resubscribe(format!("expected stream sequence {next}, got {seq}"));
+        }
+        let subject = message.subject.to_string();
+        let envelopes = match codec::decode_block(&message.payload) {
+            Ok(envs) => envs,
+            Err(e) => {
+                tracing::error!(seq, %subject, "a stream message is not a batch of events, skipped: {e}");
+                Vec::new()
+            }
+        };
+        if tx
+            .send(Delivery {
+                stream_seq: seq,
+                subject,
+                envelopes,
+            })
+            .await
+            .is_err()
+        {
+            return Read::ReceiverGone;
+        }
+        *next = seq + 1;
+    }
+    Read::Resubscribe("the subscription ended".into())
+}
+
+/// Every event stored under `subject` (e.g. `<stream>.config`), in stream order: what the
+/// stream holds now, read once.
+pub async fn read_subject(cluster: &Cluster, subject: &str) -> Result<Vec<Envelope>, ClusterError> {
+    let failed = |reason: String| ClusterError::Stream {
+        stream: cluster.config.stream.clone(),
+        reason,
+    };
+    let stream = cluster
+        .js
+        .get_stream(&cluster.config.stream)
+        .await
+        .map_err(|e| failed(format!("lookup: {e}")))?;
+    let mut consumer = stream
+        .create_consumer(OrderedConfig {
+            filter_subject: subject.to_owned(),
+            deliver_policy: DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| failed(format!("consumer on {subject}: {e}")))?;
+    let mut left = consumer
+        .info()
+        .await
+        .map_err(|e| failed(format!("consumer on {subject}: {e}")))?
+        .num_pending;
+    let mut out = Vec::new();
+    if left == 0 {
+        return Ok(out);
+    }
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(|e| failed(format!("reading {subject}: {e}")))?;
+    while left > 0 {
+        let message = match messages.next().await {
+            Some(Ok(m)) => m,
+            Some(Err(e)) => return Err(failed(format!("reading {subject}: {e}"))),
+            None => return Err(failed(format!("reading {subject}: the subscription ended"))),
+        };
+        let envelopes = codec::decode_block(&message.payload).map_err(|e| {
+            failed(format!(
+                "a message on {subject} is not a batch of events: {e}"
+            ))
+        })?;
+        out.extend(envelopes);
+        left -= 1;
+    }
+    Ok(out)
+}

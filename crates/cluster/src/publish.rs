@@ -1,0 +1,292 @@
+//! Publishing: batches of envelopes into the stream, reported stored only once JetStream
+//! acknowledged them.
+//!
+//! - A message is up to [`MAX_MESSAGE_RECORDS`] consecutive envelopes of one source (subject
+//!   `<stream>.ts.<T-Server>`, `<stream>.config`, `<stream>.requests`, `<stream>.anomaly`),
+//!   encoded as a store block; its `Nats-Msg-Id` is the SHA-256 of its subject and bytes, so
+//!   the same batch published twice (a retry, an `ingest` run again) is stored once.
+//! - Throughput without one fsync round trip per message: the [`Pipeline`] sends messages in
+//!   order and keeps up to [`WINDOW`] acknowledgements outstanding; JetStream (with
+//!   `sync_interval: always`) groups what arrives while it syncs.
+//! - A timeout is never a failure: the message may have been stored. The pipeline re-sends the
+//!   first unacknowledged message and every one after it, in order, same ids and same bytes,
+//!   until the cluster acknowledges them (duplicates are dropped by the Msg-Id).
+
+use crate::{Cluster, ClusterError};
+use async_nats::jetstream::message::PublishMessage;
+use bytes::Bytes;
+use ivrstate_model::{Envelope, Event};
+use ivrstate_store::codec;
+use std::collections::VecDeque;
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// Envelopes per message at most (a store block's limit).
+pub const MAX_MESSAGE_RECORDS: usize = codec::MAX_BLOCK_RECORDS;
+
+/// Messages sent and not yet acknowledged, at most.
+pub const WINDOW: usize = 64;
+
+/// Pause before re-sending after a failed or timed-out publish.
+const RETRY_PAUSE: Duration = Duration::from_millis(250);
+
+/// One message ready to publish: the same id and bytes on every attempt.
+#[derive(Clone, Debug)]
+pub struct Outgoing {
+    pub subject: String,
+    pub id: String,
+    pub payload: Bytes,
+    pub records: usize,
+}
+
+/// What JetStream said about a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stored {
+    pub stream_seq: u64,
+    /// The Msg-Id was already in the stream: nothing new was stored.
+    pub duplicate: bool,
+}
+
+/// How a batch went: envelopes newly in the stream and envelopes of duplicate messages.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Published {
+    pub new: u64,
+    pub duplicates: u64,
+    /// The stream sequence of the batch's last message (0 for an empty batch).
+    pub last_stream_seq: u64,
+}
+
+/// The subject token of an envelope's source.
+fn source_token(env: &Envelope) -> String {
+    match &env.event {
+        Event::TLib(t) => {
+            // Subject tokens may not hold '.', '*', '>' or white space; other bytes are kept
+            // as they are, anything else becomes '_' (the subject only groups, it identifies
+            // nothing: the envelope carries its T-Server).
+            let name: String = t
+                .tserver
+                .as_str()
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            format!("ts.{name}")
+        }
+        Event::Config(_) => "config".into(),
+        Event::Request(_) => "requests".into(),
+        Event::Anomaly(_) => "anomaly".into(),
+    }
+}
+
+/// Splits envelopes into messages: runs of one source, at most [`MAX_MESSAGE_RECORDS`] each.
+pub fn messages(stream: &str, envelopes: &[Envelope]) -> Result<Vec<Outgoing>, ClusterError> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < envelopes.len() {
+        let token = source_token(&envelopes[start]);
+        let mut end = start + 1;
+        while end < envelopes.len()
+            && end - start < MAX_MESSAGE_RECORDS
+            && source_token(&envelopes[end]) == token
+        {
+            end += 1;
+        }
+        let subject = format!("{stream}.{token}");
+        let payload =
+            codec::encode_block(&envelopes[start..end]).map_err(|e| ClusterError::Encode {
+                what: subject.clone(),
+                reason: e.to_string(),
+            })?;
+        out.push(Outgoing {
+            id: message_id(&subject, &payload),
+            subject,
+            payload: Bytes::from(payload),
+            records: end - start,
+        });
+        start = end;
+    }
+    Ok(out)
+}
+
+/// The `Nats-Msg-Id`: SHA-256 of subject and bytes, in hex.
+pub fn message_id(subject: &str, payload: &[u8]) -> String {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(subject.as_bytes());
+    ctx.update(&[0]);
+    ctx.update(payload);
+    ctx.finish()
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+type AckFuture = Pin<
+    Box<
+        dyn Future<
+                Output = Result<
+                    async_nats::jetstream::publish::PublishAck,
+                    async_nats::jetstream::context::PublishError,
+                >,
+            > + Send,
+    >,
+>;
+
+/// A batch handed to the [`Pipeline`], with where to report it.
+pub struct Batch {
+    pub messages: Vec<Outgoing>,
+    pub done: oneshot::Sender<Published>,
+}
+
+struct InFlight {
+    message: Outgoing,
+    ack: Option<AckFuture>,
+    /// Index of the batch in the pipeline's queue of batches this message belongs to.
+    batch: u64,
+}
+
+/// Publishes batches in order with many acknowledgements outstanding; see the module doc.
+pub struct Pipeline {
+    tx: mpsc::Sender<Batch>,
+}
+
+impl Pipeline {
+    /// Starts the pipeline's task on the current runtime.
+    pub fn start(cluster: &Cluster) -> Pipeline {
+        let (tx, rx) = mpsc::channel(WINDOW);
+        tokio::spawn(run(cluster.clone(), rx));
+        Pipeline { tx }
+    }
+
+    /// Publishes `envelopes`; the returned receiver resolves once JetStream acknowledged every
+    /// message of them (never before; it waits as long as the cluster is unavailable).
+    pub async fn publish(
+        &self,
+        stream: &str,
+        envelopes: &[Envelope],
+    ) -> Result<oneshot::Receiver<Published>, ClusterError> {
+        let messages = messages(stream, envelopes)?;
+        let (done, rx) = oneshot::channel();
+        self.tx
+            .send(Batch { messages, done })
+            .await
+            .map_err(|_| ClusterError::Replica("the publishing task has stopped".into()))?;
+        Ok(rx)
+    }
+}
+
+struct Pending {
+    id: u64,
+    left: usize,
+    published: Published,
+    done: Option<oneshot::Sender<Published>>,
+}
+
+async fn send(cluster: &Cluster, m: &Outgoing) -> Option<AckFuture> {
+    let publish = PublishMessage::build()
+        .payload(m.payload.clone())
+        .message_id(m.id.as_str());
+    match cluster.js.send_publish(m.subject.clone(), publish).await {
+        Ok(ack) => Some(ack.into_future()),
+        Err(e) => {
+            tracing::warn!(subject = %m.subject, id = %m.id, "publish not sent (will retry): {e}");
+            None
+        }
+    }
+}
+
+async fn run(cluster: Cluster, mut rx: mpsc::Receiver<Batch>) {
+    let mut flight: VecDeque<InFlight> = VecDeque::new();
+    let mut batches: VecDeque<Pending> = VecDeque::new();
+    let mut next_batch = 0u64;
+    let mut open = true;
+    loop {
+        // Report the batches whose every message is acknowledged, in order.
+        while batches.front().is_some_and(|b| b.left == 0) {
+            if let Some(mut b) = batches.pop_front() {
+                if let Some(done) = b.done.take() {
+                    let _ = done.send(b.published);
+                }
+            }
+        }
+        if !open && flight.is_empty() {
+            return;
+        }
+        let room = flight.len() < WINDOW;
+        let front = flight.front_mut();
+        tokio::select! {
+            biased;
+            result = async {
+                match front {
+                    Some(f) => match f.ack.as_mut() {
+                        Some(ack) => Some(ack.await),
+                        None => Some(Err(async_nats::jetstream::context::PublishError::new(
+                            async_nats::jetstream::context::PublishErrorKind::Other,
+                        ))),
+                    },
+                    None => std::future::pending().await,
+                }
+            } => {
+                match result {
+                    Some(Ok(ack)) => {
+                        if let Some(f) = flight.pop_front() {
+                            if let Some(b) = batches.iter_mut().find(|b| b.id == f.batch) {
+                                b.left -= 1;
+                                if ack.duplicate {
+                                    b.published.duplicates += f.message.records as u64;
+                                } else {
+                                    b.published.new += f.message.records as u64;
+                                }
+                                b.published.last_stream_seq =
+                                    b.published.last_stream_seq.max(ack.sequence);
+                            }
+                        }
+                    }
+                    Some(Err(e)) => {
+                        if let Some(f) = flight.front() {
+                            tracing::warn!(
+                                subject = %f.message.subject, id = %f.message.id,
+                                "not acknowledged (re-sending it and the {} after it): {e}",
+                                flight.len() - 1
+                            );
+                        }
+                        tokio::time::sleep(RETRY_PAUSE).await;
+                        // Same ids, same bytes, same order: whatever was stored is dropped
+                        // as a duplicate.
+                        for f in flight.iter_mut() {
+                            f.ack = send(&cluster, &f.message).await;
+                        }
+                    }
+                    None => {}
+                }
+            }
+            batch = rx.recv(), if room && open => {
+                match batch {
+                    Some(batch) => {
+                        let id = next_batch;
+                        next_batch += 1;
+                        let left = batch.messages.len();
+                        batches.push_back(Pending {
+                            id,
+                            left,
+                            published: Published::default(),
+                            done: Some(batch.done),
+                        });
+                        for message in batch.messages {
+                            let ack = send(&cluster, &message).await;
+                            flight.push_back(InFlight { message, ack, batch: id });
+                        }
+                    }
+                    None => open = false,
+                }
+            }
+        }
+    }
+}
