@@ -33,6 +33,12 @@ pub struct Run {
     pub sqlite_bytes_per_event: f64,
     /// Peak resident memory of the process during ivrstate's ingest.
     pub peak_rss_mb: f64,
+    /// What `serve` (any command) pays on start once the ingest is done: `Engine::open` of the
+    /// complete store, in ms.
+    pub reopen_ms: f64,
+    /// `serve` catching up on start from every stored event (derived data dropped, as after
+    /// `rebuild`'s reset or a store migrated to a new derived layout), in seconds.
+    pub catch_up_all_s: f64,
 }
 
 /// Writes the simulated log the scenario reads (5000 agents).
@@ -79,6 +85,16 @@ pub fn run(log: &Path, work: &Path) -> Result<Run> {
     drop(engine);
     let peak_rss_mb = crate::peak_rss_mb();
     let events = summary.read;
+    let store_bytes = disk_bytes(&dir);
+
+    let t = Instant::now();
+    let mut engine = Engine::open(&dir, StoreOptions::default())?;
+    let reopen_ms = t.elapsed().as_secs_f64() * 1e3;
+    let t = Instant::now();
+    engine.rebuild(|_| {})?;
+    engine.store().flush()?;
+    let catch_up_all_s = t.elapsed().as_secs_f64();
+    drop(engine);
 
     let t = Instant::now();
     let stored = sqlite(log, &db)?;
@@ -93,9 +109,11 @@ pub fn run(log: &Path, work: &Path) -> Result<Run> {
         ivrstate: n / ivr_secs,
         sqlite: n / sql_secs,
         events,
-        bytes_per_event: disk_bytes(&dir) as f64 / n,
+        bytes_per_event: store_bytes as f64 / n,
         sqlite_bytes_per_event: sqlite_bytes(&db) as f64 / n,
         peak_rss_mb,
+        reopen_ms,
+        catch_up_all_s,
     };
     let _ = std::fs::remove_dir_all(&dir);
     crate::remove_sqlite(&db);

@@ -100,6 +100,8 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report> {
             ("bytes_per_event", run.bytes_per_event),
             ("sqlite_bytes_per_event", run.sqlite_bytes_per_event),
             ("peak_rss_mb", run.peak_rss_mb),
+            ("reopen_ms", run.reopen_ms),
+            ("catch_up_all_s", run.catch_up_all_s),
         ]);
     }
     let _ = std::fs::remove_file(&log);
@@ -109,7 +111,9 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report> {
         note: format!(
             "events/s from T-Server log text ({} agents, {e2e_events} events) to a store with \
              complete derived data, as `ivrstate ingest` (durable); SQLite: same parser, \
-             events table + 2 indexes, WAL, synchronous=FULL, a transaction per 1000",
+             events table + 2 indexes, WAL, synchronous=FULL, a transaction per 1000; \
+             reopen_ms: Engine::open of the complete store (serve's start); catch_up_all_s: \
+             deriving everything again from the stored log (serve's start without derived data)",
             end_to_end::AGENTS
         ),
     });
@@ -373,6 +377,8 @@ mod tests {
                     "bytes_per_event",
                     "sqlite_bytes_per_event",
                     "peak_rss_mb",
+                    "reopen_ms",
+                    "catch_up_all_s",
                 ],
             ),
             ("ingest_durable", &["ivrstate", "sqlite", "raw_file"]),

@@ -3,15 +3,19 @@
 //! The log is the only truth; everything in the derived tree is recomputable from it:
 //!
 //! - history (see `history.rs`): agent states in chunks per DN (`C`) and per agent id (`G`),
-//!   server and port states one entry per change (`T`); they answer `status --at`, because each
-//!   entity is changed only by its own source, in order;
+//!   whose bytes live in pack files beside sled (see `packs.rs`), server and port states one
+//!   entry per change (`T`); they answer `status --at`, because each entity is changed only by
+//!   its own source, in order;
 //! - `E` + entity -> () (the set of entities, so as-of knows what to look up);
-//! - `N` + seq -> the whole `State` as bytes (snapshots, for `status --seq` and fast open);
+//! - `N` + seq -> the whole `State` as bytes (snapshots, for `status --seq`);
+//! - `M` `state` -> the `State` at `derived_seq` (open without folding);
 //! - `M` `derived_seq` -> the last seq folded into the above.
 //!
-//! All of it lives in ONE sled tree so that each catch-up chunk (entries + `derived_seq`) is one
-//! atomic batch: after a crash the derived data is exactly what some prefix of the log gives, and
-//! catch-up continues from there (re-deriving an overlap writes the same bytes).
+//! All of it lives in ONE sled tree so that each commit ends with one batch that moves
+//! `derived_seq` (after its pack is durable); a commit writes its entries in several batches
+//! before that one, behind a marker (`Mcommitting`) that makes open derive everything again if
+//! a crash interrupted it. After a crash the derived data is therefore exactly what some prefix
+//! of the log gives, and catch-up continues from there.
 
 pub mod bulk;
 pub mod config;
