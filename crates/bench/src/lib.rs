@@ -7,6 +7,7 @@
 //! history index into the ivrstate store) and the GLI scenarios (which serve the rebuilt State).
 
 pub mod asof;
+pub mod cluster;
 pub mod data;
 pub mod end_to_end;
 pub mod ingest;

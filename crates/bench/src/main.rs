@@ -30,11 +30,40 @@ struct Args {
     /// Repetitions of `end_to_end` (its SQLite part alone takes minutes at 1 M events).
     #[arg(long, default_value_t = 1)]
     end_to_end_runs: usize,
+    /// Run only the `cluster` scenario (3 nats-server nodes of its own; see its module).
+    #[arg(long)]
+    cluster_only: bool,
+    /// Simulated events `cluster` publishes and a new node catches up with.
+    #[arg(long, default_value_t = 400_000)]
+    cluster_events: u64,
+    /// Single-event changes whose A -> B latency `cluster` measures.
+    #[arg(long, default_value_t = 500)]
+    cluster_changes: usize,
 }
 
 fn main() -> anyhow::Result<()> {
     ivrstate_store::limit_malloc_arenas();
     let args = Args::parse();
+    if args.cluster_only {
+        let tmp = match &args.dir {
+            Some(d) => tempfile::Builder::new()
+                .prefix("ivrstate-bench")
+                .tempdir_in(d),
+            None => tempfile::Builder::new().prefix("ivrstate-bench").tempdir(),
+        }?;
+        let f =
+            ivrstate_bench::cluster::run(tmp.path(), args.cluster_events, args.cluster_changes)?;
+        let json = serde_json::json!({
+            "scenario": "cluster",
+            "events": f.events,
+            "ingest_events_per_s": f.ingest_events_per_s,
+            "catch_up_events_per_s": f.catch_up_events_per_s,
+            "change_p50_ms": f.change_p50_ms,
+            "change_p99_ms": f.change_p99_ms,
+        });
+        println!("{json}");
+        return Ok(());
+    }
     let opts = Options {
         events: args.events,
         runs: args.runs,

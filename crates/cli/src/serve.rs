@@ -238,7 +238,20 @@ async fn serve(
             }
             // What the stream holds now: the node answers InitInProgress until it applied it.
             let target = cluster.last_sequence().await;
-            tokio::spawn(replicated::publish_jobs(cluster.clone(), jobs_rx));
+            let held = ivrstate_cluster::presence::Held::default();
+            tokio::spawn(replicated::publish_jobs(
+                cluster.clone(),
+                jobs_rx,
+                held.clone(),
+            ));
+            // Announces the T-Servers this node holds; records those of a node that died.
+            let node = format!("{}-{}", std::process::id(), now().0);
+            tokio::spawn(ivrstate_cluster::presence::run(
+                cluster.clone(),
+                node,
+                held,
+                now,
+            ));
             let (deliveries_tx, deliveries_rx) = mpsc::channel(replicated::QUEUED_MESSAGES);
             let (start_tx, start_rx) = oneshot::channel::<u64>();
             let ctx = replicated::Replicating {

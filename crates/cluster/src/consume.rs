@@ -132,8 +132,26 @@ async fn subscribe_and_read(
 }
 
 /// Every event stored under `subject` (e.g. `<stream>.config`), in stream order: what the
-/// stream holds now, read once.
+/// stream holds now, read once. Retried for a while: a stream just created (or a cluster just
+/// restarted) may time out a consumer's creation before its group has settled.
 pub async fn read_subject(cluster: &Cluster, subject: &str) -> Result<Vec<Envelope>, ClusterError> {
+    let started = std::time::Instant::now();
+    loop {
+        match read_subject_once(cluster, subject).await {
+            Ok(envelopes) => return Ok(envelopes),
+            Err(e) if started.elapsed() < crate::STREAM_READY_WITHIN => {
+                tracing::info!("reading {subject} again: {e}");
+                tokio::time::sleep(RESUBSCRIBE_PAUSE).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn read_subject_once(
+    cluster: &Cluster,
+    subject: &str,
+) -> Result<Vec<Envelope>, ClusterError> {
     let failed = |reason: String| ClusterError::Stream {
         stream: cluster.config.stream.clone(),
         reason,

@@ -18,6 +18,7 @@
 //! codec for the log and the stream.
 
 pub mod consume;
+pub mod presence;
 pub mod publish;
 pub mod replica;
 

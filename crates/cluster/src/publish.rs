@@ -207,6 +207,9 @@ async fn run(cluster: Cluster, mut rx: mpsc::Receiver<Batch>) {
     let mut batches: VecDeque<Pending> = VecDeque::new();
     let mut next_batch = 0u64;
     let mut open = true;
+    // Failed attempts in a row (logged on the first and every 20th: the cluster may be down
+    // for a long time, and each retry is 250 ms apart).
+    let mut failures = 0u32;
     loop {
         // Report the batches whose every message is acknowledged, in order.
         while batches.front().is_some_and(|b| b.left == 0) {
@@ -236,6 +239,10 @@ async fn run(cluster: Cluster, mut rx: mpsc::Receiver<Batch>) {
             } => {
                 match result {
                     Some(Ok(ack)) => {
+                        if failures > 0 {
+                            tracing::info!(attempts = failures + 1, "acknowledged again");
+                            failures = 0;
+                        }
                         if let Some(f) = flight.pop_front() {
                             if let Some(b) = batches.iter_mut().find(|b| b.id == f.batch) {
                                 b.left -= 1;
@@ -250,7 +257,8 @@ async fn run(cluster: Cluster, mut rx: mpsc::Receiver<Batch>) {
                         }
                     }
                     Some(Err(e)) => {
-                        if let Some(f) = flight.front() {
+                        failures += 1;
+                        if let Some(f) = flight.front().filter(|_| failures % 20 == 1) {
                             tracing::warn!(
                                 subject = %f.message.subject, id = %f.message.id,
                                 "not acknowledged (re-sending it and the {} after it): {e}",
