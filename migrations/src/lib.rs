@@ -12,16 +12,23 @@
 mod m0001_initial;
 mod m0002_compress_blocks;
 mod m0003_history_packs;
+mod m0004_provenance;
 mod meta;
 
 pub use meta::{applied, format_version, APPLIED_PREFIX, FORMAT_VERSION_KEY, META_TREE};
 
 /// The format version this build writes. A store at a lower version is migrated on open; one
 /// at a higher version is refused.
-pub const CURRENT_VERSION: u32 = 3;
+pub const CURRENT_VERSION: u32 = 4;
 
 /// The sled tree that holds the event log (blocks and the dedup index).
 pub const LOG_TREE: &str = "log";
+
+/// The sled tree that says where each record came from (see `m0004_provenance`).
+pub const PROVENANCE_TREE: &str = "provenance";
+
+/// Source 0: the records of a store from before provenance was kept.
+pub const UNKNOWN_SOURCE: &str = "unknown, from before provenance";
 
 /// Why a store could not be brought to the current format.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +75,11 @@ const STEPS: &[Step] = &[
         name: "m0003_history_packs",
         version: 3,
         apply: m0003_history_packs::apply,
+    },
+    Step {
+        name: "m0004_provenance",
+        version: 4,
+        apply: m0004_provenance::apply,
     },
 ];
 

@@ -37,6 +37,7 @@ fn a_new_store_gets_every_step_and_is_then_current() {
         "m0001_initial",
         "m0002_compress_blocks",
         "m0003_history_packs",
+        "m0004_provenance",
     ];
     assert_eq!(migrate(&db).unwrap(), all);
     assert_eq!(format_version(&db).unwrap(), Some(CURRENT_VERSION));
@@ -102,7 +103,11 @@ fn version_1_blocks_are_compressed_by_m0002() {
         .unwrap();
     assert_eq!(
         migrate(&db).unwrap(),
-        vec!["m0002_compress_blocks", "m0003_history_packs"]
+        vec![
+            "m0002_compress_blocks",
+            "m0003_history_packs",
+            "m0004_provenance"
+        ]
     );
     assert_eq!(format_version(&db).unwrap(), Some(CURRENT_VERSION));
     assert_eq!(
@@ -110,7 +115,8 @@ fn version_1_blocks_are_compressed_by_m0002() {
         vec![
             "m0001_initial",
             "m0002_compress_blocks",
-            "m0003_history_packs"
+            "m0003_history_packs",
+            "m0004_provenance"
         ]
     );
     for (i, p) in payloads.iter().enumerate() {
@@ -173,9 +179,52 @@ fn m0003_drops_the_derived_trees_and_keeps_the_log() {
         .unwrap();
     let derived = db.open_tree("derived:derived").unwrap();
     derived.insert(b"Cchunk", b"old layout").unwrap();
-    assert_eq!(migrate(&db).unwrap(), vec!["m0003_history_packs"]);
-    assert_eq!(format_version(&db).unwrap(), Some(3));
+    assert_eq!(
+        migrate(&db).unwrap(),
+        vec!["m0003_history_packs", "m0004_provenance"]
+    );
+    assert_eq!(format_version(&db).unwrap(), Some(CURRENT_VERSION));
     assert!(!db.tree_names().iter().any(|n| n.starts_with(b"derived:")));
     let log = db.open_tree(LOG_TREE).unwrap();
     assert_eq!(log.len(), 1);
+}
+
+#[test]
+fn m0004_gives_the_records_of_an_older_store_the_unknown_source() {
+    for records in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(dir.path());
+        set_version(
+            &db,
+            3,
+            &[
+                "m0001_initial",
+                "m0002_compress_blocks",
+                "m0003_history_packs",
+            ],
+        );
+        if records {
+            let mut key = vec![b'L'];
+            key.extend_from_slice(&1u64.to_be_bytes());
+            db.open_tree(LOG_TREE)
+                .unwrap()
+                .insert(key, frame(2, b"x"))
+                .unwrap();
+        }
+        assert_eq!(migrate(&db).unwrap(), vec!["m0004_provenance"]);
+        let tree = db.open_tree(PROVENANCE_TREE).unwrap();
+        assert_eq!(
+            tree.get(b"S\0\0\0\0").unwrap().unwrap().as_ref(),
+            UNKNOWN_SOURCE.as_bytes()
+        );
+        let run = tree.get(b"R\0\0\0\0\0\0\0\x01").unwrap();
+        assert_eq!(
+            run.is_some(),
+            records,
+            "a run from seq 1 only when there are records"
+        );
+        if let Some(id) = run {
+            assert_eq!(id.as_ref(), 0u32.to_be_bytes());
+        }
+    }
 }

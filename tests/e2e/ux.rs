@@ -346,7 +346,7 @@ fn tables_are_aligned_in_utc_or_tz_and_plain_off_a_terminal() {
     let mut lines = csv.lines();
     assert_eq!(
         lines.next(),
-        Some("agent_id,tserver,dn,status,work_mode,reason,start,end,duration_s,start_seq,end_seq")
+        Some("agent_id,tserver,dn,status,work_mode,reason,start,end,duration_s,start_seq,end_seq,source")
     );
     assert_eq!(lines.count(), json.as_array().unwrap().len());
     let first = csv.lines().nth(1).unwrap();

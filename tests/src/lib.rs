@@ -254,6 +254,11 @@ impl Gli {
         self.stream.write_all(bytes).expect("send");
     }
 
+    /// The client's own address, as the server sees it.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.stream.local_addr().expect("local address")
+    }
+
     pub fn send(&mut self, call_id: &str, inner: &str) {
         let body = gcti(call_id, inner);
         self.send_raw(&frame(DATA, body.as_bytes()));
@@ -439,15 +444,17 @@ pub fn run_and_kill_after(mut cmd: Command, delay: Duration) -> (Ended, String) 
     (ended, String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
-/// `export` as JSON values without the `recorded` field (the wall-clock time of the ingest,
-/// the one thing two runs over the same input may differ in).
+/// `export` as JSON values without the `recorded` and `source` fields (when and by whom a
+/// record was written: what two runs over the same input may differ in).
 pub fn exported_events(t: &Ivrstate) -> Vec<serde_json::Value> {
     t.ok(&["export"])
         .lines()
         .map(|line| {
             let mut v: serde_json::Value = serde_json::from_str(line).expect("export line");
+            // When and by whom a record was written is not part of the event.
             if let Some(o) = v.as_object_mut() {
                 o.remove("recorded");
+                o.remove("source");
             }
             v
         })

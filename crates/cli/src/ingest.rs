@@ -160,7 +160,13 @@ fn ingest_file(
 ) -> Result<()> {
     let (parsed, bar) = read_source(source)?;
     let name = source.path.display();
-    bulk::append_parsed(engine, parsed, summary).with_context(|| format!("ingesting {name}"))?;
+    let from = if is_stdin(source.path) {
+        "stdin (ivrstate ingest -)".to_owned()
+    } else {
+        format!("file {name}")
+    };
+    bulk::append_parsed_from(engine, parsed, &from, summary)
+        .with_context(|| format!("ingesting {name}"))?;
     bar.finish_and_clear();
     Ok(())
 }
@@ -211,23 +217,34 @@ fn follow(
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Parsed>>(64);
+        // Each follower's batches come tagged with the file they are from.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(String, Vec<Parsed>)>(64);
         for path in args.files.iter().filter(|p| !is_stdin(p)) {
+            let (file_tx, mut file_rx) = tokio::sync::mpsc::channel::<Vec<Parsed>>(64);
             spawn_follower(
                 path.clone(),
                 format_of(args.format, path),
                 tserver.clone(),
                 args.log_tz.clone(),
-                tx.clone(),
+                file_tx,
             );
+            let from = format!("file {} (followed)", path.display());
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                while let Some(items) = file_rx.recv().await {
+                    if tx.send((from.clone(), items)).await.is_err() {
+                        break;
+                    }
+                }
+            });
         }
         drop(tx);
         loop {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => break,
                 items = rx.recv() => {
-                    let Some(items) = items else { break };
-                    bulk::append_parsed(engine, items.into_iter(), summary)?;
+                    let Some((from, items)) = items else { break };
+                    bulk::append_parsed_from(engine, items.into_iter(), &from, summary)?;
                     engine.catch_up(|_, _| {})?;
                     tracing::info!(read = summary.read, appended = summary.appended, "followed");
                 }

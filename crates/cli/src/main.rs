@@ -500,6 +500,14 @@ fn export(db: &std::path::Path, args: ExportArgs) -> Result<ExitCode> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut written: Seq = 0;
+    let provenance = engine.log().provenance()?;
+    /// A record as `export` writes it: its fields, then where it came from.
+    #[derive(serde::Serialize)]
+    struct Sourced<'a> {
+        #[serde(flatten)]
+        record: &'a ivrstate_model::Record,
+        source: &'a str,
+    }
     for record in engine.log().read(1, last) {
         let record = record?;
         bar.set_position(record.seq);
@@ -507,7 +515,12 @@ fn export(db: &std::path::Path, args: ExportArgs) -> Result<ExitCode> {
         if args.from.is_some_and(|f| t < f) || args.to.is_some_and(|to| t > to) {
             continue;
         }
-        ivrstate_ingest::parse::ndjson::write_ndjson(&mut out, &record)?;
+        let line = Sourced {
+            record: &record,
+            source: provenance.source(record.seq),
+        };
+        serde_json::to_writer(&mut out, &line)?;
+        out.write_all(b"\n")?;
         written += 1;
     }
     out.flush()?;

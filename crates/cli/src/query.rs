@@ -265,11 +265,19 @@ pub fn history(db: &Path, args: HistoryArgs) -> Result<ExitCode> {
         )?;
     }
     let tz = args.format.tz;
+    let provenance = engine.log().provenance()?;
     if args.format.json {
-        println!("{}", serde_json::to_string_pretty(&intervals)?);
+        let sourced: Vec<Sourced> = intervals
+            .iter()
+            .map(|interval| Sourced {
+                interval,
+                source: provenance.source(interval.start_seq),
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&sourced)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let table = interval_table(&intervals, tz, args.format.csv);
+    let table = interval_table(&intervals, tz, args.format.csv, &provenance);
     if args.format.csv {
         print!("{}", table.csv());
     } else if intervals.is_empty() {
@@ -280,7 +288,20 @@ pub fn history(db: &Path, args: HistoryArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn interval_table(intervals: &[Interval], tz: Tz, csv: bool) -> Table {
+/// Where the record that opened an interval came from, next to it (`--json`, `--csv`).
+#[derive(serde::Serialize)]
+struct Sourced<'a> {
+    #[serde(flatten)]
+    interval: &'a Interval,
+    source: &'a str,
+}
+
+fn interval_table(
+    intervals: &[Interval],
+    tz: Tz,
+    csv: bool,
+    provenance: &ivrstate_store::Provenance,
+) -> Table {
     let colour = !csv && use_colour();
     // CSV columns are named like the `--json` fields, so scripts can switch between them.
     let header: &[&str] = if csv {
@@ -296,6 +317,7 @@ fn interval_table(intervals: &[Interval], tz: Tz, csv: bool) -> Table {
             "duration_s",
             "start_seq",
             "end_seq",
+            "source",
         ]
     } else {
         &[
@@ -315,7 +337,7 @@ fn interval_table(intervals: &[Interval], tz: Tz, csv: bool) -> Table {
     let mut table = Table::new(header);
     let time = |t: Micros| if csv { t.to_rfc3339() } else { tz.format(t) };
     for i in intervals {
-        table.row(vec![
+        let mut row = vec![
             i.agent_id
                 .as_ref()
                 .map(ToString::to_string)
@@ -334,7 +356,11 @@ fn interval_table(intervals: &[Interval], tz: Tz, csv: bool) -> Table {
                 .unwrap_or_default(),
             i.start_seq.to_string(),
             i.end_seq.map(|s| s.to_string()).unwrap_or_default(),
-        ]);
+        ];
+        if csv {
+            row.push(provenance.source(i.start_seq).to_owned());
+        }
+        table.row(row);
     }
     table
 }
@@ -624,7 +650,11 @@ pub fn config_apply(
         Some(cluster) => crate::cluster::publish_config(cluster, &config, effective)?,
         None => {
             let engine = open_engine(db, DurabilityArg::Full)?;
-            let events = engine.apply_config(&config, effective.unwrap_or_else(now))?;
+            let events = engine.apply_config_from(
+                &config,
+                effective.unwrap_or_else(now),
+                &format!("ivrstate config apply {name}"),
+            )?;
             crate::finish(engine)?;
             events
         }

@@ -268,6 +268,9 @@ async fn serve(
                 db,
                 durability: args.durability,
                 config,
+                config_source: args.config.as_ref().map_or_else(String::new, |path| {
+                    format!("ivrstate serve --config {}", path.display())
+                }),
                 hub: hub.clone(),
                 metrics: metrics.clone(),
                 stopping: stopping.clone(),
@@ -332,13 +335,18 @@ async fn serve(
         tokio::spawn(async move {
             while let Some(request) = requests_rx.recv().await {
                 let t = now();
+                let source = Arc::from(format!(
+                    "GLI client {} at {}",
+                    request.ivr.as_str(),
+                    request.client
+                ));
                 let envelope = Envelope {
                     time: t,
                     recorded: t,
                     event: Event::Request(request),
                 };
                 if jobs
-                    .send(Job::unacknowledged(vec![envelope]))
+                    .send(Job::unacknowledged(vec![envelope], source))
                     .await
                     .is_err()
                 {
@@ -361,10 +369,15 @@ async fn serve(
         );
         let jobs = jobs_tx.clone();
         let counters = metrics.sources.clone();
+        let source: Arc<str> = Arc::from(format!("file {} (followed)", path.display()));
         tokio::spawn(async move {
             while let Some(parsed) = rx.recv().await {
                 let envelopes = counters.count(parsed);
-                if !envelopes.is_empty() && jobs.send(Job::unacknowledged(envelopes)).await.is_err()
+                if !envelopes.is_empty()
+                    && jobs
+                        .send(Job::unacknowledged(envelopes, source.clone()))
+                        .await
+                        .is_err()
                 {
                     break;
                 }
@@ -416,7 +429,7 @@ async fn serve(
                 }
                 // A full job queue means the appender is busy and runs the query after its
                 // next commit anyway.
-                let _ = wake.try_send(Job::unacknowledged(Vec::new()));
+                let _ = wake.try_send(Job::unacknowledged(Vec::new(), Arc::from("http")));
                 true
             }),
             token: args.http_token.clone(),
@@ -469,7 +482,9 @@ async fn serve(
     // Sources keep their senders until the runtime ends; tell the appender to commit what is
     // queued and stop, and wake it with an empty job.
     stopping.store(true, Ordering::SeqCst);
-    let _ = wake_appender.send(Job::unacknowledged(Vec::new())).await;
+    let _ = wake_appender
+        .send(Job::unacknowledged(Vec::new(), Arc::from("")))
+        .await;
     // In cluster mode the appender stops when the consumer (its only sender) is gone.
     if let Some(consumer) = consumer {
         consumer.abort();
@@ -515,6 +530,8 @@ struct Appender {
     db: PathBuf,
     durability: DurabilityArg,
     config: Option<ivrstate_engine::Config>,
+    /// The command that brought the configuration, recorded as its source.
+    config_source: String,
     hub: Arc<Hub>,
     metrics: Arc<Metrics>,
     /// Set when serve is shutting down: commit what is queued, then stop.
@@ -536,6 +553,7 @@ fn appender(
         db,
         durability,
         config,
+        config_source,
         hub,
         metrics,
         stopping,
@@ -544,7 +562,7 @@ fn appender(
     } = ctx;
     let opened = open_engine(&db, durability).and_then(|engine| {
         if let Some(config) = &config {
-            let events = engine.apply_config(config, now())?;
+            let events = engine.apply_config_from(config, now(), &config_source)?;
             tracing::info!(changes = events.len(), "configuration applied");
         }
         Ok(engine)
@@ -568,20 +586,25 @@ fn appender(
         Some(_) => Applied::without_changes(),
         None => Applied::state_only(),
     };
-    appender::run(jobs, &stopping, &mut |envelopes: &[Envelope]| {
-        let report = commit(
-            engine,
-            &hub,
-            &metrics,
-            events.as_deref(),
-            envelopes,
-            &mut applied,
-        );
-        while let Ok(query) = queries.try_recv() {
-            query(engine);
-        }
-        report
-    });
+    appender::run(
+        jobs,
+        &stopping,
+        &mut |envelopes: &[Envelope], sources: &[(usize, &str)]| {
+            let report = commit(
+                engine,
+                &hub,
+                &metrics,
+                events.as_deref(),
+                envelopes,
+                sources,
+                &mut applied,
+            );
+            while let Ok(query) = queries.try_recv() {
+                query(engine);
+            }
+            report
+        },
+    );
     engine.store().flush()?;
     Ok(())
 }
@@ -594,12 +617,13 @@ pub(crate) fn commit(
     metrics: &Metrics,
     events: Option<&EventHub>,
     envelopes: &[Envelope],
+    sources: &[(usize, &str)],
     applied: &mut Applied,
 ) -> Result<AppendReport, ivrstate_engine::EngineError> {
     let mut records: Vec<Record> = Vec::new();
     let mut changes: Vec<Change> = Vec::new();
     let started = Instant::now();
-    let report = engine.append(envelopes, |record, record_changes| {
+    let report = engine.append_from(envelopes, sources, |record, record_changes| {
         records.push(record.clone());
         changes.extend_from_slice(record_changes);
     })?;

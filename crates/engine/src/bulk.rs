@@ -83,6 +83,16 @@ pub fn append_parsed(
     parsed: impl Iterator<Item = Parsed>,
     summary: &mut IngestSummary,
 ) -> Result<()> {
+    append_parsed_from(engine, parsed, ivrstate_store::UNSPECIFIED_SOURCE, summary)
+}
+
+/// [`append_parsed`], recording `source` as where every record came from.
+pub fn append_parsed_from(
+    engine: &mut Engine,
+    parsed: impl Iterator<Item = Parsed>,
+    source: &str,
+    summary: &mut IngestSummary,
+) -> Result<()> {
     let log = engine.log().clone();
     std::thread::scope(|scope| {
         let (batches, to_append) = mpsc::sync_channel::<Vec<Envelope>>(PIPELINE_DEPTH);
@@ -91,7 +101,7 @@ pub fn append_parsed(
         let log = &log;
         let appender = scope.spawn(move || -> Result<()> {
             for batch in to_append {
-                let begun = log.begin_append(&batch)?;
+                let begun = log.begin_append_from(&batch, &[(batch.len(), source)])?;
                 if pending.send(begun).is_err() {
                     break;
                 }

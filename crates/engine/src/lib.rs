@@ -177,7 +177,18 @@ impl Engine {
         envelopes: &[Envelope],
         on_change: impl FnMut(&Record, &[Change]),
     ) -> Result<AppendReport> {
-        let report = self.store.log().append(envelopes)?;
+        self.append_from(envelopes, &[], on_change)
+    }
+
+    /// [`Engine::append`], saying where the envelopes came from (see
+    /// [`EventLog::append_from`]).
+    pub fn append_from(
+        &mut self,
+        envelopes: &[Envelope],
+        sources: &[(usize, &str)],
+        on_change: impl FnMut(&Record, &[Change]),
+    ) -> Result<AppendReport> {
+        let report = self.store.log().append_from(envelopes, sources)?;
         self.catch_up(on_change)?;
         Ok(report)
     }
@@ -502,6 +513,16 @@ impl Engine {
     /// Records the difference between `config` and the stored configuration; returns the
     /// events appended (none when nothing changed).
     pub fn apply_config(&mut self, config: &Config, now: Micros) -> Result<Vec<ConfigEvent>> {
+        self.apply_config_from(config, now, "configuration")
+    }
+
+    /// [`Engine::apply_config`], recording `source` (the command) as where the changes came from.
+    pub fn apply_config_from(
+        &mut self,
+        config: &Config,
+        now: Micros,
+        source: &str,
+    ) -> Result<Vec<ConfigEvent>> {
         let events = config::diff(self.state.config(), config);
         if !events.is_empty() {
             let envelopes: Vec<Envelope> = events
@@ -512,7 +533,7 @@ impl Engine {
                     event: Event::Config(e.clone()),
                 })
                 .collect();
-            self.append(&envelopes, |_, _| {})?;
+            self.append_from(&envelopes, &[(envelopes.len(), source)], |_, _| {})?;
         }
         Ok(events)
     }

@@ -10,22 +10,26 @@ use ivrstate_model::Envelope;
 use ivrstate_store::{AppendOutcome, AppendReport};
 use std::fmt::Display;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 /// How much one group commit takes at most, in envelopes (more stays queued for the next).
 pub const MAX_COMMIT: usize = crate::BATCH * 8;
 
-/// A batch for the appender, with where to say how it went.
+/// A batch for the appender, where it came from, and where to say how it went.
 pub struct Job {
     pub envelopes: Vec<Envelope>,
+    /// Recorded as the source of every record of the batch (see `ivrstate_store::Provenance`).
+    pub source: Arc<str>,
     pub ack: Option<oneshot::Sender<Result<Committed, String>>>,
 }
 
 impl Job {
     /// A job nobody waits for (client requests, followed files).
-    pub fn unacknowledged(envelopes: Vec<Envelope>) -> Self {
+    pub fn unacknowledged(envelopes: Vec<Envelope>, source: Arc<str>) -> Self {
         Job {
             envelopes,
+            source,
             ack: None,
         }
     }
@@ -38,16 +42,25 @@ pub struct Committed {
     pub duplicates: u64,
 }
 
-/// One durable append of a batch; the report's outcomes are in the envelopes' order.
+/// One durable append of a batch, with the sources of its runs of envelopes (as
+/// `EventLog::append_from` takes them); the report's outcomes are in the envelopes' order.
 pub trait Commit {
     type Error: Display;
-    fn commit(&mut self, envelopes: &[Envelope]) -> Result<AppendReport, Self::Error>;
+    fn commit(
+        &mut self,
+        envelopes: &[Envelope],
+        sources: &[(usize, &str)],
+    ) -> Result<AppendReport, Self::Error>;
 }
 
-impl<E: Display, F: FnMut(&[Envelope]) -> Result<AppendReport, E>> Commit for F {
+impl<E: Display, F: FnMut(&[Envelope], &[(usize, &str)]) -> Result<AppendReport, E>> Commit for F {
     type Error = E;
-    fn commit(&mut self, envelopes: &[Envelope]) -> Result<AppendReport, E> {
-        self(envelopes)
+    fn commit(
+        &mut self,
+        envelopes: &[Envelope],
+        sources: &[(usize, &str)],
+    ) -> Result<AppendReport, E> {
+        self(envelopes, sources)
     }
 }
 
@@ -84,11 +97,14 @@ pub fn commit(sink: &mut impl Commit, batch: Vec<Job>) {
     // The jobs' envelopes are moved into one batch; each job keeps its count and its ack.
     let mut envelopes: Vec<Envelope> = Vec::new();
     let mut acks = Vec::with_capacity(batch.len());
+    let mut sources: Vec<(usize, Arc<str>)> = Vec::with_capacity(batch.len());
     for job in batch {
         acks.push((job.envelopes.len(), job.ack));
+        sources.push((job.envelopes.len(), job.source));
         envelopes.extend(job.envelopes);
     }
-    match sink.commit(&envelopes) {
+    let sources: Vec<(usize, &str)> = sources.iter().map(|(n, s)| (*n, &**s)).collect();
+    match sink.commit(&envelopes, &sources) {
         Ok(report) => {
             let mut outcomes = report.outcomes.iter();
             for (count, ack) in acks {
@@ -138,6 +154,7 @@ mod tests {
         (
             Job {
                 envelopes,
+                source: Arc::from("test"),
                 ack: Some(tx),
             },
             rx,
@@ -153,13 +170,18 @@ mod tests {
         let (a, a_ack) = job(vec![link(1), link(2)]);
         let (b, b_ack) = job(vec![link(3), link(4), link(5)]);
         tx.try_send(a).unwrap();
-        tx.try_send(Job::unacknowledged(vec![link(6)])).unwrap();
+        tx.try_send(Job::unacknowledged(vec![link(6)], Arc::from("other")))
+            .unwrap();
         tx.try_send(b).unwrap();
         drop(tx);
         let mut commits = Vec::new();
-        run(rx, &AtomicBool::new(false), &mut |envs: &[Envelope]| {
+        run(rx, &AtomicBool::new(false), &mut |envs: &[Envelope],
+                                               sources: &[(
+            usize,
+            &str,
+        )]| {
             commits.push(envs.len());
-            store.log().append(envs)
+            store.log().append_from(envs, sources)
         });
         assert_eq!(commits, vec![6], "one group commit for everything queued");
         let a = a_ack.blocking_recv().unwrap().unwrap();
@@ -179,6 +201,9 @@ mod tests {
             }
         );
         assert_eq!(store.log().last_seq(), 6);
+        let p = store.log().provenance().unwrap();
+        let sources: Vec<&str> = (2..=6).map(|seq| p.source(seq)).collect();
+        assert_eq!(sources, ["test", "other", "test", "test", "test"]);
     }
 
     #[test]
@@ -189,9 +214,11 @@ mod tests {
         tx.try_send(a).unwrap();
         tx.try_send(b).unwrap();
         drop(tx);
-        run(rx, &AtomicBool::new(false), &mut |_: &[Envelope]| {
-            Err::<AppendReport, _>("disk full")
-        });
+        run(
+            rx,
+            &AtomicBool::new(false),
+            &mut |_: &[Envelope], _: &[(usize, &str)]| Err::<AppendReport, _>("disk full"),
+        );
         assert_eq!(a_ack.blocking_recv().unwrap(), Err("disk full".to_owned()));
         assert_eq!(b_ack.blocking_recv().unwrap(), Err("disk full".to_owned()));
     }
@@ -203,20 +230,24 @@ mod tests {
         tx.try_send(a).unwrap();
         let stopping = AtomicBool::new(true);
         let mut appended = 0;
-        run(rx, &stopping, &mut |envs: &[Envelope]| {
-            appended += envs.len();
-            Ok::<_, String>(AppendReport {
-                appended: envs.len() as u64,
-                duplicates: 0,
-                outcomes: envs
-                    .iter()
-                    .enumerate()
-                    .map(|(i, _)| AppendOutcome::New(i as u64 + 1))
-                    .collect(),
-                first_seq: Some(1),
-                last_seq: envs.len() as u64,
-            })
-        });
+        run(
+            rx,
+            &stopping,
+            &mut |envs: &[Envelope], _: &[(usize, &str)]| {
+                appended += envs.len();
+                Ok::<_, String>(AppendReport {
+                    appended: envs.len() as u64,
+                    duplicates: 0,
+                    outcomes: envs
+                        .iter()
+                        .enumerate()
+                        .map(|(i, _)| AppendOutcome::New(i as u64 + 1))
+                        .collect(),
+                    first_seq: Some(1),
+                    last_seq: envs.len() as u64,
+                })
+            },
+        );
         assert_eq!(appended, 1);
         assert_eq!(a_ack.blocking_recv().unwrap().unwrap().new, 1);
         assert!(tx.is_closed(), "the appender closed its queue");

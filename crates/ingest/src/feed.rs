@@ -496,13 +496,28 @@ pub async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
             "{peer} closed: {} T-Server(s) it carried now Unavailable",
             closed.len()
         );
-        if config.jobs.send(Job::unacknowledged(closed)).await.is_err() {
+        let source = source_of(peer, &session);
+        if config
+            .jobs
+            .send(Job::unacknowledged(closed, source))
+            .await
+            .is_err()
+        {
             tracing::warn!(
                 "{peer}: the link-down events were not recorded: the store is shutting down"
             );
         }
     }
     ended
+}
+
+/// What the connection's records say they came from: the peer, its connection number, the
+/// certificate's and the token's names.
+fn source_of(peer: &Peer, session: &FeedSession) -> Arc<str> {
+    match session.token_name() {
+        Some(name) => Arc::from(format!("{peer} (token {name})")),
+        None => Arc::from(peer.to_string()),
+    }
 }
 
 async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
@@ -538,6 +553,7 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                 .jobs
                 .send(Job {
                     envelopes,
+                    source: source_of(peer, session),
                     ack: Some(ack_tx),
                 })
                 .await

@@ -9,16 +9,18 @@ mod dedup;
 mod derived;
 mod error;
 mod log;
+mod provenance;
 mod read_ahead;
 mod store;
 
 pub use derived::{DerivedBatch, DerivedIter, DerivedTree, Entry};
 pub use error::StoreError;
-pub use ivrstate_migrations::{MigrationError, CURRENT_VERSION};
+pub use ivrstate_migrations::{MigrationError, CURRENT_VERSION, UNKNOWN_SOURCE};
 pub use log::{
     AppendOutcome, AppendReport, Durability, EventLog, PendingAppend, ReadIter, VerifyFault,
     VerifyReport,
 };
+pub use provenance::{Provenance, UNSPECIFIED_SOURCE};
 pub use read_ahead::{limit_malloc_arenas, ReadAhead};
 pub use store::{Store, StoreOptions, DEFAULT_CACHE_BYTES};
 

@@ -25,6 +25,7 @@
 use crate::codec::{self, CodecError, MAX_BLOCK_RECORDS};
 use crate::dedup::{self, BlockCache, DecodedBlock, DedupIndex, SourceRange, DEDUP_PREFIX};
 use crate::error::StoreError;
+use crate::provenance::{Provenance, SourceTable, UNSPECIFIED_SOURCE};
 use ivrstate_model::{Envelope, Record, Seq};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -142,6 +143,8 @@ pub struct EventLog {
 
 struct Inner {
     tree: sled::Tree,
+    /// Where each record came from (see `provenance.rs`).
+    provenance: sled::Tree,
     durability: Durability,
     /// What sled's flush leaves unsynced (its data file, blob files, directories).
     disk: Option<DiskSync>,
@@ -166,6 +169,7 @@ struct Synced {
 
 struct Writer {
     last: Seq,
+    sources: SourceTable,
     /// Set when the log cannot be appended to safely (damaged tail, failed flush).
     damaged: Option<String>,
     dedup: DedupIndex,
@@ -255,6 +259,37 @@ impl<'a> InCallKeys<'a> {
     }
 }
 
+/// The runs of an append: (first seq, source id) wherever the source of the new records
+/// changes, in seq order. `sources` are runs over the `n` input envelopes (see
+/// [`EventLog::append_from`]).
+fn source_runs(
+    w: &mut Writer,
+    outcomes: &[AppendOutcome],
+    n: usize,
+    sources: &[(usize, &str)],
+) -> Result<Vec<(Seq, u32)>, StoreError> {
+    let given: usize = sources.iter().map(|&(count, _)| count).sum();
+    let rest = (n.saturating_sub(given), UNSPECIFIED_SOURCE);
+    let mut runs: Vec<(Seq, u32)> = Vec::new();
+    let mut outcomes = outcomes.iter();
+    for &(count, source) in sources.iter().chain(std::iter::once(&rest)) {
+        let mut id = None;
+        for outcome in outcomes.by_ref().take(count) {
+            let AppendOutcome::New(seq) = outcome else {
+                continue;
+            };
+            let id = match id {
+                Some(id) => id,
+                None => *id.insert(w.sources.id(source)?),
+            };
+            if runs.last().map(|&(_, last)| last) != Some(id) {
+                runs.push((*seq, id));
+            }
+        }
+    }
+    Ok(runs)
+}
+
 pub(crate) fn block_key(first: Seq) -> [u8; 9] {
     let mut k = [BLOCK_PREFIX; 9];
     k[1..].copy_from_slice(&first.to_be_bytes());
@@ -274,6 +309,7 @@ impl EventLog {
     /// but appends are refused until it is repaired.
     pub(crate) fn open(
         tree: sled::Tree,
+        provenance: sled::Tree,
         durability: Durability,
         disk: Option<DiskSync>,
     ) -> Result<EventLog, StoreError> {
@@ -312,10 +348,12 @@ impl EventLog {
         if let Some(why) = &damaged {
             tracing::error!(%why, "the event log is damaged; appends are refused");
         }
+        let sources = SourceTable::open(provenance.clone(), last)?;
         let (tail, _) = watch::channel(last);
         Ok(EventLog {
             inner: Arc::new(Inner {
                 tree,
+                provenance,
                 durability,
                 disk,
                 written: AtomicU64::new(last),
@@ -325,6 +363,7 @@ impl EventLog {
                 }),
                 writer: Mutex::new(Writer {
                     last,
+                    sources,
                     damaged,
                     dedup: index,
                     cache: BlockCache::new(CACHED_BLOCKS),
@@ -357,19 +396,48 @@ impl EventLog {
         self.begin_append(envs)?.wait_durable()
     }
 
+    /// [`EventLog::append`], saying where the envelopes came from: `sources` are runs over
+    /// `envs`, (how many envelopes, their source), in order; envelopes past them are
+    /// [`UNSPECIFIED_SOURCE`].
+    pub fn append_from(
+        &self,
+        envs: &[Envelope],
+        sources: &[(usize, &str)],
+    ) -> Result<AppendReport, StoreError> {
+        self.begin_append_from(envs, sources)?.wait_durable()
+    }
+
+    /// Where every record came from (the table of sources and runs, read now).
+    pub fn provenance(&self) -> Result<Provenance, StoreError> {
+        Provenance::load(&self.inner.provenance)
+    }
+
     /// The first half of [`EventLog::append`]: dedup, encode and write into sled, in the order
     /// of the calls, without waiting for the disk. The report is released by
     /// [`PendingAppend::wait_durable`] only, so nothing can call these records stored before
     /// they are; meanwhile this thread (or another) can begin the next append, which the same
     /// flush may then cover.
     pub fn begin_append(&self, envs: &[Envelope]) -> Result<PendingAppend<'_>, StoreError> {
+        self.begin_append_from(envs, &[])
+    }
+
+    /// [`EventLog::begin_append`] with sources, as [`EventLog::append_from`].
+    pub fn begin_append_from(
+        &self,
+        envs: &[Envelope],
+        sources: &[(usize, &str)],
+    ) -> Result<PendingAppend<'_>, StoreError> {
         Ok(PendingAppend {
             log: self,
-            report: self.write(envs)?,
+            report: self.write(envs, sources)?,
         })
     }
 
-    fn write(&self, envs: &[Envelope]) -> Result<AppendReport, StoreError> {
+    fn write(
+        &self,
+        envs: &[Envelope],
+        sources: &[(usize, &str)],
+    ) -> Result<AppendReport, StoreError> {
         // Encoded before the writer lock is taken, so that appends from several threads encode
         // in parallel. Used as is when every envelope turns out fresh (the usual case); else
         // the fresh ones are encoded again under the lock.
@@ -466,7 +534,22 @@ impl EventLog {
             first += chunk.len() as Seq;
         }
         let last = base + appended;
+        let runs = source_runs(w, &outcomes, envs.len(), sources)?;
         let tree = &self.inner.tree;
+        // Sources first (see `provenance.rs`), then blocks, then their index entries.
+        let written = w.sources.write_runs(&runs).map_err(|e| match e {
+            StoreError::Db(why) => why,
+            other => other.to_string(),
+        });
+        if let Err(why) = written {
+            let why = format!(
+                "writing the sources of seqs {}..={last} failed: {why}",
+                base + 1
+            );
+            tracing::error!(%why, "append failed");
+            w.damaged = Some(why.clone());
+            return Err(StoreError::Damaged(why));
+        }
         let written = blocks
             .into_iter()
             .try_for_each(|(k, v)| tree.insert(k, v).map(drop))
@@ -485,6 +568,7 @@ impl EventLog {
             return Err(e);
         }
         w.last = last;
+        w.sources.stored(&runs);
         for (ts, r) in ranges {
             w.dedup.insert(ts, r);
         }

@@ -7,7 +7,7 @@
 use crate::derived::DerivedTree;
 use crate::error::StoreError;
 use crate::log::{DiskSync, Durability, EventLog};
-use ivrstate_migrations::LOG_TREE;
+use ivrstate_migrations::{LOG_TREE, PROVENANCE_TREE};
 use std::path::{Path, PathBuf};
 
 /// sled's default cache is 1 GiB, which cost 330 MB of memory; the log is written once and read
@@ -68,7 +68,12 @@ impl Store {
         }
         // sled has created `db` (the file its log lives in) and `blobs/` by now.
         let disk = DiskSync::open(dir)?;
-        let log = EventLog::open(db.open_tree(LOG_TREE)?, opts.durability, Some(disk))?;
+        let log = EventLog::open(
+            db.open_tree(LOG_TREE)?,
+            db.open_tree(PROVENANCE_TREE)?,
+            opts.durability,
+            Some(disk),
+        )?;
         Ok(Store {
             db,
             log,

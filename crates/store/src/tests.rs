@@ -877,7 +877,8 @@ fn a_version_1_store_is_migrated_and_reads_back() {
         vec![
             "m0001_initial",
             "m0002_compress_blocks",
-            "m0003_history_packs"
+            "m0003_history_packs",
+            "m0004_provenance"
         ]
     );
     assert_eq!(
@@ -1210,4 +1211,59 @@ fn a_store_held_open_elsewhere_is_refused_as_locked() {
     drop(held);
     // Once let go, it opens again (sled's threads release the lock a moment after the drop).
     open(dir.path());
+}
+
+#[test]
+fn every_record_keeps_its_source_compactly_across_appends_and_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        let log = store.log();
+        // Two sources in one append; the second repeats one event of the first (a duplicate
+        // gets no record, so no source).
+        let a = events("TS", 1, 3);
+        let mut b = events("TS", 10, 2);
+        b.insert(0, a[2].clone());
+        let both: Vec<Envelope> = a.iter().chain(&b).cloned().collect();
+        let report = log
+            .append_from(&both, &[(3, "file a.log"), (3, "feed 10.0.0.5:4000 #1")])
+            .unwrap();
+        assert_eq!((report.appended, report.duplicates), (5, 1));
+        // The same source again, in later appends: no new run.
+        log.append_from(&events("TS", 20, 4), &[(4, "feed 10.0.0.5:4000 #1")])
+            .unwrap();
+        log.append_from(&events("TS", 30, 2), &[(2, "feed 10.0.0.5:4000 #1")])
+            .unwrap();
+        log.append(&events("TS", 40, 1)).unwrap();
+        let p = log.provenance().unwrap();
+        assert_eq!(p.runs(), 3, "a run only where the source changes");
+        store.flush().unwrap();
+    }
+    let store = open(dir.path());
+    let p = store.log().provenance().unwrap();
+    let sources: Vec<&str> = (1..=12).map(|seq| p.source(seq)).collect();
+    let feed = "feed 10.0.0.5:4000 #1";
+    assert_eq!(
+        sources,
+        [
+            "file a.log",
+            "file a.log",
+            "file a.log",
+            feed,
+            feed,
+            feed,
+            feed,
+            feed,
+            feed,
+            feed,
+            feed,
+            UNSPECIFIED_SOURCE
+        ]
+    );
+    // A source seen before a reopen keeps its id: no new run for it after the reopen either.
+    store
+        .log()
+        .append_from(&events("TS", 50, 1), &[(1, UNSPECIFIED_SOURCE)])
+        .unwrap();
+    assert_eq!(store.log().provenance().unwrap().runs(), 3);
 }

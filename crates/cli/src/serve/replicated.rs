@@ -135,15 +135,26 @@ pub fn apply(
             }
         }
         let (envelopes, last) = replica.to_append(&batch)?;
+        // The stream does not carry where its events came from (yet).
+        let sources = [(envelopes.len(), "cluster stream")];
         let log_seq = if envelopes.is_empty() {
             engine.log().last_seq()
         } else if caught_up {
-            commit(engine, &hub, &metrics, None, &envelopes, &mut applied)?.last_seq
+            commit(
+                engine,
+                &hub,
+                &metrics,
+                None,
+                &envelopes,
+                &sources,
+                &mut applied,
+            )?
+            .last_seq
         } else {
             // Catching up: nobody is logged in (logins get InitInProgress), so durable appends
             // only; the fold and derived data follow in one pass when caught up (about five
             // times faster than folding after every append).
-            engine.log().append(&envelopes)?.last_seq
+            engine.log().append_from(&envelopes, &sources)?.last_seq
         };
         replica.applied(engine.store(), last, log_seq)?;
         metrics.stream_applied(last, log_seq);
