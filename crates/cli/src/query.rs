@@ -267,9 +267,9 @@ pub fn history(db: &Path, args: HistoryArgs) -> Result<ExitCode> {
     let tz = args.format.tz;
     let provenance = engine.log().provenance()?;
     if args.format.json {
-        let sourced: Vec<Sourced> = intervals
+        let sourced: Vec<ivrstate_engine::Sourced> = intervals
             .iter()
-            .map(|interval| Sourced {
+            .map(|interval| ivrstate_engine::Sourced {
                 interval,
                 source: provenance.source(interval.start_seq),
             })
@@ -286,14 +286,6 @@ pub fn history(db: &Path, args: HistoryArgs) -> Result<ExitCode> {
         print!("{}", table.render());
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Where the record that opened an interval came from, next to it (`--json`, `--csv`).
-#[derive(serde::Serialize)]
-struct Sourced<'a> {
-    #[serde(flatten)]
-    interval: &'a Interval,
-    source: &'a str,
 }
 
 fn interval_table(

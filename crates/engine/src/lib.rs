@@ -728,6 +728,15 @@ pub fn status_of(state: &State, at: Option<Micros>) -> StatusView {
     views::from_state(state, at)
 }
 
+/// An interval with where the record that opened it came from, next to it (`history --json`
+/// and `GET /api/v1/history`).
+#[derive(Serialize)]
+pub struct Sourced<'a> {
+    #[serde(flatten)]
+    pub interval: &'a Interval,
+    pub source: &'a str,
+}
+
 /// The `status` view of only the entities a record touched, in the state right after it: one
 /// state change as `GET /api/v1/events` sends it (same shape as `status --json`, so a reader
 /// merges it into the status it loaded). A removed entity is left out.

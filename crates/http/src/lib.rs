@@ -387,7 +387,19 @@ async fn history(AxumState(api): AxumState<Arc<Api>>, query: ParamsResult) -> Ap
             ))
         }
     };
-    let intervals = ask(&api, move |e| e.history(&selector, from, to)).await?;
+    let intervals = ask(&api, move |e| {
+        let intervals = e.history(&selector, from, to)?;
+        let provenance = e.log().provenance()?;
+        let sourced: Vec<ivrstate_engine::Sourced> = intervals
+            .iter()
+            .map(|interval| ivrstate_engine::Sourced {
+                interval,
+                source: provenance.source(interval.start_seq),
+            })
+            .collect();
+        serde_json::to_value(&sourced).map_err(|e| EngineError::Query(e.to_string()))
+    })
+    .await?;
     Ok(json(&intervals))
 }
 
