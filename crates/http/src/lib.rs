@@ -403,41 +403,16 @@ async fn history(AxumState(api): AxumState<Arc<Api>>, query: ParamsResult) -> Ap
     Ok(json(&intervals))
 }
 
-/// A zone for aligning intervals: `UTC`, an offset such as `+02:00`, or a tz database name.
+/// A zone for aligning intervals: the same spellings as `--tz` (`UTC`, `local`, an offset such
+/// as `+02:00`, or a tz database name), read by the one zone parser in the model.
 fn zone(name: &str) -> ApiResult<jiff::tz::TimeZone> {
-    if name.eq_ignore_ascii_case("utc") || name == "Z" {
-        return Ok(jiff::tz::TimeZone::UTC);
-    }
-    if let Some(offset) = fixed_offset(name) {
-        return Ok(jiff::tz::TimeZone::fixed(offset));
-    }
-    jiff::tz::TimeZone::get(name).map_err(|_| {
-        ApiError::bad_request(format!(
-            "tz={name:?}: expected UTC, an offset such as +02:00, or a zone such as Europe/Paris"
-        ))
-    })
-}
-
-/// `+02:00`, `-0530`: an offset from UTC.
-fn fixed_offset(s: &str) -> Option<jiff::tz::Offset> {
-    let mut chars = s.chars();
-    let sign = match chars.next()? {
-        '+' => 1,
-        '-' => -1,
-        _ => return None,
-    };
-    let digits: Vec<u32> = chars
-        .filter(|c| *c != ':')
-        .map(|c| c.to_digit(10))
-        .collect::<Option<_>>()?;
-    let [h1, h2, m1, m2] = digits.as_slice() else {
-        return None;
-    };
-    let (h, m) = (h1 * 10 + h2, m1 * 10 + m2);
-    if h > 14 || m > 59 {
-        return None;
-    }
-    jiff::tz::Offset::from_seconds(sign * (h * 3600 + m * 60) as i32).ok()
+    ivrstate_model::Zone::parse(name)
+        .map(|z| z.time_zone().clone())
+        .map_err(|_| {
+            ApiError::bad_request(format!(
+                "tz={name:?}: expected UTC, an offset such as +02:00, or a zone such as Europe/Paris"
+            ))
+        })
 }
 
 async fn audit(AxumState(api): AxumState<Arc<Api>>, query: ParamsResult) -> ApiResult<Response> {
