@@ -10,7 +10,7 @@
     clippy::string_slice
 )] // test code
 
-use ivrstate_tests::nats::{nats_server_or_skip, NatsCluster};
+use ivrstate_tests::nats::{nats_server_or_skip, NatsCluster, Subscriber};
 use ivrstate_tests::{attr, wait_for, Gli, Ivrstate, Running};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -494,8 +494,17 @@ fn a_dead_nodes_tservers_are_recorded_unavailable_once_by_the_survivors() {
     c.wait_applied(target);
     let (mut on_b, resp) = login(b.gli);
     assert!(resp.contains("LoginResp"), "{resp}");
-    // Let A announce that it holds TS_SIP (it does so every second).
-    std::thread::sleep(Duration::from_millis(1500));
+    // Wait until A has announced that it holds TS_SIP (it does so every second): only then do
+    // the survivors know what A held.
+    let first_url = urls.split(',').next().unwrap();
+    let mut presence = Subscriber::subscribe(first_url, &format!("_ivrstate.presence.{STREAM}.*"));
+    wait_for("A's announcement that it holds TS_SIP", || {
+        presence
+            .next_within(Duration::from_millis(500))
+            .filter(|(_, body)| String::from_utf8_lossy(body).contains("TS_SIP"))
+    });
+    // Every message on the stream's subjects from now on is a survivor's link-lost event.
+    let mut stream_messages = Subscriber::subscribe(first_url, &format!("{STREAM}.>"));
 
     a.kill();
     let killed = std::time::Instant::now();
@@ -508,8 +517,18 @@ fn a_dead_nodes_tservers_are_recorded_unavailable_once_by_the_survivors() {
     );
     assert!(took < Duration::from_secs(10), "took {took:?}");
 
-    // Both survivors published the event; the stream holds it once.
-    std::thread::sleep(Duration::from_secs(2));
+    // Wait until both survivors have published the event (two messages: the same bytes and
+    // Msg-Id from each); the stream must hold it once.
+    let mut published = 0;
+    wait_for("both survivors' link-lost publications", || {
+        if stream_messages
+            .next_within(Duration::from_millis(500))
+            .is_some()
+        {
+            published += 1;
+        }
+        (published >= 2).then_some(())
+    });
     let target = nats.stream_last_seq(STREAM).unwrap();
     b.wait_applied(target);
     c.wait_applied(target);

@@ -383,6 +383,104 @@ fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     Some((status, body))
 }
 
+/// A plain NATS subscriber speaking the text protocol over TCP, so a test can wait on the
+/// messages a cluster publishes (presence announcements, link-lost events) instead of sleeping.
+pub struct Subscriber {
+    reader: std::io::BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Subscriber {
+    /// Subscribes to `subject` on the server at `url` (`nats://host:port`) and returns once the
+    /// server has confirmed the subscription (a PONG after the SUB).
+    pub fn subscribe(url: &str, subject: &str) -> Subscriber {
+        let addr = url.trim_start_matches("nats://");
+        let writer = TcpStream::connect(addr).expect("connect to nats");
+        writer
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("read timeout");
+        let mut sub = Subscriber {
+            reader: std::io::BufReader::new(writer.try_clone().expect("clone socket")),
+            writer,
+        };
+        sub.send(&format!(
+            "CONNECT {{\"verbose\":false,\"pedantic\":false,\"headers\":true}}\r\nSUB {subject} 1\r\nPING\r\n"
+        ));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(line) = sub.line() {
+                if line.starts_with("PONG") {
+                    return sub;
+                }
+            }
+        }
+        panic!("nats at {url} did not confirm the subscription to {subject} within 10 s");
+    }
+
+    fn send(&mut self, text: &str) {
+        self.writer
+            .write_all(text.as_bytes())
+            .expect("write to nats");
+    }
+
+    /// One protocol line, or None when nothing came within the read timeout.
+    fn line(&mut self) -> Option<String> {
+        use std::io::BufRead;
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(0) => panic!("nats closed the connection"),
+            Ok(_) => Some(line.trim_end().to_owned()),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                None
+            }
+            Err(e) => panic!("reading from nats: {e}"),
+        }
+    }
+
+    /// The next message (its subject and payload, headers left out) within `limit`.
+    pub fn next_within(&mut self, limit: Duration) -> Option<(String, Vec<u8>)> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            let Some(line) = self.line() else { continue };
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.first().copied() {
+                Some("PING") => self.send("PONG\r\n"),
+                Some(kind @ ("MSG" | "HMSG")) => {
+                    let total: usize = words.last().and_then(|w| w.parse().ok()).expect("size");
+                    let headers: usize = if kind == "HMSG" {
+                        words[words.len() - 2].parse().expect("header size")
+                    } else {
+                        0
+                    };
+                    let mut body = vec![0; total + 2];
+                    let mut read = 0;
+                    while read < body.len() {
+                        match self.reader.read(&mut body[read..]) {
+                            Ok(0) => panic!("nats closed the connection"),
+                            Ok(n) => read += n,
+                            Err(e)
+                                if matches!(
+                                    e.kind(),
+                                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                                ) => {}
+                            Err(e) => panic!("reading from nats: {e}"),
+                        }
+                    }
+                    body.truncate(total);
+                    return Some((words[1].to_owned(), body.split_off(headers)));
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
