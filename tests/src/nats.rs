@@ -128,13 +128,27 @@ impl Drop for InstallLock {
     }
 }
 
-/// A free loopback port (bound, read, released: another process could take it in between,
-/// which on a test machine does not happen in practice).
+/// A free loopback port (bound and released; each call tries another one).
+///
+/// Chosen below Linux's ephemeral range (32768-60999): a port the kernel hands out for port 0
+/// or for an outgoing connection could be taken by another socket between the moment it is
+/// found free and the moment nats-server binds it (or binds it again after a restart), and a
+/// node that cannot bind its route port exits.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let seed = std::process::id()
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+    for _ in 0..1000 {
+        let n = NEXT.fetch_add(7919, std::sync::atomic::Ordering::Relaxed);
+        let port = 20_000 + (seed.wrapping_add(n) % 12_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in 20000-31999")
 }
 
 /// One node of a [`NatsCluster`].
