@@ -558,19 +558,20 @@ proptest! {
     }
 }
 
-/// The header of a real SIP Server log (labels padded with spaces), India: UTC+05:30.
+/// A header shaped as a SIP Server log writes it (labels padded with spaces), India: UTC+05:30.
+/// Written for this test; the real log it is modelled on stays in ../shared/real.
 const LOCAL_HEADER: &str = "\
 Application name: SIP_P
 Application type: TServer (1)
-Command line:     D:\\gcti_apps\\SIP_P\\sip_server.exe -host GenUAT02 -port 2020 -app SIP_P
-Host name:        GenUAT02
+Command line:     /opt/genesys/sip_p/sip_server -host sip-a -port 5000 -app SIP_P
+Host name:        sip-a
 DST:              TZ = 0, timeb = 0
 Time zone:        -19800, India Standard Time, India Daylight Time
-UTC time:         2026-02-02T08:24:59.852
-Local time:       2026-02-02T13:54:59.852
+UTC time:         2026-02-02T08:24:59.000
+Local time:       2026-02-02T13:54:59.000
 Start time (UTC): 2026-02-02T08:24:59
 
-2026-02-02T13:54:59.845 Trc 04110 Option 'time-convert' has been set to the value 'local'
+2026-02-02T13:54:59.100 Trc 04110 Option 'time-convert' has been set to the value 'local'
 ";
 
 /// SIP Server lines that are not T-Library printouts: internal 3-digit-millisecond lines, a
