@@ -66,7 +66,7 @@ pub fn run(work: &Path, events: u64, changes: usize) -> Result<Figures> {
         let mut waiting = Vec::new();
         let mut published = 0u64;
         for parsed in reader {
-            if let Parsed::Event(e) = parsed {
+            if let Parsed::Event { envelope: e, .. } = parsed {
                 batch.push(e);
                 if batch.len() == MAX_MESSAGE_RECORDS {
                     waiting.push(pipeline.publish(STREAM, &batch).await?);

@@ -27,7 +27,7 @@ use ivrstate_model::{ClientRequest, Envelope, Event, IvrName, Record, TServerNam
 use ivrstate_projection::{Applied, Change};
 use ivrstate_publisher::hub::{Hub, HubConfig};
 use ivrstate_publisher::TlsConfig;
-use ivrstate_store::AppendReport;
+use ivrstate_store::{AppendReport, SourceRun};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -372,10 +372,10 @@ async fn serve(
         let source: Arc<str> = Arc::from(format!("file {} (followed)", path.display()));
         tokio::spawn(async move {
             while let Some(parsed) = rx.recv().await {
-                let envelopes = counters.count(parsed);
+                let (envelopes, lines) = counters.count(parsed);
                 if !envelopes.is_empty()
                     && jobs
-                        .send(Job::unacknowledged(envelopes, source.clone()))
+                        .send(Job::unacknowledged(envelopes, source.clone()).at_lines(lines))
                         .await
                         .is_err()
                 {
@@ -589,7 +589,7 @@ fn appender(
     appender::run(
         jobs,
         &stopping,
-        &mut |envelopes: &[Envelope], sources: &[(usize, &str)]| {
+        &mut |envelopes: &[Envelope], sources: &[SourceRun<'_>]| {
             let report = commit(
                 engine,
                 &hub,
@@ -617,7 +617,7 @@ pub(crate) fn commit(
     metrics: &Metrics,
     events: Option<&EventHub>,
     envelopes: &[Envelope],
-    sources: &[(usize, &str)],
+    sources: &[SourceRun<'_>],
     applied: &mut Applied,
 ) -> Result<AppendReport, ivrstate_engine::EngineError> {
     let mut records: Vec<Record> = Vec::new();

@@ -136,7 +136,10 @@ pub fn apply(
         }
         let (envelopes, last) = replica.to_append(&batch)?;
         // The stream does not carry where its events came from (yet).
-        let sources = [(envelopes.len(), "cluster stream")];
+        let sources = [ivrstate_store::SourceRun::new(
+            envelopes.len(),
+            "cluster stream",
+        )];
         let log_seq = if envelopes.is_empty() {
             engine.log().last_seq()
         } else if caught_up {
