@@ -286,7 +286,11 @@ fn ingest_follow_reads_each_event_once_and_keeps_following() {
         let record: serde_json::Value = serde_json::from_str(record).unwrap();
         let source = record["source"].as_str().unwrap();
         let line: usize = source.strip_prefix(&prefix).unwrap().parse().unwrap();
-        assert!(lines[line - 1].starts_with('@'), "{source}: {}", lines[line - 1]);
+        assert!(
+            lines[line - 1].starts_with('@'),
+            "{source}: {}",
+            lines[line - 1]
+        );
         assert!(line > previous, "{source} after line {previous}");
         previous = line;
     }

@@ -1348,13 +1348,15 @@ fn lines_past_the_last_record_are_dropped_on_open() {
             .log()
             .append_from(&events("TS", 1, 2), &[SourceRun::with_lines(file, &[5, 9])])
             .unwrap();
-        // What a crash between the provenance and the blocks of an append leaves: lines for
-        // records 2..=4 and 3..=4 that were never stored (sled recovers a prefix of its writes).
+        // What a crash between the provenance and the blocks of an append leaves (sled
+        // recovers a prefix of its writes): the last entry extended over records 3 and 4,
+        // or a new entry for them, that were never stored.
         let tree = store.db().open_tree("provenance").unwrap();
-        let mut value = Vec::new();
-        encode_lines(&[9, 40, 41], &mut value);
-        tree.insert(b"L\0\0\0\0\0\0\0\x02", value.clone()).unwrap();
-        tree.insert(b"L\0\0\0\0\0\0\0\x03", value).unwrap();
+        let entry = crate::provenance::encode_entry;
+        tree.insert(b"L\0\0\0\0\0\0\0\x01", entry(&[5, 9, 40, 41]))
+            .unwrap();
+        tree.insert(b"L\0\0\0\0\0\0\0\x03", entry(&[40, 41]))
+            .unwrap();
         store.flush().unwrap();
     }
     let store = open(dir.path());
@@ -1385,4 +1387,27 @@ proptest! {
             prop_assert_eq!(decode_lines(&again), Some(lines));
         }
     }
+}
+
+#[test]
+fn small_appends_of_a_followed_file_gather_their_lines_into_few_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let log = store.log();
+    let file = "file ts.log (followed)";
+    let empty = log.provenance().unwrap().stored_bytes().unwrap();
+    for i in 0..2000u64 {
+        log.append_from(
+            &events("TS", 10 + i, 1),
+            &[SourceRun::with_lines(file, &[3 + i * 12])],
+        )
+        .unwrap();
+    }
+    let p = log.provenance().unwrap();
+    let bytes = p.stored_bytes().unwrap() - empty;
+    // Two entries of up to 1024 lines, not 2000 keys of 9 bytes.
+    assert!(bytes < 2000, "{bytes} bytes for the lines of 2000 records");
+    assert_eq!(p.source(1), format!("{file}:3"));
+    assert_eq!(p.source(1500), format!("{file}:{}", 3 + 1499 * 12));
+    assert_eq!(p.source(2000), format!("{file}:{}", 3 + 1999 * 12));
 }
