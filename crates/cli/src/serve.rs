@@ -791,6 +791,7 @@ mod tests {
             .blocking_send(Job {
                 envelopes: vec![link_connected("TS1", 1)],
                 source: Arc::from("test"),
+                lines: Vec::new(),
                 ack: Some(ack_tx),
             })
             .map_err(|_| ())
