@@ -48,6 +48,9 @@ pub struct BulkPublisher {
     cluster: Cluster,
     pipeline: Pipeline,
     batch: Vec<Envelope>,
+    /// The line of each envelope of `batch` in `source`.
+    lines: Vec<u64>,
+    source: String,
     waiting: Vec<oneshot::Receiver<Published>>,
 }
 
@@ -59,24 +62,32 @@ impl BulkPublisher {
             cluster,
             pipeline,
             batch: Vec::with_capacity(MAX_MESSAGE_RECORDS),
+            lines: Vec::with_capacity(MAX_MESSAGE_RECORDS),
+            source: String::new(),
             waiting: Vec::new(),
         })
     }
 
+    /// Publishes the events of one input, which the stream's messages say came from `source`
+    /// (and the line of each in it).
     pub async fn add(
         &mut self,
         parsed: impl Iterator<Item = Parsed>,
+        source: &str,
         summary: &mut IngestSummary,
     ) -> Result<()> {
+        source.clone_into(&mut self.source);
         for item in parsed {
-            if let Some((envelope, _line)) = summary.count(item) {
+            if let Some((envelope, line)) = summary.count(item) {
                 self.batch.push(envelope);
+                self.lines.push(line);
                 if self.batch.len() == MAX_MESSAGE_RECORDS {
                     self.send().await?;
                 }
             }
         }
-        Ok(())
+        // A message holds the events of one source.
+        self.send().await
     }
 
     async fn send(&mut self) -> Result<()> {
@@ -85,10 +96,16 @@ impl BulkPublisher {
         }
         let rx = self
             .pipeline
-            .publish(&self.cluster.config.stream, &self.batch)
+            .publish(
+                &self.cluster.config.stream,
+                &self.batch,
+                &self.source,
+                &self.lines,
+            )
             .await?;
         self.waiting.push(rx);
         self.batch.clear();
+        self.lines.clear();
         Ok(())
     }
 
@@ -108,16 +125,18 @@ impl BulkPublisher {
 
 /// `config apply --cluster`: the difference between `target` and the configuration the
 /// stream's configuration events give, published as configuration events (once JetStream
-/// acknowledged them, every node applies them from the stream).
+/// acknowledged them, every node applies them from the stream) from `source`.
 pub fn publish_config(
     config: ClusterConfig,
     target: &ivrstate_engine::Config,
     effective: Option<ivrstate_model::Micros>,
+    source: &str,
 ) -> Result<Vec<ivrstate_model::ConfigEvent>> {
     runtime()?.block_on(async {
         let cluster = Cluster::connect(config).await?;
         let events = config_diff(&cluster, target).await?;
-        publish_config_events(&cluster, &events, effective.unwrap_or_else(crate::now)).await?;
+        let at = effective.unwrap_or_else(crate::now);
+        publish_config_events(&cluster, &events, at, source).await?;
         Ok(events)
     })
 }
@@ -142,11 +161,13 @@ pub async fn config_diff(
     Ok(ivrstate_engine::config::diff(state.config(), target))
 }
 
-/// Publishes configuration events recorded at `at` and waits for JetStream's acknowledgement.
+/// Publishes configuration events recorded at `at`, from `source`, and waits for JetStream's
+/// acknowledgement.
 pub async fn publish_config_events(
     cluster: &Cluster,
     events: &[ivrstate_model::ConfigEvent],
     at: ivrstate_model::Micros,
+    source: &str,
 ) -> Result<()> {
     if events.is_empty() {
         return Ok(());
@@ -161,7 +182,7 @@ pub async fn publish_config_events(
         .collect();
     let pipeline = Pipeline::start(cluster);
     pipeline
-        .publish(&cluster.config.stream, &envelopes)
+        .publish(&cluster.config.stream, &envelopes, source, &[])
         .await?
         .await
         .context("the publishing task stopped before JetStream acknowledged the configuration")?;

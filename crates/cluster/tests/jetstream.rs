@@ -5,7 +5,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use ivrstate_cluster::consume::{consume, Delivery};
-use ivrstate_cluster::publish::{messages, Pipeline};
+use ivrstate_cluster::publish::{
+    escape_source, messages, parse_lines_header, unescape_source, Pipeline,
+};
 use ivrstate_cluster::replica::Replica;
 use ivrstate_cluster::{Cluster, ClusterConfig};
 use ivrstate_model::{Envelope, Event, Micros, TLibEvent, TLibKind, TServerName};
@@ -57,16 +59,19 @@ fn published_batches_are_stored_once_in_order_and_replayed_from_any_sequence() {
         let cluster = Cluster::connect(config).await.unwrap();
         let pipeline = Pipeline::start(&cluster);
 
-        // The same batch twice: the second is a duplicate, stored once.
+        // The same batch twice: the second is a duplicate, stored once. Where it came from
+        // travels with it (a source with a space, a '%' and a newline in its name).
         let batch: Vec<Envelope> = (1..=10).map(|s| link("TS1", s)).collect();
+        let lines: Vec<u64> = (1..=10).map(|i| 3 + i * 17).collect();
+        let source = "file /logs/a b%\n.log";
         let first = pipeline
-            .publish("TEST", &batch)
+            .publish("TEST", &batch, source, &lines)
             .await
             .unwrap()
             .await
             .unwrap();
         let again = pipeline
-            .publish("TEST", &batch)
+            .publish("TEST", &batch, source, &lines)
             .await
             .unwrap()
             .await
@@ -83,7 +88,12 @@ fn published_batches_are_stored_once_in_order_and_replayed_from_any_sequence() {
         for i in 0..50u64 {
             let b = vec![link("TS1", 100 + i), link("TS2", 100 + i)];
             sent.extend(b.clone());
-            waits.push(pipeline.publish("TEST", &b).await.unwrap());
+            waits.push(
+                pipeline
+                    .publish("TEST", &b, "feed x #1", &[])
+                    .await
+                    .unwrap(),
+            );
         }
         for w in waits {
             assert_eq!(w.await.unwrap().new, 2);
@@ -96,6 +106,10 @@ fn published_batches_are_stored_once_in_order_and_replayed_from_any_sequence() {
             (1..=101).collect::<Vec<_>>()
         );
         assert_eq!(all[0].envelopes, batch);
+        assert_eq!((all[0].source.as_str(), &all[0].lines), (source, &lines));
+        assert!(all[1..]
+            .iter()
+            .all(|d| d.source == "feed x #1" && d.lines.is_empty()));
         assert_eq!(all[1].subject, "TEST.ts.TS1");
         assert_eq!(all[2].subject, "TEST.ts.TS2");
         let rest: Vec<Envelope> = all[1..].iter().flat_map(|d| d.envelopes.clone()).collect();
@@ -109,19 +123,38 @@ fn published_batches_are_stored_once_in_order_and_replayed_from_any_sequence() {
 }
 
 #[test]
-fn message_ids_depend_on_the_bytes_only() {
-    let a = messages("S", &[link("TS1", 1), link("TS1", 2)]).unwrap();
-    let b = messages("S", &[link("TS1", 1), link("TS1", 2)]).unwrap();
-    let c = messages("S", &[link("TS1", 1), link("TS1", 3)]).unwrap();
+fn message_ids_depend_on_the_bytes_and_their_source_only() {
+    let two = [link("TS1", 1), link("TS1", 2)];
+    let a = messages("S", &two, "file a.log", &[5, 9]).unwrap();
+    let b = messages("S", &two, "file a.log", &[5, 9]).unwrap();
+    let c = messages(
+        "S",
+        &[link("TS1", 1), link("TS1", 3)],
+        "file a.log",
+        &[5, 9],
+    )
+    .unwrap();
+    let other_file = messages("S", &two, "file b.log", &[5, 9]).unwrap();
+    let other_lines = messages("S", &two, "file a.log", &[5, 10]).unwrap();
     assert_eq!(a.len(), 1);
     assert_eq!(a[0].id, b[0].id);
     assert_ne!(a[0].id, c[0].id);
+    assert_ne!(a[0].id, other_file[0].id);
+    assert_ne!(a[0].id, other_lines[0].id);
     assert_eq!(a[0].id.len(), 64);
     let mixed = messages(
         "S",
         &[link("A", 1), link("A", 2), link("B", 1), link("A", 3)],
+        "file m.log",
+        &[1, 2, 3, 4],
     )
     .unwrap();
+    // Each message carries the lines of its own envelopes.
+    let lines: Vec<Option<Vec<u64>>> = mixed
+        .iter()
+        .map(|m| m.lines.as_deref().and_then(parse_lines_header))
+        .collect();
+    assert_eq!(lines, [Some(vec![1, 2]), Some(vec![3]), Some(vec![4])]);
     assert_eq!(
         mixed
             .iter()
@@ -136,7 +169,23 @@ fn delivery(seq: u64, envelopes: Vec<Envelope>) -> Delivery {
         stream_seq: seq,
         subject: "S.x".into(),
         envelopes,
+        source: "test".into(),
+        lines: Vec::new(),
     }
+}
+
+#[test]
+fn sources_survive_their_header_escaping() {
+    for source in [
+        "file /var/log/ts.log",
+        " feed 10.0.0.5:4000 #1 (token r\u{e9}corder)\r\n%41%",
+        "",
+    ] {
+        let escaped = escape_source(source);
+        assert!(escaped.bytes().all(|b| b.is_ascii_graphic()), "{escaped}");
+        assert_eq!(unescape_source(&escaped), source);
+    }
+    assert_eq!(unescape_source("a%2"), "a%2");
 }
 
 fn config_event(n: u64) -> Envelope {
