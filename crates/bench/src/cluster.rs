@@ -72,7 +72,7 @@ pub fn run(work: &Path, events: u64, changes: usize, gli_plan: gli::Plan) -> Res
         let mut waiting = Vec::new();
         let mut published = 0u64;
         for parsed in reader {
-            if let Parsed::Event(e) = parsed {
+            if let Parsed::Event { envelope: e, .. } = parsed {
                 batch.push(e);
                 if batch.len() == MAX_MESSAGE_RECORDS {
                     waiting.push(pipeline.publish(STREAM, &batch).await?);

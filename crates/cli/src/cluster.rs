@@ -69,7 +69,7 @@ impl BulkPublisher {
         summary: &mut IngestSummary,
     ) -> Result<()> {
         for item in parsed {
-            if let Some(envelope) = summary.count(item) {
+            if let Some((envelope, _line)) = summary.count(item) {
                 self.batch.push(envelope);
                 if self.batch.len() == MAX_MESSAGE_RECORDS {
                     self.send().await?;

@@ -350,7 +350,7 @@ fn interval_table(
             i.end_seq.map(|s| s.to_string()).unwrap_or_default(),
         ];
         if csv {
-            row.push(provenance.source(i.start_seq).to_owned());
+            row.push(provenance.source(i.start_seq).into_owned());
         }
         table.row(row);
     }

@@ -549,7 +549,8 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                 tracing::info!("{peer}: authenticated with token {name:?}");
             }
         }
-        let envelopes = config.counters.count(session.poll_parsed());
+        // The connection is the source: the lines within it are not kept.
+        let (envelopes, _lines) = config.counters.count(session.poll_parsed());
         if !envelopes.is_empty() {
             session.handle_sent(&envelopes);
             let (ack_tx, ack_rx) = oneshot::channel();
@@ -558,6 +559,7 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                 .send(Job {
                     envelopes,
                     source: source_of(peer, session),
+                    lines: Vec::new(),
                     ack: Some(ack_tx),
                 })
                 .await
@@ -652,7 +654,7 @@ mod tests {
         parsed
             .into_iter()
             .filter_map(|p| match p {
-                Parsed::Event(e) => Some(e),
+                Parsed::Event { envelope, .. } => Some(envelope),
                 _ => None,
             })
             .collect()
@@ -696,7 +698,7 @@ mod tests {
         assert_eq!(s.format(), Some(Format::Ndjson));
         let parsed = s.poll_parsed();
         assert!(
-            matches!(parsed.as_slice(), [Parsed::Event(_)]),
+            matches!(parsed.as_slice(), [Parsed::Event { .. }]),
             "one event, no need to wait for a quiet period: {parsed:?}"
         );
         let mut t = session();

@@ -120,7 +120,7 @@ pub fn apply(
         "store open; applying the stream"
     );
 
-    let mut applied = Applied::state_only();
+    let mut applied = Applied::new();
     while let Some(first) = deliveries.blocking_recv() {
         // Everything delivered by now goes into one append (one flush).
         let mut total = first.envelopes.len();
@@ -136,20 +136,25 @@ pub fn apply(
         }
         let (envelopes, last) = replica.to_append(&batch)?;
         // The stream does not carry where its events came from (yet).
-        let sources = [(envelopes.len(), "cluster stream")];
+        let sources = [ivrstate_store::SourceRun::new(
+            envelopes.len(),
+            "cluster stream",
+        )];
         let log_seq = if envelopes.is_empty() {
             engine.log().last_seq()
         } else if caught_up {
-            commit(
-                engine,
+            let report = commit(
+                engine.log(),
                 &hub,
                 &metrics,
                 None,
                 &envelopes,
                 &sources,
                 &mut applied,
-            )?
-            .last_seq
+            )?;
+            // No HTTP queries in cluster mode: derived data follows on this thread.
+            engine.catch_up(|_, _| {})?;
+            report.last_seq
         } else {
             // Catching up: nobody is logged in (logins get InitInProgress), so durable appends
             // only; the fold and derived data follow in one pass when caught up (about five
