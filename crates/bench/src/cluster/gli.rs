@@ -347,7 +347,7 @@ pub fn run(work: &Path, urls: &str, runtime: &Runtime, plan: Plan) -> Result<Fig
 
     // Each write's ack: the first `{"committed":N}` with N at or past its number.
     let mut acks: Vec<(Instant, u64)> = Vec::new();
-    while !acks.last().is_some_and(|(_, n)| *n >= written) {
+    while acks.last().is_none_or(|(_, n)| *n < written) {
         acks.push(
             ack_rx
                 .recv_timeout(LOST_AFTER)
