@@ -75,13 +75,13 @@ pub fn run(work: &Path, events: u64, changes: usize, gli_plan: gli::Plan) -> Res
             if let Parsed::Event { envelope: e, .. } = parsed {
                 batch.push(e);
                 if batch.len() == MAX_MESSAGE_RECORDS {
-                    waiting.push(pipeline.publish(STREAM, &batch).await?);
+                    waiting.push(pipeline.publish(STREAM, &batch, "bench", &[]).await?);
                     batch.clear();
                 }
             }
         }
         if !batch.is_empty() {
-            waiting.push(pipeline.publish(STREAM, &batch).await?);
+            waiting.push(pipeline.publish(STREAM, &batch, "bench", &[]).await?);
         }
         for w in waiting {
             published += w.await?.new;
@@ -161,7 +161,7 @@ pub fn run(work: &Path, events: u64, changes: usize, gli_plan: gli::Plan) -> Res
             }),
         };
         let sent = Instant::now();
-        let _ack = runtime.block_on(publisher.publish(STREAM, &[envelope]))?;
+        let _ack = runtime.block_on(publisher.publish(STREAM, &[envelope], "bench", &[]))?;
         let delivery = rx.blocking_recv().context("the consumer stopped")?;
         apply(&mut engine, &mut replica, vec![delivery], false)?;
         latencies.push(sent.elapsed().as_secs_f64() * 1e3);

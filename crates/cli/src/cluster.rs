@@ -48,6 +48,9 @@ pub struct BulkPublisher {
     cluster: Cluster,
     pipeline: Pipeline,
     batch: Vec<Envelope>,
+    /// The line of each envelope of `batch` in `source`.
+    lines: Vec<u64>,
+    source: String,
     waiting: Vec<oneshot::Receiver<Published>>,
 }
 
@@ -59,24 +62,32 @@ impl BulkPublisher {
             cluster,
             pipeline,
             batch: Vec::with_capacity(MAX_MESSAGE_RECORDS),
+            lines: Vec::with_capacity(MAX_MESSAGE_RECORDS),
+            source: String::new(),
             waiting: Vec::new(),
         })
     }
 
+    /// Publishes the events of one input, which the stream's messages say came from `source`
+    /// (and the line of each in it).
     pub async fn add(
         &mut self,
         parsed: impl Iterator<Item = Parsed>,
+        source: &str,
         summary: &mut IngestSummary,
     ) -> Result<()> {
+        source.clone_into(&mut self.source);
         for item in parsed {
-            if let Some((envelope, _line)) = summary.count(item) {
+            if let Some((envelope, line)) = summary.count(item) {
                 self.batch.push(envelope);
+                self.lines.push(line);
                 if self.batch.len() == MAX_MESSAGE_RECORDS {
                     self.send().await?;
                 }
             }
         }
-        Ok(())
+        // A message holds the events of one source.
+        self.send().await
     }
 
     async fn send(&mut self) -> Result<()> {
@@ -85,10 +96,16 @@ impl BulkPublisher {
         }
         let rx = self
             .pipeline
-            .publish(&self.cluster.config.stream, &self.batch)
+            .publish(
+                &self.cluster.config.stream,
+                &self.batch,
+                &self.source,
+                &self.lines,
+            )
             .await?;
         self.waiting.push(rx);
         self.batch.clear();
+        self.lines.clear();
         Ok(())
     }
 
@@ -108,15 +125,22 @@ impl BulkPublisher {
 
 /// `config apply --cluster`: the difference between `target` and the configuration the
 /// stream's configuration events give, published as configuration events (once JetStream
-/// acknowledged them, every node applies them from the stream).
+/// acknowledged them, every node applies them from the stream) from `source`.
 pub fn publish_config(
     config: ClusterConfig,
     target: &ivrstate_engine::Config,
     effective: Option<ivrstate_model::Micros>,
+    source: &str,
 ) -> Result<Vec<ivrstate_model::ConfigEvent>> {
     runtime()?.block_on(async {
         let cluster = Cluster::connect(config).await?;
-        apply_config(&cluster, target, effective.unwrap_or_else(crate::now)).await
+        apply_config(
+            &cluster,
+            target,
+            effective.unwrap_or_else(crate::now),
+            source,
+        )
+        .await
     })
 }
 
@@ -125,11 +149,13 @@ pub fn publish_config(
 /// published configuration since it was read (compare-and-set on the subject's last sequence).
 /// When someone did, the subject is read and the difference computed again, so two
 /// `config apply` at once never land both of their differences from the same old state:
-/// the later one's target is what the stream ends with. Returns the events published.
+/// the later one's target is what the stream ends with. The events say they came from
+/// `source`. Returns the events published.
 pub async fn apply_config(
     cluster: &Cluster,
     target: &ivrstate_engine::Config,
     at: ivrstate_model::Micros,
+    source: &str,
 ) -> Result<Vec<ivrstate_model::ConfigEvent>> {
     let subject = format!("{}.config", cluster.config.stream);
     loop {
@@ -156,7 +182,7 @@ pub async fn apply_config(
                 event: ivrstate_model::Event::Config(e.clone()),
             })
             .collect();
-        match publish_after(cluster, &envelopes, stored.last_seq).await? {
+        match publish_after(cluster, &envelopes, source, stored.last_seq).await? {
             Guarded::Stored(_) => return Ok(events),
             Guarded::Moved => {
                 tracing::info!(

@@ -265,15 +265,16 @@ async fn serve(
     let (ready_tx, ready_rx) = oneshot::channel::<Result<(), String>>();
     // Cluster mode: the sources' jobs go to the stream, and the appender applies the stream.
     let mut consumer = None;
+    let config_source = args.config.as_ref().map_or_else(String::new, |path| {
+        format!("ivrstate serve --config {}", path.display())
+    });
     let appender = match cluster {
         None => {
             let ctx = Appender {
                 db,
                 durability: args.durability,
                 config,
-                config_source: args.config.as_ref().map_or_else(String::new, |path| {
-                    format!("ivrstate serve --config {}", path.display())
-                }),
+                config_source: config_source.clone(),
                 hub: hub.clone(),
                 metrics: metrics.clone(),
                 stopping: stopping.clone(),
@@ -289,7 +290,8 @@ async fn serve(
         Some(cluster) => {
             let cluster = Cluster::connect(cluster).await?;
             if let Some(config) = &config {
-                let events = crate::cluster::apply_config(&cluster, config, now()).await?;
+                let events =
+                    crate::cluster::apply_config(&cluster, config, now(), &config_source).await?;
                 tracing::info!(changes = events.len(), "configuration published");
             }
             // What the stream holds now: the node answers InitInProgress until it applied it.
