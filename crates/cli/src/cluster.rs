@@ -4,7 +4,7 @@
 
 use anyhow::{Context, Result};
 use clap::Args;
-use ivrstate_cluster::publish::{Pipeline, Published, MAX_MESSAGE_RECORDS};
+use ivrstate_cluster::publish::{publish_after, Guarded, Pipeline, Published, MAX_MESSAGE_RECORDS};
 use ivrstate_cluster::{Cluster, ClusterConfig};
 use ivrstate_engine::bulk::IngestSummary;
 use ivrstate_ingest::parse::Parsed;
@@ -166,57 +166,61 @@ pub fn publish_config(
 ) -> Result<Vec<ivrstate_model::ConfigEvent>> {
     runtime()?.block_on(async {
         let cluster = Cluster::connect(config).await?;
-        let events = config_diff(&cluster, target).await?;
-        let at = effective.unwrap_or_else(crate::now);
-        publish_config_events(&cluster, &events, at, source).await?;
-        Ok(events)
+        apply_config(
+            &cluster,
+            target,
+            effective.unwrap_or_else(crate::now),
+            source,
+        )
+        .await
     })
 }
 
-/// The configuration events that turn the stream's configuration into `target`.
-pub async fn config_diff(
+/// Makes the stream's configuration `target`: the configuration events that turn what the
+/// stream's `.config` subject holds into `target`, recorded at `at`, published only if nobody
+/// published configuration since it was read (compare-and-set on the subject's last sequence).
+/// When someone did, the subject is read and the difference computed again, so two
+/// `config apply` at once never land both of their differences from the same old state:
+/// the later one's target is what the stream ends with. The events say they came from
+/// `source`. Returns the events published.
+pub async fn apply_config(
     cluster: &Cluster,
     target: &ivrstate_engine::Config,
-) -> Result<Vec<ivrstate_model::ConfigEvent>> {
-    let subject = format!("{}.config", cluster.config.stream);
-    let stored = ivrstate_cluster::consume::read_subject(cluster, &subject).await?;
-    let mut state = ivrstate_projection::State::default();
-    let mut applied = ivrstate_projection::Applied::state_only();
-    for (i, envelope) in stored.into_iter().enumerate() {
-        applied.clear();
-        let record = ivrstate_model::Record {
-            seq: i as u64 + 1,
-            envelope,
-        };
-        state.apply(&record, &mut applied);
-    }
-    Ok(ivrstate_engine::config::diff(state.config(), target))
-}
-
-/// Publishes configuration events recorded at `at`, from `source`, and waits for JetStream's
-/// acknowledgement.
-pub async fn publish_config_events(
-    cluster: &Cluster,
-    events: &[ivrstate_model::ConfigEvent],
     at: ivrstate_model::Micros,
     source: &str,
-) -> Result<()> {
-    if events.is_empty() {
-        return Ok(());
+) -> Result<Vec<ivrstate_model::ConfigEvent>> {
+    let subject = format!("{}.config", cluster.config.stream);
+    loop {
+        let stored = ivrstate_cluster::consume::read_subject(cluster, &subject).await?;
+        let mut state = ivrstate_projection::State::default();
+        let mut applied = ivrstate_projection::Applied::state_only();
+        for (i, envelope) in stored.envelopes.into_iter().enumerate() {
+            applied.clear();
+            let record = ivrstate_model::Record {
+                seq: i as u64 + 1,
+                envelope,
+            };
+            state.apply(&record, &mut applied);
+        }
+        let events = ivrstate_engine::config::diff(state.config(), target);
+        if events.is_empty() {
+            return Ok(events);
+        }
+        let envelopes: Vec<Envelope> = events
+            .iter()
+            .map(|e| Envelope {
+                time: at,
+                recorded: at,
+                event: ivrstate_model::Event::Config(e.clone()),
+            })
+            .collect();
+        match publish_after(cluster, &envelopes, source, stored.last_seq).await? {
+            Guarded::Stored(_) => return Ok(events),
+            Guarded::Moved => {
+                tracing::info!(
+                    "the configuration in the stream changed while it was read; reading it again"
+                );
+            }
+        }
     }
-    let envelopes: Vec<Envelope> = events
-        .iter()
-        .map(|e| Envelope {
-            time: at,
-            recorded: at,
-            event: ivrstate_model::Event::Config(e.clone()),
-        })
-        .collect();
-    let pipeline = Pipeline::start(cluster);
-    pipeline
-        .publish(&cluster.config.stream, &envelopes, source, &[])
-        .await?
-        .await
-        .context("the publishing task stopped before JetStream acknowledged the configuration")?;
-    Ok(())
 }

@@ -287,9 +287,8 @@ async fn serve(
         Some(cluster) => {
             let cluster = Cluster::connect(cluster).await?;
             if let Some(config) = &config {
-                let events = crate::cluster::config_diff(&cluster, config).await?;
-                crate::cluster::publish_config_events(&cluster, &events, now(), &config_source)
-                    .await?;
+                let events =
+                    crate::cluster::apply_config(&cluster, config, now(), &config_source).await?;
                 tracing::info!(changes = events.len(), "configuration published");
             }
             // What the stream holds now: the node answers InitInProgress until it applied it.

@@ -162,10 +162,19 @@ async fn subscribe_and_read(
     Read::Resubscribe("the subscription ended".into())
 }
 
+/// What a subject holds: its events in stream order, and the stream sequence of its last
+/// message (0 when it has none), which a guarded publish names as the state it builds on (see
+/// [`crate::publish::publish_after`]).
+#[derive(Debug, Default)]
+pub struct SubjectRead {
+    pub envelopes: Vec<Envelope>,
+    pub last_seq: u64,
+}
+
 /// Every event stored under `subject` (e.g. `<stream>.config`), in stream order: what the
 /// stream holds now, read once. Retried for a while: a stream just created (or a cluster just
 /// restarted) may time out a consumer's creation before its group has settled.
-pub async fn read_subject(cluster: &Cluster, subject: &str) -> Result<Vec<Envelope>, ClusterError> {
+pub async fn read_subject(cluster: &Cluster, subject: &str) -> Result<SubjectRead, ClusterError> {
     let started = std::time::Instant::now();
     loop {
         match read_subject_once(cluster, subject).await {
@@ -179,10 +188,7 @@ pub async fn read_subject(cluster: &Cluster, subject: &str) -> Result<Vec<Envelo
     }
 }
 
-async fn read_subject_once(
-    cluster: &Cluster,
-    subject: &str,
-) -> Result<Vec<Envelope>, ClusterError> {
+async fn read_subject_once(cluster: &Cluster, subject: &str) -> Result<SubjectRead, ClusterError> {
     let failed = |reason: String| ClusterError::Stream {
         stream: cluster.config.stream.clone(),
         reason,
@@ -205,7 +211,7 @@ async fn read_subject_once(
         .await
         .map_err(|e| failed(format!("consumer on {subject}: {e}")))?
         .num_pending;
-    let mut out = Vec::new();
+    let mut out = SubjectRead::default();
     if left == 0 {
         return Ok(out);
     }
@@ -224,7 +230,11 @@ async fn read_subject_once(
                 "a message on {subject} is not a batch of events: {e}"
             ))
         })?;
-        out.extend(envelopes);
+        out.last_seq = message
+            .info()
+            .map_err(|e| failed(format!("a message on {subject} without metadata: {e}")))?
+            .stream_sequence;
+        out.envelopes.extend(envelopes);
         left -= 1;
     }
     Ok(out)

@@ -285,15 +285,24 @@ struct Pending {
     done: Option<oneshot::Sender<Published>>,
 }
 
-async fn send(cluster: &Cluster, m: &Outgoing) -> Option<AckFuture> {
-    let mut publish = PublishMessage::build()
+/// A message as JetStream gets it: bytes, Msg-Id and source headers.
+fn to_publish(m: &Outgoing) -> PublishMessage {
+    let publish = PublishMessage::build()
         .payload(m.payload.clone())
         .message_id(m.id.as_str())
         .header(SOURCE_HEADER, m.source.as_str());
-    if let Some(lines) = &m.lines {
-        publish = publish.header(LINES_HEADER, lines.as_str());
+    match &m.lines {
+        Some(lines) => publish.header(LINES_HEADER, lines.as_str()),
+        None => publish,
     }
-    match cluster.js.send_publish(m.subject.clone(), publish).await {
+}
+
+async fn send(cluster: &Cluster, m: &Outgoing) -> Option<AckFuture> {
+    match cluster
+        .js
+        .send_publish(m.subject.clone(), to_publish(m))
+        .await
+    {
         Ok(ack) => Some(ack.into_future()),
         Err(e) => {
             tracing::warn!(subject = %m.subject, id = %m.id, "publish not sent (will retry): {e}");
@@ -397,4 +406,81 @@ async fn run(cluster: Cluster, mut rx: mpsc::Receiver<Batch>) {
             }
         }
     }
+}
+
+/// How a guarded publish ([`publish_after`]) went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Guarded {
+    /// Every message is in the stream, right after the sequence named (or was already there:
+    /// the same bytes published before).
+    Stored(Published),
+    /// Someone else published on the subject after the sequence named: this message and the
+    /// ones after it were refused. Read the subject again and decide again.
+    Moved,
+}
+
+/// Publishes `envelopes` (all of one subject, from `source`) only if the subject's last
+/// message is still stream sequence `after` (0: the subject is empty): compare-and-set for a
+/// writer that computed them from what the subject held, as `config apply` computes its
+/// changes from the configuration events. JetStream checks the
+/// `Nats-Expected-Last-Subject-Sequence` header as it stores, so of two writers who read the
+/// same state, one is refused ([`Guarded::Moved`]) instead of both landing.
+///
+/// Messages go one at a time, each guarded by the sequence of the one before. A timeout is
+/// retried with the same bytes and header (a copy already stored is a duplicate by its
+/// Msg-Id); a refusal is final.
+pub async fn publish_after(
+    cluster: &Cluster,
+    envelopes: &[Envelope],
+    source: &str,
+    after: u64,
+) -> Result<Guarded, ClusterError> {
+    use async_nats::jetstream::context::PublishErrorKind;
+    let messages = messages(&cluster.config.stream, envelopes, source, &[])?;
+    let subject = messages
+        .first()
+        .map(|m| m.subject.as_str())
+        .unwrap_or_default();
+    if let Some(m) = messages.iter().find(|m| m.subject != subject) {
+        return Err(ClusterError::Stream {
+            stream: cluster.config.stream.clone(),
+            reason: format!(
+                "a guarded publish is for one subject, not {subject} and {}",
+                m.subject
+            ),
+        });
+    }
+    let mut published = Published::default();
+    let mut expected = after;
+    for m in &messages {
+        let mut failures = 0u32;
+        let ack = loop {
+            let publish = to_publish(m).expected_last_subject_sequence(expected);
+            let attempt = match cluster.js.send_publish(m.subject.clone(), publish).await {
+                Ok(ack) => ack.await,
+                Err(e) => Err(e),
+            };
+            match attempt {
+                Ok(ack) => break ack,
+                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                    return Ok(Guarded::Moved)
+                }
+                Err(e) => {
+                    failures += 1;
+                    if failures % 20 == 1 {
+                        tracing::warn!(subject = %m.subject, id = %m.id, "not acknowledged (re-sending it): {e}");
+                    }
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+            }
+        };
+        if ack.duplicate {
+            published.duplicates += m.records as u64;
+        } else {
+            published.new += m.records as u64;
+        }
+        published.last_stream_seq = ack.sequence;
+        expected = ack.sequence;
+    }
+    Ok(Guarded::Stored(published))
 }

@@ -4,9 +4,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use ivrstate_cluster::consume::read_subject;
 use ivrstate_cluster::consume::{consume, Delivery};
 use ivrstate_cluster::publish::{
-    escape_source, messages, parse_lines_header, unescape_source, Pipeline,
+    escape_source, messages, parse_lines_header, publish_after, unescape_source, Guarded, Pipeline,
 };
 use ivrstate_cluster::replica::Replica;
 use ivrstate_cluster::{Cluster, ClusterConfig};
@@ -119,6 +120,70 @@ fn published_batches_are_stored_once_in_order_and_replayed_from_any_sequence() {
         let tail = read_all(&cluster, 90, 12).await;
         assert_eq!(tail[0].stream_seq, 90);
         assert_eq!(tail[11].stream_seq, 101);
+    });
+}
+
+/// Compare-and-set on a subject (what `config apply --cluster` relies on): a publish that names
+/// the subject's last sequence is stored; one that names a sequence the subject has moved past
+/// (another writer came first) is refused and stores nothing; the same bytes sent again (a
+/// retry) are not a conflict.
+#[test]
+fn a_guarded_publish_is_refused_once_the_subject_has_moved() {
+    let Some(bin) = nats_server_or_skip("cluster guarded publish") else {
+        return;
+    };
+    let nats = NatsCluster::start(&bin, 3);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let config = ClusterConfig::parse(&nats.urls(), "GUARD").unwrap();
+        let cluster = Cluster::connect(config).await.unwrap();
+        let subject = "GUARD.config";
+        let empty = read_subject(&cluster, subject).await.unwrap();
+        assert_eq!((empty.envelopes.len(), empty.last_seq), (0, 0));
+        // Another subject's message does not move this one.
+        let pipeline = Pipeline::start(&cluster);
+        pipeline
+            .publish("GUARD", &[link("TS1", 1)], "test", &[])
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+
+        // Two writers read the empty subject; the first one's change lands.
+        let first = vec![config_event(1), config_event(2)];
+        let second = vec![config_event(3)];
+        let stored = publish_after(&cluster, &first, "test", 0).await.unwrap();
+        let Guarded::Stored(p) = stored else {
+            panic!("refused: {stored:?}")
+        };
+        assert_eq!((p.new, p.last_stream_seq), (2, 2));
+        // The same bytes again (a retry after a timeout): a duplicate, not a conflict.
+        let again = publish_after(&cluster, &first, "test", 0).await.unwrap();
+        assert_eq!(
+            again,
+            Guarded::Stored(ivrstate_cluster::publish::Published {
+                new: 0,
+                duplicates: 2,
+                last_stream_seq: 2
+            })
+        );
+        // The second one read the same old state: refused, nothing stored.
+        assert_eq!(
+            publish_after(&cluster, &second, "test", 0).await.unwrap(),
+            Guarded::Moved
+        );
+        assert_eq!(cluster.last_sequence().await, 2);
+        // Read again, it builds on what is there now.
+        let now = read_subject(&cluster, subject).await.unwrap();
+        assert_eq!((now.envelopes, now.last_seq), (first, 2));
+        assert!(matches!(
+            publish_after(&cluster, &second, "test", now.last_seq)
+                .await
+                .unwrap(),
+            Guarded::Stored(_)
+        ));
+        let now = read_subject(&cluster, subject).await.unwrap();
+        assert_eq!((now.envelopes.len(), now.last_seq), (3, 3));
     });
 }
 

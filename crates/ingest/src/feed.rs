@@ -435,6 +435,10 @@ pub async fn listen(listener: TcpListener, config: FeedConfig) {
                 continue;
             }
         };
+        // Acks are small lines a sender may wait on: not held back to be coalesced (Nagle).
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!("{addr}: set_nodelay: {e}");
+        }
         let number = accepted.fetch_add(1, Ordering::Relaxed) + 1;
         let config = config.clone();
         tokio::spawn(async move {
