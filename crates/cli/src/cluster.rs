@@ -9,6 +9,7 @@ use ivrstate_cluster::{Cluster, ClusterConfig};
 use ivrstate_engine::bulk::IngestSummary;
 use ivrstate_ingest::parse::Parsed;
 use ivrstate_model::Envelope;
+use std::path::PathBuf;
 use tokio::sync::oneshot;
 
 #[derive(Args, Clone, Debug, Default)]
@@ -21,15 +22,46 @@ pub struct ClusterArgs {
     /// The JetStream stream of the cluster (created, replicated on 3 nodes, if missing).
     #[arg(long, default_value = ivrstate_cluster::DEFAULT_STREAM, value_name = "NAME")]
     pub stream: String,
+    /// Connect to the cluster with this NATS credentials file (user JWT and NKey seed, as
+    /// `nsc` writes it).
+    #[arg(long, value_name = "FILE", requires = "cluster")]
+    pub cluster_creds: Option<PathBuf>,
+    /// Require TLS to the cluster, and verify its servers against the PEM CA certificates in
+    /// FILE.
+    #[arg(long, value_name = "FILE", requires = "cluster")]
+    pub cluster_tls_ca: Option<PathBuf>,
+    /// Allow what reaches the network unprotected: a `--cluster` URL that is not loopback
+    /// without `--cluster-creds` and TLS, and for `serve`, `--http` on a non-loopback address
+    /// without `--http-token`. Warned about in the log.
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 impl ClusterArgs {
-    /// The cluster's configuration, or None when not in cluster mode.
+    /// The cluster's configuration, or None when not in cluster mode. A URL past this machine
+    /// without credentials and TLS is refused (exit status 2) unless `--insecure`.
     pub fn config(&self) -> Result<Option<ClusterConfig>> {
-        match &self.cluster {
-            None => Ok(None),
-            Some(urls) => Ok(Some(ClusterConfig::parse(urls, &self.stream)?)),
+        let Some(urls) = &self.cluster else {
+            return Ok(None);
+        };
+        let config = ClusterConfig {
+            creds: self.cluster_creds.clone(),
+            tls_ca: self.cluster_tls_ca.clone(),
+            ..ClusterConfig::parse(urls, &self.stream)?
+        };
+        if let Some(url) = config.unprotected_remote() {
+            if !self.insecure {
+                return Err(crate::usage(format!(
+                    "--cluster {url} is reachable from other machines, and anyone on the way \
+                     could read or write the log: add --cluster-creds FILE and TLS \
+                     (--cluster-tls-ca FILE, or a tls:// URL), or --insecure to allow it"
+                )));
+            }
+            tracing::warn!(
+                "--insecure: the cluster at {url} is reached without credentials and TLS"
+            );
         }
+        Ok(Some(config))
     }
 }
 

@@ -93,9 +93,6 @@ pub struct ServeArgs {
     /// Seconds one HTTP request may take.
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     http_timeout: u64,
-    /// Allow `--http` on a non-loopback address without `--http-token`.
-    #[arg(long)]
-    insecure: bool,
     /// The T-Server of followed or fed logs that have no `Application name:` header.
     #[arg(long, value_name = "NAME")]
     tserver: Option<String>,
@@ -134,7 +131,7 @@ pub struct ServeArgs {
 
 pub fn run(db: &Path, args: ServeArgs) -> Result<ExitCode> {
     if let Some(addr) = &args.http {
-        check_http_bind(addr, args.http_token.is_some(), args.insecure)?;
+        check_http_bind(addr, args.http_token.is_some(), args.cluster.insecure)?;
     }
     // Read the configuration before anything else: a bad file is a clear error at once.
     let config = match &args.config {
