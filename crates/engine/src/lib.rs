@@ -19,6 +19,7 @@
 
 pub mod bulk;
 pub mod config;
+mod chunk;
 mod history;
 mod keys;
 mod packs;
@@ -42,10 +43,10 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 /// A snapshot of the whole state every this many seqs.
-const SNAPSHOT_EVERY: Seq = 65_536;
+const SNAPSHOT_EVERY: Seq = 1 << 18;
 /// Records folded per atomic batch of derived entries (a commit): each commit also rewrites
 /// the chunks still filling, so commits are few and large.
-const COMMIT_EVERY: Seq = 1 << 20;
+const COMMIT_EVERY: Seq = 1 << 22;
 /// A catch-up that folded at least this many records leaves the state it reached, so that the
 /// next open starts from it instead of folding up to a snapshot's worth of records again.
 const STATE_AFTER: Seq = 16_384;
@@ -482,7 +483,7 @@ impl Engine {
     /// Every agent's intervals in `[from, to]` (one pass over the per-agent history).
     pub fn history_all(&self, from: Option<Micros>, to: Option<Micros>) -> Result<Vec<Interval>> {
         let mut intervals = Vec::new();
-        history::each_agent(&self.derived, &self.packs, |states| {
+        history::each_agent_on_each_dn(&self.derived, &self.packs, |states| {
             intervals.extend(ivrstate_projection::intervals(states, from, to));
         })?;
         Ok(intervals)

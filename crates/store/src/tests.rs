@@ -878,7 +878,8 @@ fn a_version_1_store_is_migrated_and_reads_back() {
             "m0001_initial",
             "m0002_compress_blocks",
             "m0003_history_packs",
-            "m0004_provenance"
+            "m0004_provenance",
+            "m0005_history_columns"
         ]
     );
     assert_eq!(
