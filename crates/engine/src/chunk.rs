@@ -87,9 +87,10 @@ impl ChunkWriter {
         let agent = state.agent_id.as_ref().map(AgentId::as_str);
         let agent_changed = last.is_none_or(|l| l.agent_id.as_ref().map(AgentId::as_str) != agent);
         let place_changed = last.is_none_or(|l| l.tserver != state.tserver || l.dn != state.dn);
-        let mode_changed = last.map_or(state.work_mode.is_some(), |l| l.work_mode != state.work_mode);
-        let reason_changed =
-            last.map_or(state.reason.is_some(), |l| l.reason != state.reason);
+        let mode_changed = last.map_or(state.work_mode.is_some(), |l| {
+            l.work_mode != state.work_mode
+        });
+        let reason_changed = last.map_or(state.reason.is_some(), |l| l.reason != state.reason);
         for (changed, bit) in [
             (agent_changed, AGENT),
             (place_changed, PLACE),
@@ -224,7 +225,9 @@ impl<'c> ChunkReader<'c> {
         let work_mode = if head & MODE != 0 {
             match self.varint()? {
                 0 => None,
-                9 => Some(WorkMode::Other(i32::try_from(unzigzag(self.varint()?)).ok()?)),
+                9 => Some(WorkMode::Other(
+                    i32::try_from(unzigzag(self.varint()?)).ok()?,
+                )),
                 i => Some(*MODES.get(usize::try_from(i - 1).ok()?)?),
             }
         } else {
@@ -380,7 +383,15 @@ mod tests {
     fn a_chunk_has_the_documented_bytes() {
         let t0 = 1_439_769_600_000_000;
         let states = [
-            snapshot(Some("1001"), "7001", AgentStatus::LoggedIn, None, None, t0, 300),
+            snapshot(
+                Some("1001"),
+                "7001",
+                AgentStatus::LoggedIn,
+                None,
+                None,
+                t0,
+                300,
+            ),
             snapshot(
                 Some("1001"),
                 "7001",
@@ -390,7 +401,15 @@ mod tests {
                 t0 + 2_000,
                 302,
             ),
-            snapshot(Some("1001"), "7001", AgentStatus::Ready, None, None, t0 + 2_500, 310),
+            snapshot(
+                Some("1001"),
+                "7001",
+                AgentStatus::Ready,
+                None,
+                None,
+                t0 + 2_500,
+                310,
+            ),
         ];
         let bytes = encode(&states);
         let mut expected = vec![AGENT | PLACE, 1, 4];

@@ -19,6 +19,7 @@
 //! A chunk is appended to until full; the chunk's final bytes depend only on the sequence of
 //! states, never on how catch-up was batched, so a rebuild reproduces them exactly.
 
+use crate::chunk::{BadChunk, ChunkReader, ChunkWriter, StateRef};
 use crate::keys;
 use crate::packs::Packs;
 use crate::{decode, encode, Result};
@@ -26,7 +27,6 @@ use ivrstate_model::{IvrName, Micros, PortNum, Record, Seq, TServerName};
 use ivrstate_projection::{AgentSnapshot, EntityKey, PortState, ServerState, State};
 use ivrstate_store::DerivedTree;
 use serde::{Deserialize, Serialize};
-use crate::chunk::{BadChunk, ChunkReader, ChunkWriter, StateRef};
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 /// Whether a derived key is a chunk's (its value is held by [`Packs`]).
@@ -216,7 +216,10 @@ impl Deriver {
         };
         if chunk.writer.len() >= CHUNK_LEN {
             if chunk.dirty {
-                out.extend([(std::mem::take(&mut chunk.key), chunk.writer.bytes().to_vec())]);
+                out.extend([(
+                    std::mem::take(&mut chunk.key),
+                    chunk.writer.bytes().to_vec(),
+                )]);
             }
             chunk.writer.clear();
             chunk.dirty = false;
@@ -387,4 +390,3 @@ pub(crate) fn each_agent_on_each_dn(
     flush(&mut per_agent);
     Ok(())
 }
-

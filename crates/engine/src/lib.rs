@@ -18,8 +18,8 @@
 //! of the log gives, and catch-up continues from there.
 
 pub mod bulk;
-pub mod config;
 mod chunk;
+pub mod config;
 mod history;
 mod keys;
 mod packs;

@@ -33,7 +33,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::watch;
 
 mod disk_sync;
+mod segments;
 pub(crate) use disk_sync::DiskSync;
+pub(crate) use segments::SegmentReader;
+use segments::SegmentWriter;
 
 const BLOCK_PREFIX: u8 = b'L';
 const CACHED_BLOCKS: usize = 8;
@@ -143,6 +146,8 @@ pub struct EventLog {
 
 struct Inner {
     tree: sled::Tree,
+    /// The bytes of the blocks (see `segments.rs`): sled holds pointers to them.
+    segments: Arc<SegmentReader>,
     /// Where each record came from (see `provenance.rs`).
     provenance: sled::Tree,
     durability: Durability,
@@ -175,6 +180,7 @@ struct Writer {
     dedup: DedupIndex,
     cache: BlockCache,
     candidates: Vec<Seq>,
+    segments: SegmentWriter,
 }
 
 /// Adds the index entries the last blocks lack. An append writes its blocks, then their index
@@ -182,14 +188,22 @@ struct Writer {
 /// two leaves the newest blocks without entries (never an entry without its block). Walks back
 /// from the last block until one whose entries are all there. The entries added are flushed
 /// with the next append (or found missing again, and added again, at the next open).
-fn complete_index(tree: &sled::Tree, index: &mut DedupIndex) -> Result<(), StoreError> {
+fn complete_index(
+    tree: &sled::Tree,
+    segments: &SegmentReader,
+    index: &mut DedupIndex,
+) -> Result<(), StoreError> {
     for entry in tree.scan_prefix([BLOCK_PREFIX]).rev() {
         let (key, value) = entry?;
         let Some(first) = parse_block_key(&key) else {
             return Ok(());
         };
         // A damaged block is for verify to report, not for this to guess around.
-        let Ok(envs) = codec::decode_block(&value) else {
+        let Ok(envs) = segments
+            .block(value)
+            .map_err(|e| e.to_string())
+            .and_then(|b| codec::decode_block(&b).map_err(|e| e.to_string()))
+        else {
             return Ok(());
         };
         let mut complete = true;
@@ -308,18 +322,24 @@ impl EventLog {
     /// A damaged last block or index entry does not stop the open (so `verify` can report it),
     /// but appends are refused until it is repaired.
     pub(crate) fn open(
+        dir: &std::path::Path,
         tree: sled::Tree,
         provenance: sled::Tree,
         durability: Durability,
         disk: Option<DiskSync>,
     ) -> Result<EventLog, StoreError> {
+        let segments = Arc::new(SegmentReader::new(dir));
         let mut damaged = None;
         let mut last = 0;
         if let Some(entry) = tree.scan_prefix([BLOCK_PREFIX]).next_back() {
             let (key, value) = entry?;
             match parse_block_key(&key) {
                 None => damaged = Some(format!("malformed block key {:02x?}", key.as_ref())),
-                Some(first) => match codec::decode_block(&value) {
+                Some(first) => match segments
+                    .block(value)
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| codec::decode_block(&b).map_err(|e| e.to_string()))
+                {
                     Ok(envs) if !envs.is_empty() => last = first + envs.len() as Seq - 1,
                     Ok(_) => {
                         last = first.saturating_sub(1);
@@ -343,7 +363,7 @@ impl EventLog {
             }
         }
         if damaged.is_none() {
-            complete_index(&tree, &mut index)?;
+            complete_index(&tree, &segments, &mut index)?;
         }
         if let Some(why) = &damaged {
             tracing::error!(%why, "the event log is damaged; appends are refused");
@@ -353,6 +373,7 @@ impl EventLog {
         Ok(EventLog {
             inner: Arc::new(Inner {
                 tree,
+                segments,
                 provenance,
                 durability,
                 disk,
@@ -368,6 +389,7 @@ impl EventLog {
                     dedup: index,
                     cache: BlockCache::new(CACHED_BLOCKS),
                     candidates: Vec::new(),
+                    segments: SegmentWriter::open(dir)?,
                 }),
                 tail,
             }),
@@ -519,7 +541,7 @@ impl EventLog {
                 Some(v) => v,
                 None => codec::encode_block(chunk).map_err(StoreError::Encode)?,
             };
-            blocks.push((block_key(first), value));
+            blocks.push((first, value));
             for (ts, min, max) in dedup::block_ranges(chunk.iter().copied()) {
                 entries.push((dedup::entry_key(ts.as_str(), min, first), max.to_be_bytes()));
                 ranges.push((
@@ -550,18 +572,26 @@ impl EventLog {
             w.damaged = Some(why.clone());
             return Err(StoreError::Damaged(why));
         }
-        let written = blocks
+        // The blocks' bytes are durable before sled names them (see `segments.rs`).
+        let pointers = blocks
             .into_iter()
-            .try_for_each(|(k, v)| tree.insert(k, v).map(drop))
-            .and_then(|()| {
-                entries
-                    .into_iter()
-                    .try_for_each(|(k, v)| tree.insert(k, &v).map(drop))
-            });
+            .map(|(first, block)| Ok((block_key(first), w.segments.append(first, &block)?)))
+            .collect::<Result<Vec<_>, StoreError>>()
+            .and_then(|pointers| w.segments.sync().map(|()| pointers));
+        let written = pointers.and_then(|pointers| {
+            pointers
+                .into_iter()
+                .try_for_each(|(k, v)| tree.insert(k, v).map(drop))
+                .and_then(|()| {
+                    entries
+                        .into_iter()
+                        .try_for_each(|(k, v)| tree.insert(k, &v).map(drop))
+                })
+                .map_err(StoreError::from)
+        });
         // After a failed write or flush we no longer know what the disk holds: stop appending
         // rather than reuse seqs that may already be stored.
         if let Err(e) = written {
-            let e = StoreError::from(e);
             let why = format!("writing seqs {}..={last} failed: {e}", base + 1);
             tracing::error!(%why, "append failed");
             w.damaged = Some(why);
@@ -646,6 +676,7 @@ impl EventLog {
                             ),
                         }
                     })?;
+                    let value = self.inner.segments.block(value)?;
                     let envs = codec::decode_block(&value)
                         .map_err(|source| StoreError::Corrupt { seq: first, source })?;
                     let b = Arc::new(DecodedBlock::new(first, envs));
@@ -666,6 +697,7 @@ impl EventLog {
         let to = to.min(self.last_seq());
         ReadIter {
             tree: self.inner.tree.clone(),
+            segments: self.inner.segments.clone(),
             blocks: None,
             current: Vec::new().into_iter(),
             next: from.max(1),
@@ -698,6 +730,14 @@ impl EventLog {
                         continue;
                     };
                     blocks += 1;
+                    let value = match self.inner.segments.block(value) {
+                        Ok(value) => value,
+                        Err(e) => {
+                            fault(Some(first), format!("block cannot be read: {e}"));
+                            next = None;
+                            continue;
+                        }
+                    };
                     bytes += value.len() as u64;
                     match next {
                         Some(n) if first > n => fault(Some(first), format!("gap: seqs {n}..={} are missing", first - 1)),
@@ -800,6 +840,7 @@ fn report_fault(faults: &mut Vec<VerifyFault>, seq: Option<Seq>, what: String) {
 /// The iterator of [`EventLog::read`].
 pub struct ReadIter {
     pub(crate) tree: sled::Tree,
+    pub(crate) segments: Arc<SegmentReader>,
     /// The blocks after the first, opened on the first call to `next`.
     pub(crate) blocks: Option<sled::Iter>,
     pub(crate) current: std::vec::IntoIter<Envelope>,
@@ -849,6 +890,7 @@ impl ReadIter {
                 (first, value)
             }
         };
+        let value = self.segments.block(value)?;
         let envs = codec::decode_block(&value)
             .map_err(|source| StoreError::Corrupt { seq: first, source })?;
         let end = first + envs.len() as Seq;
