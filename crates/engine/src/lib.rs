@@ -113,6 +113,12 @@ impl Engine {
     /// Damaged derived data is an error here (`ivrstate rebuild` repairs it).
     pub fn open(dir: &Path, options: StoreOptions) -> Result<Engine> {
         let mut engine = Engine::open_without_derived(dir, options)?;
+        // A damaged log ends early: answering from it would silently leave records out, and
+        // derived data would look ahead of it and be thrown away. `verify` says where.
+        if let Some(why) = engine.store.log().damaged() {
+            std::mem::forget(engine);
+            return Err(ivrstate_store::StoreError::Damaged(why).into());
+        }
         match engine
             .load_derived()
             .and_then(|()| engine.catch_up(|_, _| {}))
@@ -444,8 +450,12 @@ impl Engine {
     /// `to`, open intervals count up to the newest event time folded (never the wall clock).
     pub fn audit(&self, from: Option<Micros>, to: Option<Micros>) -> Result<Vec<AgentAudit>> {
         let to = to.or(self.state.last_time());
-        let intervals = self.history_all(from, to)?;
-        Ok(ivrstate_projection::audit(&intervals, from, to))
+        // A DN's intervals at a time, added up as they come: never all of them in memory.
+        let mut audit = ivrstate_projection::Audit::new(from, to);
+        history::each_agent_on_each_dn(&self.derived, &self.packs, |states| {
+            audit.add(&ivrstate_projection::intervals(states, from, to));
+        })?;
+        Ok(audit.finish())
     }
 
     /// The audit per agent per wall-clock interval of `step` in `tz` (see

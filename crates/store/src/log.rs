@@ -3,8 +3,9 @@
 //! Invariants kept here (docs/design.md 2-4):
 //! - seqs start at 1 and are contiguous: one writer (a mutex) assigns them, and a block's key is
 //!   its first seq, so the next block's key is always the previous key + its record count;
-//! - acknowledged means durable: an append is its blocks, then their dedup entries, written
-//!   into sled in that order, followed by a flush that covers them; the report, `last_seq` and
+//! - acknowledged means durable: an append is its blocks' bytes written to a segment and synced
+//!   (see `log/segments.rs`), then their pointers and their dedup entries inserted into sled in
+//!   that order, followed by a flush that covers them; the report, `last_seq` and
 //!   the tail move only after that flush returned. Reads never go past the tail, so nothing
 //!   unflushed is visible;
 //! - why not one atomic sled batch for a block and its entries: sled's `apply_batch` takes a
@@ -19,8 +20,10 @@
 //! - idempotent: see [`crate::dedup`]. An event is reported duplicate only after comparing it
 //!   with a stored copy; an error while looking fails the append instead of guessing.
 //!
-//! Layout: one value per block of up to [`MAX_BLOCK_RECORDS`] records (see [`crate::codec`]),
-//! key `b'L' + first seq (u64 BE)`, and the dedup entries beside them in the same tree.
+//! Layout: one block of up to [`MAX_BLOCK_RECORDS`] records (see [`crate::codec`]) per key
+//! `b'L' + first seq (u64 BE)`, whose value points to the block's bytes in a segment file (or,
+//! in a store from before format 5, is the block), and the dedup entries beside them in the
+//! same tree.
 
 use crate::codec::{self, CodecError, MAX_BLOCK_RECORDS};
 use crate::dedup::{self, BlockCache, DecodedBlock, DedupIndex, SourceRange, DEDUP_PREFIX};
@@ -48,8 +51,9 @@ pub enum Durability {
     /// share one: group commit). sled's own flush is not enough on Linux: sled 0.34 writes its
     /// log with `pwrite` + `sync_file_range`, which neither flushes the drive's cache nor
     /// commits a grown file size (its `fsync` runs only on a 500 ms timer); and it writes a
-    /// page larger than a quarter of its segment (128 KiB: a consolidated leaf of several ~20
-    /// KB blocks) to a file of its own under `blobs/` with no fsync at all. So after sled's flush the log calls `fdatasync` on sled's data file
+    /// page larger than a quarter of its segment (128 KiB: a large derived value) to a file of
+    /// its own under `blobs/` with no fsync at all. (The blocks' own bytes are in segments,
+    /// synced before sled names them.) So after sled's flush the log calls `fdatasync` on sled's data file
     /// (fsync acts on the file, whichever descriptor wrote it), on every blob file not synced
     /// before (a blob file is complete once sled's flush returned and never changes after, so
     /// each is synced once; which ones were is remembered), on `blobs/` and the store
@@ -58,7 +62,8 @@ pub enum Durability {
     #[default]
     Full,
     /// No flush per append: sled's own timer (every 500 ms) and [`crate::Store::flush`] write
-    /// the data. A crash may lose the last appends, never corrupt the log.
+    /// the pointers (the segment bytes are still synced before sled names them). A crash may
+    /// lose the last appends, never corrupt the log.
     Relaxed,
 }
 
@@ -400,6 +405,12 @@ impl EventLog {
         // A panic while holding the lock happens before any shared state is changed (it is
         // changed only after the batch is durable), so the state behind a poisoned lock is sound.
         self.inner.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Why the log cannot be appended to, if it cannot (a damaged last block or index entry, a
+    /// failed write): its records from there on cannot be read either.
+    pub fn damaged(&self) -> Option<String> {
+        self.writer().damaged.clone()
     }
 
     /// The last durable seq (0 for an empty log).
