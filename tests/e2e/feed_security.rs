@@ -30,15 +30,7 @@ fn event(source_seq: u64) -> String {
 }
 
 fn serve(t: &Ivrstate, extra: &[&str]) -> (Running, SocketAddr) {
-    let mut args = vec![
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--feed-listen",
-        "127.0.0.1:0",
-    ];
-    args.extend_from_slice(extra);
-    let mut running = t.spawn(&args);
+    let mut running = t.serve(extra);
     let feed = running.addr("feed");
     (running, feed)
 }

@@ -9,11 +9,9 @@
     clippy::string_slice
 )] // test code
 
-use ivrstate_tests::http::{get, request, Sse};
-use ivrstate_tests::{Ivrstate, Running};
+use ivrstate_tests::http::{get, request, serve_http, Sse};
+use ivrstate_tests::{agent_line, Feed, Ivrstate};
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
 
 fn ivrstate() -> Ivrstate {
     Ivrstate::new(env!("CARGO_BIN_EXE_ivrstate"))
@@ -30,56 +28,6 @@ fn store() -> Ivrstate {
     .unwrap();
     t.ok(&["ingest", "--tserver", "TS_SIP", log.to_str().unwrap()]);
     t
-}
-
-fn serve(t: &Ivrstate, extra: &[&str]) -> (Running, SocketAddr) {
-    let mut args = vec![
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--http",
-        "127.0.0.1:0",
-        "--feed-listen",
-        "127.0.0.1:0",
-    ];
-    args.extend_from_slice(extra);
-    let mut running = t.spawn(&args);
-    let http = running.addr("http");
-    // Ready once the store is open and caught up.
-    ivrstate_tests::wait_for("readyz", || {
-        (get(http, "/readyz").status == 200).then_some(())
-    });
-    (running, http)
-}
-
-/// An NDJSON line (the `export` format) for agent `dn`'s state change.
-pub fn agent_line(source_seq: u64, secs: u64, dn: &str, agent: &str, kind: &str) -> String {
-    let work_mode = if kind == "NotReady" {
-        "\"AuxWork\""
-    } else {
-        "\"ManualIn\""
-    };
-    format!(
-        r#"{{"time":{secs},"recorded":{secs},"event":{{"TLib":{{"tserver":"TS_SIP","source_seq":{source_seq},"kind":{{"Agent":{{"kind":"{kind}","dn":"{dn}","agent_id":"{agent}","queue":null,"work_mode":{work_mode},"reasons":[],"extensions":[]}}}}}}}}}}"#
-    )
-}
-
-/// Writes lines to the feed and waits for the acknowledgement of all of them.
-fn feed(addr: SocketAddr, lines: &[String]) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    let mut acks = BufReader::new(stream.try_clone().unwrap());
-    let mut text = lines.join("\n");
-    text.push('\n');
-    stream.write_all(text.as_bytes()).unwrap();
-    let want = lines.len();
-    loop {
-        let mut ack = String::new();
-        assert!(acks.read_line(&mut ack).unwrap() > 0, "feed closed");
-        let v: Value = serde_json::from_str(ack.trim()).unwrap();
-        if v["committed"].as_u64() == Some(want as u64) {
-            return;
-        }
-    }
 }
 
 #[test]
@@ -147,7 +95,7 @@ fn the_api_answers_with_the_json_of_the_cli() {
             cli(&["config", "show", "--json"]),
         ),
     ];
-    let (_serve, http) = serve(&t, &[]);
+    let (_serve, http) = serve_http(&t, &[]);
     for (path, want) in &expected {
         let r = get(http, path);
         assert_eq!(r.status, 200, "{path}: {}", r.text());
@@ -170,7 +118,7 @@ fn the_api_answers_with_the_json_of_the_cli() {
 #[test]
 fn errors_are_json_with_a_status_that_says_what_went_wrong() {
     let t = store();
-    let (_serve, http) = serve(&t, &[]);
+    let (_serve, http) = serve_http(&t, &[]);
     let cases = [
         ("/api/v1/status?at=yesterday", 400, "invalid time"),
         (
@@ -212,7 +160,7 @@ fn errors_are_json_with_a_status_that_says_what_went_wrong() {
 #[test]
 fn a_token_guards_the_api_and_an_open_network_bind_needs_one() {
     let t = store();
-    let (_serve, http) = serve(&t, &["--http-token", "s3cret"]);
+    let (_serve, http) = serve_http(&t, &["--http-token", "s3cret"]);
     let denied = get(http, "/api/v1/status");
     assert_eq!(denied.status, 401);
     assert_eq!(denied.header("www-authenticate"), Some("Bearer"));
@@ -250,7 +198,7 @@ fn a_token_guards_the_api_and_an_open_network_bind_needs_one() {
 #[test]
 fn sse_carries_every_stored_change_in_order_and_resumes_after_the_last_id() {
     let t = store();
-    let (mut serve, http) = serve(&t, &[]);
+    let (mut serve, http) = serve_http(&t, &[]);
     let feed_addr = serve.addr("feed");
     let seq0 = get(http, "/api/v1/status").json()["seq"].as_u64().unwrap();
     let mut sse = Sse::open(http, &format!("/api/v1/events?after={seq0}"), &[]);
@@ -265,14 +213,14 @@ fn sse_carries_every_stored_change_in_order_and_resumes_after_the_last_id() {
             };
             agent_line(
                 90_000_000 + i,
-                base + i,
+                &(base + i).to_string(),
                 &format!("70{:02}", i % 5 + 1),
                 "1001",
                 kind,
             )
         })
         .collect();
-    feed(feed_addr, &lines);
+    Feed::connect(feed_addr).send(&lines);
     let mut seqs = Vec::new();
     while seqs.len() < 40 {
         let e = sse.next_event().expect("stream open");
@@ -318,7 +266,7 @@ fn sse_carries_every_stored_change_in_order_and_resumes_after_the_last_id() {
 #[test]
 fn a_reader_that_does_not_read_is_dropped_while_another_gets_everything() {
     let t = store();
-    let (mut serve, http) = serve(&t, &[]);
+    let (mut serve, http) = serve_http(&t, &[]);
     let feed_addr = serve.addr("feed");
     let seq0 = get(http, "/api/v1/status").json()["seq"].as_u64().unwrap();
     // Never read from: its socket buffers fill, then it falls behind the stream's bound.
@@ -337,6 +285,7 @@ fn a_reader_that_does_not_read_is_dropped_while_another_gets_everything() {
         changes
     });
     let base = 1_439_900_000u64;
+    let mut feed = Feed::connect(feed_addr);
     for chunk in 0..(total / 5000) {
         let lines: Vec<String> = (0..5000)
             .map(|i| {
@@ -346,10 +295,16 @@ fn a_reader_that_does_not_read_is_dropped_while_another_gets_everything() {
                 } else {
                     "Ready"
                 };
-                agent_line(80_000_000 + n, base + n, "7001", "1001", kind)
+                agent_line(
+                    80_000_000 + n,
+                    &(base + n).to_string(),
+                    "7001",
+                    "1001",
+                    kind,
+                )
             })
             .collect();
-        feed(feed_addr, &lines);
+        feed.send(&lines);
     }
     assert_eq!(reader.join().unwrap(), total);
     ivrstate_tests::wait_for("the stalled reader to be dropped", || {

@@ -235,3 +235,16 @@ impl Sse {
         }
     }
 }
+
+/// `serve` with the HTTP side on a free loopback port (and `extra` arguments), once `/readyz`
+/// says the store is open and caught up: the process and the HTTP address.
+pub fn serve_http(t: &crate::Ivrstate, extra: &[&str]) -> (crate::Running, SocketAddr) {
+    let mut args = vec!["--http", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let mut running = t.serve(&args);
+    let http = running.addr("http");
+    crate::wait_for("readyz", || {
+        (get(http, "/readyz").status == 200).then_some(())
+    });
+    (running, http)
+}

@@ -1,6 +1,7 @@
 //! Support for end-to-end tests: the real `ivrstate` binary on a temporary store, a GLI client
 //! over real TCP, and waiting on conditions with a deadline (never sleeping and hoping).
 
+pub mod browser;
 pub mod http;
 pub mod nats;
 
@@ -60,6 +61,15 @@ impl Ivrstate {
         Ivrstate {
             bin: PathBuf::from(bin),
             dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    /// The binary with its temporary store directory inside `parent` (the benchmark's
+    /// `--dir`: the disk it measures).
+    pub fn in_dir(bin: &Path, parent: &Path) -> Ivrstate {
+        Ivrstate {
+            bin: bin.to_path_buf(),
+            dir: tempfile::tempdir_in(parent).expect("tempdir"),
         }
     }
 
@@ -138,6 +148,19 @@ impl Ivrstate {
         let out = self.ok(args);
         serde_json::from_str(&out)
             .unwrap_or_else(|e| panic!("ivrstate {args:?}: not JSON ({e}): {out}"))
+    }
+
+    /// `serve` with GLI and the feed on free loopback ports, and `extra` arguments.
+    pub fn serve(&self, extra: &[&str]) -> Running {
+        let mut args = vec![
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--feed-listen",
+            "127.0.0.1:0",
+        ];
+        args.extend_from_slice(extra);
+        self.spawn(&args)
     }
 
     /// Starts `serve` (or any long-running command) and waits for the line announcing an
@@ -559,4 +582,58 @@ pub fn trees_of(db: &Path) -> Trees {
             (name.to_vec(), entries)
         })
         .collect()
+}
+
+/// An NDJSON line (the `export` format) for agent `dn`'s state change on T-Server `TS_SIP`
+/// (`kind`: `Login`, `Ready`, `NotReady`...); `time` as JSON: seconds, or a quoted timestamp.
+pub fn agent_line(source_seq: u64, time: &str, dn: &str, agent: &str, kind: &str) -> String {
+    let work_mode = if kind == "NotReady" {
+        "\"AuxWork\""
+    } else {
+        "\"ManualIn\""
+    };
+    format!(
+        r#"{{"time":{time},"recorded":{time},"event":{{"TLib":{{"tserver":"TS_SIP","source_seq":{source_seq},"kind":{{"Agent":{{"kind":"{kind}","dn":"{dn}","agent_id":"{agent}","queue":null,"work_mode":{work_mode},"reasons":[],"extensions":[]}}}}}}}}}}"#
+    )
+}
+
+/// A connection to `serve --feed-listen` that writes lines and waits for their
+/// acknowledgement.
+pub struct Feed {
+    stream: TcpStream,
+    acks: BufReader<TcpStream>,
+    /// Lines acknowledged so far (the server's running count).
+    pub committed: u64,
+}
+
+impl Feed {
+    pub fn connect(addr: SocketAddr) -> Feed {
+        let stream = TcpStream::connect(addr).expect("connect to the feed");
+        let acks = BufReader::new(stream.try_clone().expect("clone the feed socket"));
+        Feed {
+            stream,
+            acks,
+            committed: 0,
+        }
+    }
+
+    /// Writes `lines` and waits until the server acknowledged every line written so far.
+    pub fn send(&mut self, lines: &[String]) {
+        let mut text = lines.join("\n");
+        text.push('\n');
+        self.stream
+            .write_all(text.as_bytes())
+            .expect("write to the feed");
+        let want = self.committed + lines.len() as u64;
+        while self.committed < want {
+            let mut ack = String::new();
+            let n = self.acks.read_line(&mut ack).expect("read a feed ack");
+            assert!(n > 0, "the feed closed the connection");
+            let v: serde_json::Value = serde_json::from_str(ack.trim())
+                .unwrap_or_else(|e| panic!("feed ack {ack:?}: {e}"));
+            self.committed = v["committed"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("not an ack: {ack}"));
+        }
+    }
 }

@@ -39,6 +39,13 @@ struct Args {
     /// Single-event changes whose A -> B latency `cluster` measures.
     #[arg(long, default_value_t = 500)]
     cluster_changes: usize,
+    /// Changes `cluster` feeds into node A's feed port, each timed until node B's GLI client
+    /// decoded its push.
+    #[arg(long, default_value_t = 3000)]
+    cluster_gli_changes: usize,
+    /// The rate of those changes, per second.
+    #[arg(long, default_value_t = 200.0)]
+    cluster_gli_rate: f64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -51,8 +58,16 @@ fn main() -> anyhow::Result<()> {
                 .tempdir_in(d),
             None => tempfile::Builder::new().prefix("ivrstate-bench").tempdir(),
         }?;
-        let f =
-            ivrstate_bench::cluster::run(tmp.path(), args.cluster_events, args.cluster_changes)?;
+        let gli = ivrstate_bench::cluster::gli::Plan {
+            changes: args.cluster_gli_changes,
+            per_second: args.cluster_gli_rate,
+        };
+        let f = ivrstate_bench::cluster::run(
+            tmp.path(),
+            args.cluster_events,
+            args.cluster_changes,
+            gli,
+        )?;
         let json = serde_json::json!({
             "scenario": "cluster",
             "events": f.events,
@@ -60,6 +75,15 @@ fn main() -> anyhow::Result<()> {
             "catch_up_events_per_s": f.catch_up_events_per_s,
             "change_p50_ms": f.change_p50_ms,
             "change_p99_ms": f.change_p99_ms,
+            "gli_changes": f.gli.changes,
+            "gli_changes_per_s": f.gli.per_second,
+            "gli_change_p50_ms": f.gli.p50_ms,
+            "gli_change_p99_ms": f.gli.p99_ms,
+            "gli_change_max_ms": f.gli.max_ms,
+            "published_p50_ms": f.gli.published_p50_ms,
+            "published_p99_ms": f.gli.published_p99_ms,
+            "feed_ack_p50_ms": f.gli.ack_p50_ms,
+            "feed_ack_p99_ms": f.gli.ack_p99_ms,
         });
         println!("{json}");
         return Ok(());

@@ -1,13 +1,16 @@
 //! `ivrstate serve`: the IVR Server side of GLI, live.
 //!
 //! Threads and tasks, and why:
-//! - the **appender** thread owns the engine (sled is synchronous): it takes jobs (batches of
-//!   envelopes from followers, the feed and client requests), appends everything queued as ONE
-//!   group commit, folds it, then updates the hub's state and publishes the changes. Events are
+//! - the **appender** thread opens the engine, then takes jobs (batches of envelopes from
+//!   followers, the feed and client requests), appends everything queued as ONE group commit to
+//!   the log, folds the new records into the hub's state and publishes the changes. Events are
 //!   therefore stored (flushed) before any client hears of them;
+//! - the **engine** thread owns the engine from then on (sled is synchronous): it folds what the
+//!   log gained into derived data, and answers the HTTP API's queries (closures) in between,
+//!   each after catching up with the log. A long query delays derived data only, never a
+//!   commit, an acknowledgement or a push;
 //! - tokio tasks: the GLI server (publisher crate), one per followed file, the feed listener and
-//!   its connections, the HTTP API and metrics (`ivrstate-http`). None of them touches the store:
-//!   the API's queries are closures the appender runs between commits.
+//!   its connections, the HTTP API and metrics (`ivrstate-http`). None of them touches the store.
 
 mod replicated;
 
@@ -27,7 +30,7 @@ use ivrstate_model::{ClientRequest, Envelope, Event, IvrName, Record, TServerNam
 use ivrstate_projection::{Applied, Change};
 use ivrstate_publisher::hub::{Hub, HubConfig};
 use ivrstate_publisher::TlsConfig;
-use ivrstate_store::AppendReport;
+use ivrstate_store::{AppendReport, EventLog, SourceRun, StoreError};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -90,9 +93,6 @@ pub struct ServeArgs {
     /// Seconds one HTTP request may take.
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     http_timeout: u64,
-    /// Allow `--http` on a non-loopback address without `--http-token`.
-    #[arg(long)]
-    insecure: bool,
     /// The T-Server of followed or fed logs that have no `Application name:` header.
     #[arg(long, value_name = "NAME")]
     tserver: Option<String>,
@@ -131,7 +131,7 @@ pub struct ServeArgs {
 
 pub fn run(db: &Path, args: ServeArgs) -> Result<ExitCode> {
     if let Some(addr) = &args.http {
-        check_http_bind(addr, args.http_token.is_some(), args.insecure)?;
+        check_http_bind(addr, args.http_token.is_some(), args.cluster.insecure)?;
     }
     // Read the configuration before anything else: a bad file is a clear error at once.
     let config = match &args.config {
@@ -253,8 +253,8 @@ async fn serve(
 
     let (jobs_tx, jobs_rx) = mpsc::channel::<Job>(256);
     let stopping = Arc::new(AtomicBool::new(false));
-    // The HTTP API's queries wait here; an empty job wakes the appender to run them.
-    let (queries_tx, queries_rx) = std::sync::mpsc::sync_channel::<EngineQuery>(64);
+    // The HTTP API's queries wait here for the engine thread.
+    let (queries_tx, queries_rx) = mpsc::channel::<EngineQuery>(64);
     let events = args
         .http
         .is_some()
@@ -262,20 +262,22 @@ async fn serve(
     let (ready_tx, ready_rx) = oneshot::channel::<Result<(), String>>();
     // Cluster mode: the sources' jobs go to the stream, and the appender applies the stream.
     let mut consumer = None;
+    let config_source = args.config.as_ref().map_or_else(String::new, |path| {
+        format!("ivrstate serve --config {}", path.display())
+    });
     let appender = match cluster {
         None => {
             let ctx = Appender {
                 db,
                 durability: args.durability,
                 config,
-                config_source: args.config.as_ref().map_or_else(String::new, |path| {
-                    format!("ivrstate serve --config {}", path.display())
-                }),
+                config_source: config_source.clone(),
                 hub: hub.clone(),
                 metrics: metrics.clone(),
                 stopping: stopping.clone(),
                 queries: queries_rx,
                 events: events.clone(),
+                runtime: tokio::runtime::Handle::current(),
             };
             std::thread::Builder::new()
                 .name("appender".into())
@@ -285,8 +287,8 @@ async fn serve(
         Some(cluster) => {
             let cluster = Cluster::connect(cluster).await?;
             if let Some(config) = &config {
-                let events = crate::cluster::config_diff(&cluster, config).await?;
-                crate::cluster::publish_config_events(&cluster, &events, now()).await?;
+                let events =
+                    crate::cluster::apply_config(&cluster, config, now(), &config_source).await?;
                 tracing::info!(changes = events.len(), "configuration published");
             }
             // What the stream holds now: the node answers InitInProgress until it applied it.
@@ -372,10 +374,10 @@ async fn serve(
         let source: Arc<str> = Arc::from(format!("file {} (followed)", path.display()));
         tokio::spawn(async move {
             while let Some(parsed) = rx.recv().await {
-                let envelopes = counters.count(parsed);
+                let (envelopes, lines) = counters.count(parsed);
                 if !envelopes.is_empty()
                     && jobs
-                        .send(Job::unacknowledged(envelopes, source.clone()))
+                        .send(Job::unacknowledged(envelopes, source.clone()).at_lines(lines))
                         .await
                         .is_err()
                 {
@@ -418,20 +420,11 @@ async fn serve(
             .await
             .with_context(|| format!("cannot listen on {addr} (--http)"))?;
         announce("http", listener.local_addr()?);
-        let wake = jobs_tx.clone();
         let api = ivrstate_http::Api {
             hub: hub.clone(),
             events: events.clone(),
             metrics: metrics.clone(),
-            queries: Arc::new(move |query| {
-                if queries_tx.try_send(query).is_err() {
-                    return false;
-                }
-                // A full job queue means the appender is busy and runs the query after its
-                // next commit anyway.
-                let _ = wake.try_send(Job::unacknowledged(Vec::new(), Arc::from("http")));
-                true
-            }),
+            queries: Arc::new(move |query| queries_tx.try_send(query).is_ok()),
             token: args.http_token.clone(),
             timeout: Duration::from_secs(args.http_timeout),
         };
@@ -536,14 +529,17 @@ struct Appender {
     metrics: Arc<Metrics>,
     /// Set when serve is shutting down: commit what is queued, then stop.
     stopping: Arc<AtomicBool>,
-    /// Questions of the HTTP API, run between commits.
-    queries: std::sync::mpsc::Receiver<EngineQuery>,
+    /// Questions of the HTTP API, for the engine thread.
+    queries: mpsc::Receiver<EngineQuery>,
     /// Where state changes go for SSE readers (with `--http`).
     events: Option<Arc<EventHub>>,
+    /// serve's runtime: the engine thread waits on its channels through it.
+    runtime: tokio::runtime::Handle,
 }
 
 /// The appender thread: opens the store (the hub answers InitInProgress meanwhile), applies the
-/// configuration, then appends and publishes until told to stop.
+/// configuration, hands the engine to the engine thread, then appends and publishes until told
+/// to stop.
 fn appender(
     ctx: Appender,
     jobs: mpsc::Receiver<Job>,
@@ -559,6 +555,7 @@ fn appender(
         stopping,
         queries,
         events,
+        runtime,
     } = ctx;
     let opened = open_engine(&db, durability).and_then(|engine| {
         if let Some(config) = &config {
@@ -578,61 +575,117 @@ fn appender(
     hub.update(|state| state.clone_from(engine.state()));
     hub.set_ready(true);
     metrics.attach_store(engine.store().clone());
-    let _ = ready.send(Ok(()));
     tracing::info!(seq = engine.log().last_seq(), "store open; serving");
+    let log = engine.log().clone();
+    let (stop_engine, engine_stopped) = oneshot::channel::<()>();
+    let engine_thread = std::thread::Builder::new()
+        .name("engine".into())
+        .spawn(move || derive_and_answer(engine, queries, engine_stopped, &runtime))
+        .context("starting the engine thread")?;
+    let _ = ready.send(Ok(()));
 
-    // SSE readers need the entities each record touched; GLI needs only the state.
-    let mut applied = match events {
-        Some(_) => Applied::without_changes(),
-        None => Applied::state_only(),
-    };
+    let mut applied = Applied::new();
     appender::run(
         jobs,
         &stopping,
-        &mut |envelopes: &[Envelope], sources: &[(usize, &str)]| {
-            let report = commit(
-                engine,
+        &mut |envelopes: &[Envelope], sources: &[SourceRun<'_>]| {
+            commit(
+                &log,
                 &hub,
                 &metrics,
                 events.as_deref(),
                 envelopes,
                 sources,
                 &mut applied,
-            );
-            while let Ok(query) = queries.try_recv() {
-                query(engine);
-            }
-            report
+            )
         },
     );
+    let _ = stop_engine.send(());
+    match engine_thread.join() {
+        Ok(result) => result,
+        Err(_) => Err(anyhow::anyhow!("the engine thread panicked")),
+    }
+}
+
+/// The engine thread: folds every record the log gains into derived data, and answers the
+/// HTTP API's queries one at a time, each after catching up with the log. So a query sees
+/// exactly the derived data of the log's durable records when it starts (every acknowledged
+/// event included), never part of a commit: only this thread writes derived data, and not
+/// while a query runs. Stops when told, after a last catch-up and a flush.
+fn derive_and_answer(
+    engine: &mut Engine,
+    mut queries: mpsc::Receiver<EngineQuery>,
+    mut stop: oneshot::Receiver<()>,
+    runtime: &tokio::runtime::Handle,
+) -> Result<()> {
+    enum Next {
+        Query(EngineQuery),
+        CatchUp,
+        Stop,
+    }
+    let mut tail = engine.log().subscribe();
+    // Without --http nobody asks: the queue's sender is gone from the start.
+    let mut asking = true;
+    loop {
+        let next = runtime.block_on(async {
+            tokio::select! {
+                biased;
+                _ = &mut stop => Next::Stop,
+                query = queries.recv(), if asking => match query {
+                    Some(query) => Next::Query(query),
+                    None => {
+                        asking = false;
+                        Next::CatchUp
+                    }
+                },
+                grown = tail.changed() => match grown {
+                    Ok(()) => Next::CatchUp,
+                    Err(_) => Next::Stop,
+                },
+            }
+        });
+        if let Err(e) = engine.catch_up(|_, _| {}) {
+            // Queries then answer from the derived data as it was; the log is unharmed.
+            tracing::error!("deriving data from the log: {e}");
+        }
+        match next {
+            Next::Query(query) => query(engine),
+            Next::CatchUp => {}
+            Next::Stop => break,
+        }
+    }
+    engine.catch_up(|_, _| {})?;
     engine.store().flush()?;
     Ok(())
 }
 
-/// One group commit for the appender: append and fold, then update the hub's state and
-/// publish the changes, so that every ack means stored and published.
+/// One group commit for the appender: append to the log (durably), then fold the new records
+/// into the hub's state and publish the changes, so that every ack means stored and published.
+/// Derived data follows on the engine thread.
 pub(crate) fn commit(
-    engine: &mut Engine,
+    log: &EventLog,
     hub: &Hub,
     metrics: &Metrics,
     events: Option<&EventHub>,
     envelopes: &[Envelope],
-    sources: &[(usize, &str)],
+    sources: &[SourceRun<'_>],
     applied: &mut Applied,
-) -> Result<AppendReport, ivrstate_engine::EngineError> {
-    let mut records: Vec<Record> = Vec::new();
-    let mut changes: Vec<Change> = Vec::new();
+) -> Result<AppendReport, StoreError> {
     let started = Instant::now();
-    let report = engine.append_from(envelopes, sources, |record, record_changes| {
-        records.push(record.clone());
-        changes.extend_from_slice(record_changes);
-    })?;
+    let folded = hub.read(|state| state.last_seq());
+    let report = log.append_from(envelopes, sources)?;
     metrics.committed(report.appended, report.duplicates, started.elapsed());
+    // Read back from the log, which is the truth: the hub folds exactly the stored records.
+    let records = log
+        .read(folded + 1, report.last_seq)
+        .collect::<Result<Vec<Record>, StoreError>>()?;
+    let mut changes: Vec<Change> = Vec::new();
     let mut changed = Vec::new();
     hub.update(|state| {
         for record in &records {
             applied.clear();
             state.apply(record, applied);
+            changes.append(&mut applied.changes);
             if events.is_some() && !applied.touched.is_empty() {
                 changed.push(ivrstate_engine::changed_view(
                     state,
@@ -659,4 +712,127 @@ pub(crate) fn commit(
         );
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ivrstate_ingest::appender::Committed;
+    use ivrstate_model::{Micros, TLibEvent, TLibKind};
+
+    fn link_connected(tserver: &str, source_seq: u64) -> Envelope {
+        Envelope {
+            time: Micros(1_700_000_000_000_000 + source_seq as i64),
+            recorded: Micros(1_700_000_000_000_000),
+            event: Event::TLib(TLibEvent {
+                tserver: TServerName::from(tserver),
+                source_seq: Some(source_seq),
+                kind: TLibKind::LinkConnected,
+            }),
+        }
+    }
+
+    /// `future`'s output, failing the test when it takes more than 10 s.
+    fn within<F: std::future::Future>(
+        runtime: &tokio::runtime::Runtime,
+        what: &str,
+        future: F,
+    ) -> F::Output {
+        runtime
+            .block_on(async { tokio::time::timeout(Duration::from_secs(10), future).await })
+            .unwrap_or_else(|_| panic!("{what}: not within 10 s"))
+    }
+
+    /// A query held running on the engine thread does not hold back a commit: the append is
+    /// acknowledged and published (hub state and SSE) meanwhile, and the next query sees it.
+    #[test]
+    fn a_query_held_running_does_not_delay_commits_acks_or_pushes() {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let hub = Hub::new(HubConfig::default());
+        let events = EventHub::new(64, 64);
+        let (jobs_tx, jobs_rx) = mpsc::channel::<Job>(16);
+        let (queries_tx, queries_rx) = mpsc::channel::<EngineQuery>(16);
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let stopping = Arc::new(AtomicBool::new(false));
+        let ctx = Appender {
+            db: dir.path().to_path_buf(),
+            durability: DurabilityArg::Full,
+            config: None,
+            config_source: String::new(),
+            hub: hub.clone(),
+            metrics: Arc::new(Metrics::default()),
+            stopping: stopping.clone(),
+            queries: queries_rx,
+            events: Some(events.clone()),
+            runtime: runtime.handle().clone(),
+        };
+        let thread = std::thread::spawn(move || appender(ctx, jobs_rx, ready_tx));
+        let wait = Duration::from_secs(10);
+        within(&runtime, "open", ready_rx).unwrap().unwrap();
+
+        // A query that runs until the test lets it go.
+        let (started_tx, started_rx) = std::sync::mpsc::channel::<u64>();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        queries_tx
+            .blocking_send(Box::new(move |engine: &Engine| {
+                started_tx.send(engine.log().last_seq()).unwrap();
+                release_rx.recv().unwrap();
+            }))
+            .map_err(|_| ())
+            .unwrap();
+        assert_eq!(started_rx.recv_timeout(wait).unwrap(), 0);
+
+        let mut sse = events.subscribe(None);
+        let (ack_tx, ack_rx) = oneshot::channel();
+        jobs_tx
+            .blocking_send(Job {
+                envelopes: vec![link_connected("TS1", 1)],
+                source: Arc::from("test"),
+                lines: Vec::new(),
+                ack: Some(ack_tx),
+            })
+            .map_err(|_| ())
+            .unwrap();
+        let acked = within(&runtime, "the ack while a query runs", ack_rx)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            acked,
+            Committed {
+                new: 1,
+                duplicates: 0
+            }
+        );
+        assert_eq!(hub.read(|s| s.last_seq()), 1, "the hub's state has it");
+        let pushed = within(
+            &runtime,
+            "the SSE change while a query runs",
+            sse.live.recv(),
+        )
+        .unwrap();
+        assert_eq!(pushed.seq, 1);
+        assert!(pushed.json.contains("TS1"), "{}", pushed.json);
+
+        // Once the query is let go, the next one sees the acknowledged event in derived data.
+        release_tx.send(()).unwrap();
+        let (answer_tx, answer_rx) = std::sync::mpsc::channel();
+        queries_tx
+            .blocking_send(Box::new(move |engine: &Engine| {
+                let servers = engine.status().servers;
+                answer_tx
+                    .send((engine.derived_seq(), servers.len()))
+                    .unwrap();
+            }))
+            .map_err(|_| ())
+            .unwrap();
+        assert_eq!(answer_rx.recv_timeout(wait).unwrap(), (1, 1));
+
+        stopping.store(true, Ordering::SeqCst);
+        jobs_tx
+            .blocking_send(Job::unacknowledged(Vec::new(), Arc::from("")))
+            .map_err(|_| ())
+            .unwrap();
+        thread.join().unwrap().unwrap();
+    }
 }

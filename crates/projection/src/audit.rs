@@ -174,38 +174,26 @@ impl Audit {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::history::tests::snap;
     use crate::{intervals, AgentSnapshot};
-    use ivrstate_model::{Dn, Seq, TServerName, WorkMode};
-
-    fn snap(
-        dn: &str,
-        agent: &str,
-        status: AgentStatus,
-        mode: Option<WorkMode>,
-        reason: Option<&str>,
-        start: i64,
-        seq: Seq,
-    ) -> AgentSnapshot {
-        AgentSnapshot {
-            agent_id: Some(AgentId::from(agent)),
-            tserver: TServerName::from("TS"),
-            dn: Dn::from(dn),
-            status,
-            work_mode: mode,
-            reason: reason.map(str::to_owned),
-            start: Micros::from_secs(start),
-            start_seq: seq,
-        }
-    }
+    use ivrstate_model::WorkMode;
 
     fn day() -> Vec<AgentSnapshot> {
         use AgentStatus::*;
         vec![
-            snap("7001", "1001", LoggedIn, None, None, 0, 1),
-            snap("7001", "1001", Ready, Some(WorkMode::ManualIn), None, 1, 2),
+            snap("7001", Some("1001"), LoggedIn, None, None, 0, 1),
             snap(
                 "7001",
-                "1001",
+                Some("1001"),
+                Ready,
+                Some(WorkMode::ManualIn),
+                None,
+                1,
+                2,
+            ),
+            snap(
+                "7001",
+                Some("1001"),
                 NotReady,
                 Some(WorkMode::AuxWork),
                 Some("Break"),
@@ -214,7 +202,7 @@ mod tests {
             ),
             snap(
                 "7001",
-                "1001",
+                Some("1001"),
                 NotReady,
                 Some(WorkMode::AfterCallWork),
                 None,
@@ -223,28 +211,28 @@ mod tests {
             ),
             snap(
                 "7001",
-                "1001",
+                Some("1001"),
                 Ready,
                 Some(WorkMode::ManualIn),
                 None,
                 200,
                 5,
             ),
-            snap("7001", "1001", LoggedOut, None, None, 300, 6),
-            snap("7001", "1001", LoggedIn, None, None, 400, 7),
+            snap("7001", Some("1001"), LoggedOut, None, None, 300, 6),
+            snap("7001", Some("1001"), LoggedIn, None, None, 400, 7),
             snap(
                 "7001",
-                "1001",
+                Some("1001"),
                 Ready,
                 Some(WorkMode::ManualIn),
                 None,
                 401,
                 8,
             ),
-            snap("7002", "1002", LoggedIn, None, None, 50, 9),
+            snap("7002", Some("1002"), LoggedIn, None, None, 50, 9),
             snap(
                 "7002",
-                "1002",
+                Some("1002"),
                 NotReady,
                 Some(WorkMode::AuxWork),
                 Some("Lunch"),

@@ -135,7 +135,7 @@ pub fn intervals(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn snap(

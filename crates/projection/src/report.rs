@@ -462,6 +462,7 @@ mod tests {
         );
     }
 
+    /// A state of agent `agent` on DN `dn` (NotReady for reason "Break").
     fn snap(
         dn: &str,
         agent: &str,
@@ -470,16 +471,8 @@ mod tests {
         start: i64,
         seq: Seq,
     ) -> AgentSnapshot {
-        AgentSnapshot {
-            agent_id: Some(AgentId::from(agent)),
-            tserver: TServerName::from("TS"),
-            dn: Dn::from(dn),
-            status,
-            work_mode: mode,
-            reason: (status == AgentStatus::NotReady).then(|| "Break".to_owned()),
-            start: Micros::from_secs(start),
-            start_seq: seq,
-        }
+        let reason = (status == AgentStatus::NotReady).then_some("Break");
+        crate::history::tests::snap(dn, Some(agent), status, mode, reason, start, seq)
     }
 
     #[test]
