@@ -144,16 +144,16 @@ fn wallboard(args: &Args) -> anyhow::Result<()> {
             fields: vec![
                 ("agents", f.agents as f64),
                 ("changes_per_s", f.changes_per_s),
-                ("lag_first_10s_mean", f.lag_first_mean),
-                ("lag_first_10s_max", f.lag_first_max),
-                ("lag_last_10s_mean", f.lag_last_mean),
-                ("lag_last_10s_max", f.lag_last_max),
+                ("lag_first_10s_ms_mean", f.lag_first_mean),
+                ("lag_first_10s_ms_max", f.lag_first_max),
+                ("lag_last_10s_ms_mean", f.lag_last_mean),
+                ("lag_last_10s_ms_max", f.lag_last_max),
                 ("filter_ms", f.filter_ms),
                 ("longest_task_ms", f.longest_task_ms),
                 ("long_tasks", f.long_tasks),
+                ("browser_cpu_percent", f.browser_cpu_percent),
             ],
-            note: "lag: changes the server has and the page has not painted, sampled each second"
-                .into(),
+            note: "lag: from the server having a change to the page applying it".into(),
         }],
     };
     let mut out = std::io::stdout().lock();

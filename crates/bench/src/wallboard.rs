@@ -3,14 +3,18 @@
 //! --http` of a store of the simulator's `agents` agents, while `rate` agent state changes a
 //! second are written to its feed for `seconds` seconds.
 //!
-//! - `lag_*`: every second, the seq of the last change the server has (`/readyz`) minus the
-//!   seq of the last change the page applied (`lastSeq`, moved when a batch is painted), in
-//!   changes; the mean and the maximum over the first 10 s and the last 10 s (a page that does
-//!   not keep up shows a lag that grows from one to the other).
+//! - `lag_*_ms`: every second, the seq of the last change the server has (`/readyz`) is noted
+//!   with the time; the page notes, frame by frame, when its `lastSeq` (moved when a batch of
+//!   changes is applied) moved. The lag of a sample is how long after it the page applied that
+//!   seq; the mean and the maximum over the first 10 s and the last 10 s (a page that does not
+//!   keep up shows a lag that grows from one to the other).
 //! - `filter_ms`: typing an agent id into the search box until the frame that shows only its
 //!   tile is painted (mean of a few, while the changes flow).
 //! - `longest_task_ms`, `long_tasks`: the main thread's tasks over 50 ms during the run, as
 //!   Chromium's `PerformanceObserver` reports them (`longtask`).
+//! - `browser_cpu_percent`: the CPU time of Chromium's processes (browser, renderer, GPU) during
+//!   the run, per second, in percent of one core: what the page costs, whatever else the
+//!   machine is doing (the timings above stretch with the machine's load).
 //! - `changes_per_s`: the rate achieved (each batch waits for the feed's acknowledgement).
 
 use anyhow::{anyhow, bail, Result};
@@ -35,6 +39,8 @@ pub struct Figures {
     pub filter_ms: f64,
     pub longest_task_ms: f64,
     pub long_tasks: f64,
+    /// Chromium's CPU time during the run per second of it, in percent of one core.
+    pub browser_cpu_percent: f64,
 }
 
 /// Changes written to the feed per write (the feed acknowledges each write).
@@ -64,7 +70,13 @@ pub fn run(
     let events = (agents * 20).to_string();
     std::fs::write(
         &log,
-        t.ok(&["simulate", "--agents", &agents.to_string(), "--events", &events]),
+        t.ok(&[
+            "simulate",
+            "--agents",
+            &agents.to_string(),
+            "--events",
+            &events,
+        ]),
     )?;
     t.ok(&[
         "ingest",
@@ -106,10 +118,17 @@ pub fn run(
     wait_for("the live stream", || {
         (browser.js("return document.getElementById('live').textContent") == "live").then_some(())
     });
+    // What the page applied when (a frame at a time), and its long tasks.
     browser.js(
         "window.benchLongTasks = [];\
          new PerformanceObserver((list) => { for (const e of list.getEntries()) window.benchLongTasks.push(e.duration); })\
            .observe({ type: 'longtask' });\
+         window.benchApplied = [];\
+         let seen = lastSeq;\
+         (function record() {\
+           if (lastSeq !== seen) { seen = lastSeq; window.benchApplied.push([Date.now(), lastSeq]); }\
+           requestAnimationFrame(record);\
+         })();\
          return 1",
     );
 
@@ -121,20 +140,22 @@ pub fn run(
         std::thread::spawn(move || feed(feed_addr, &shown, start_secs, rate, &stop))
     };
     let started = Instant::now();
-    let mut lags: Vec<(f64, f64)> = Vec::new();
+    let cpu_before = browser.cpu_seconds();
+    // (seconds into the run, wall clock in ms, the server's last seq)
+    let mut stored: Vec<(f64, f64, u64)> = Vec::new();
     let mut filters = Vec::new();
     let mut rng = Rng::new(15);
     for second in 1..=seconds {
         let tick = started + Duration::from_secs(second);
         std::thread::sleep(tick.saturating_duration_since(Instant::now()));
-        let server = get(http, "/readyz").json()["seq"].as_f64().unwrap_or(0.0);
-        let page = browser.js("return lastSeq").as_f64().unwrap_or(0.0);
-        lags.push((started.elapsed().as_secs_f64(), (server - page).max(0.0)));
+        let server = get(http, "/readyz").json()["seq"].as_u64().unwrap_or(0);
+        stored.push((started.elapsed().as_secs_f64(), unix_ms(), server));
         if second % 10 == 5 {
             let (_, agent) = &shown[rng.below(shown.len() as u64) as usize];
             filters.push(filter_ms(&browser, agent)?);
         }
     }
+    let browser_cpu = (browser.cpu_seconds() - cpu_before) / started.elapsed().as_secs_f64();
     stop.store(true, Ordering::SeqCst);
     let (changes, fed_secs) = feeder
         .join()
@@ -144,6 +165,26 @@ pub fn run(
     wait_for("the page to apply the last change", || {
         (browser.js("return lastSeq").as_f64()? >= last).then_some(())
     });
+    let applied: Vec<(f64, u64)> = browser
+        .js("return window.benchApplied")
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| Some((e[0].as_f64()?, e[1].as_u64()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    // For each sample: how long until the page painted the server's last change then.
+    let lags: Vec<(f64, f64)> = stored
+        .iter()
+        .map(|(at, ms, seq)| {
+            let painted = applied
+                .iter()
+                .find(|(_, s)| s >= seq)
+                .map_or(f64::MAX, |(t, _)| *t);
+            (*at, (painted - ms).max(0.0))
+        })
+        .collect();
     let long: Vec<f64> = browser
         .js("return window.benchLongTasks")
         .as_array()
@@ -183,7 +224,15 @@ pub fn run(
         filter_ms: filters.iter().sum::<f64>() / filters.len().max(1) as f64,
         longest_task_ms: long.iter().copied().fold(0.0, f64::max),
         long_tasks: long.len() as f64,
+        browser_cpu_percent: browser_cpu * 100.0,
     }))
+}
+
+/// The wall clock in milliseconds (the page's `Date.now()`).
+fn unix_ms() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
 }
 
 /// Writes `rate` changes a second, `PER_WRITE` at a time, until `stop`: each change flips a
