@@ -74,7 +74,6 @@ function makeTile(a) {
   el.parts = el.firstChild.children;
   shownCount++;
   el.addEventListener("click", () => openDetail(agents.get(el.dataset.key)));
-  visibility.observe(el);
   return el;
 }
 
@@ -194,8 +193,6 @@ async function loadStatus() {
   const box = $("tiles");
   const fragment = document.createDocumentFragment();
   tiles.clear();
-  visibility.disconnect();
-  onScreen.clear();
   for (const a of view.agents) {
     setAgent(a);
     const el = makeTile(a);
@@ -282,30 +279,44 @@ function flush() {
   if (touched.size) updateCounts();
 }
 
-// Time in state ticks once a second: text only, for the tiles on screen (a tile scrolled into
-// view is painted then).
-const onScreen = new Set();
-const visibility = new IntersectionObserver((entries) => {
-  for (const e of entries) {
-    if (e.isIntersecting) {
-      onScreen.add(e.target);
-      const a = agents.get(e.target.dataset.key);
-      if (a) e.target.parts[4].textContent = hms(nowMs() - sinceMs(a));
-    } else {
-      onScreen.delete(e.target);
-    }
-  }
-});
-
+// Time in state ticks once a second: text only, for the tiles on screen, and at once when the
+// page scrolls. (An IntersectionObserver on every tile cost ~10 ms per frame at 5000 tiles.)
 function tick() {
   const now = nowMs();
   $("clock").textContent = eventTime ? new Date(now).toISOString().slice(0, 19).replace("T", " ") + "Z" : "";
-  for (const el of onScreen) {
-    if (el.hidden) continue;
+  for (const el of tilesOnScreen()) {
     const a = agents.get(el.dataset.key);
     if (a) el.parts[4].textContent = hms(now - sinceMs(a));
   }
 }
+
+// The tiles shown are in rows from top to bottom: a binary search finds the first one on
+// screen, then they are taken until one is below it.
+function tilesOnScreen() {
+  if ($("agents-page").hidden) return [];
+  const shown = [];
+  for (const el of tiles.values()) if (!el.hidden) shown.push(el);
+  let lo = 0;
+  let hi = shown.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (shown[mid].getBoundingClientRect().bottom < 0) lo = mid + 1;
+    else hi = mid;
+  }
+  const out = [];
+  for (let i = lo; i < shown.length && shown[i].getBoundingClientRect().top < innerHeight; i++) out.push(shown[i]);
+  return out;
+}
+
+let tickRequested = false;
+addEventListener("scroll", () => {
+  if (tickRequested) return;
+  tickRequested = true;
+  requestAnimationFrame(() => {
+    tickRequested = false;
+    tick();
+  });
+}, { passive: true });
 setInterval(tick, 1000);
 
 // ---- the agent's day ----
