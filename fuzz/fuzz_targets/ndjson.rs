@@ -9,7 +9,7 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     for item in NdjsonReader::new(data, "fuzz", Micros::from_secs(0)) {
         match item {
-            Parsed::Event(env) => {
+            Parsed::Event { envelope: env, .. } => {
                 let mut line = Vec::new();
                 write_ndjson(
                     &mut line,
@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
                 .expect("writing to a Vec");
                 let back: Vec<Parsed> =
                     NdjsonReader::new(&line[..], "again", Micros::from_secs(0)).collect();
-                assert_eq!(back, vec![Parsed::Event(env)]);
+                assert_eq!(back, vec![Parsed::Event { line: 1, envelope: env }]);
             }
             Parsed::Skipped { .. } => {}
             Parsed::Malformed(e) => assert!(e.byte_offset <= data.len() as u64),

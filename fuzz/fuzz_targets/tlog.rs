@@ -11,7 +11,7 @@ fuzz_target!(|data: &[u8]| {
     for tserver in [None, Some(TServerName::from("TS"))] {
         for item in TlogReader::new(data, "fuzz", tserver, Micros::from_secs(0)) {
             match item {
-                Parsed::Event(_) => {}
+                Parsed::Event { .. } => {}
                 Parsed::Skipped { line, .. } => assert!(line >= 1 && line <= lines),
                 Parsed::Malformed(e) => {
                     assert!(e.line >= 1 && e.line <= lines, "line {} of {lines}", e.line);

@@ -261,6 +261,7 @@ fn two_nodes_apply_one_stream_and_answer_alike() {
     let (mut on_b, _) = login(b.gli);
     let (mut on_a, _) = login(a.gli);
     let mut feed = Feed::connect(a.feed, "TS_SIP");
+    let feed_from = feed.out.local_addr().unwrap();
     feed.send(&printout(0x7000_0000, "7001", "1001"));
     assert_eq!(feed.ack_within(Duration::from_secs(30)), Some(1));
     let pushed = on_b.recv_until("PortNum='01'");
@@ -294,6 +295,53 @@ fn two_nodes_apply_one_stream_and_answer_alike() {
     assert_eq!(a.t.ok(&["status", "--json"]), b.t.ok(&["status", "--json"]));
     // Ingested twice, stored once.
     assert_eq!(lines_with_seq(&export_a, "\"source_seq\":17563905,"), 1);
+    sources_came_through_the_stream(&export_a, feed_from);
+}
+
+/// Every record of a node's export names the source it had where it was published: the
+/// command for the configuration, the file and the line of its printout for `ingest --cluster`,
+/// the feed connection of node A for the fed event (not "cluster stream").
+fn sources_came_through_the_stream(export: &str, feed_from: SocketAddr) {
+    let file = example("ts_sip.log");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let (mut config, mut from_file, mut fed) = (0, 0, 0);
+    for record in export.lines() {
+        let record: serde_json::Value = serde_json::from_str(record).unwrap();
+        let source = record["source"].as_str().unwrap();
+        let seq = record["event"]["TLib"]["source_seq"].as_u64();
+        if record["event"].get("Config").is_some() {
+            assert_eq!(
+                source,
+                format!("ivrstate config apply {}", example("ivr.toml"))
+            );
+            config += 1;
+        } else if seq == Some(0x7000_0000) {
+            assert_eq!(source, format!("feed {feed_from} #1"));
+            fed += 1;
+        } else {
+            let line: usize = source
+                .strip_prefix(&format!("file {file}:"))
+                .unwrap_or_else(|| panic!("{source:?} for {record}"))
+                .parse()
+                .unwrap();
+            // The printout that starts at that line is this event's.
+            assert!(lines[line - 1].starts_with('@'), "{source}");
+            let hex = format!("{:016x}", seq.unwrap());
+            assert!(
+                lines[line..]
+                    .iter()
+                    .take_while(|l| l.starts_with('\t'))
+                    .any(|l| l.contains(&hex)),
+                "{source} is not the printout of {hex}"
+            );
+            from_file += 1;
+        }
+    }
+    assert!(
+        config > 0 && from_file > 100 && fed == 1,
+        "{config} {from_file} {fed}"
+    );
 }
 
 #[test]

@@ -192,7 +192,9 @@ fn events_in(log: &Path) -> Vec<String> {
     TlogReader::new(BufReader::new(file), "feed", None, Micros(0))
         .filter_map(|p| match p {
             // As a JSON value prints it (keys sorted), to compare with `export`'s.
-            Parsed::Event(env) => Some(serde_json::to_value(&env.event).unwrap().to_string()),
+            Parsed::Event { envelope: env, .. } => {
+                Some(serde_json::to_value(&env.event).unwrap().to_string())
+            }
             _ => None,
         })
         .collect()

@@ -149,7 +149,7 @@ fn records_from_a_file_a_feed_a_gli_client_and_a_command_each_name_their_source(
     assert_eq!(
         tlib,
         vec![
-            (1, format!("file {log_s}")),
+            (1, format!("file {log_s}:3")),
             (2, format!("feed {feed_local} #1 (token recorder)")),
         ]
     );
@@ -167,14 +167,14 @@ fn records_from_a_file_a_feed_a_gli_client_and_a_command_each_name_their_source(
     assert_eq!(
         sources,
         [
-            format!("file {log_s}"),
+            format!("file {log_s}:3"),
             format!("feed {feed_local} #1 (token recorder)")
         ]
     );
     let csv = t.ok(&["history", "--agent", "1001", "--csv"]);
     let mut lines = csv.lines();
     assert!(lines.next().unwrap().ends_with(",source"));
-    assert!(lines.next().unwrap().ends_with(&format!(",file {log_s}")));
+    assert!(lines.next().unwrap().ends_with(&format!(",file {log_s}:3")));
 }
 
 #[test]
@@ -196,8 +196,154 @@ fn records_from_before_provenance_say_so_and_new_ones_name_their_source() {
     let after = export(&t);
     assert!(after.len() > before.len());
     assert_eq!(after[..before.len()], before[..], "old records unchanged");
-    assert!(after[before.len()..]
-        .iter()
-        .all(|r| r["source"] == format!("file {more_s}").as_str()));
+    let text = std::fs::read_to_string(&more).unwrap();
+    for r in &after[before.len()..] {
+        let line = line_in(r, &format!("file {more_s}"));
+        assert_eq!(printout_seq(&text, line), source_seq(r), "{r}");
+    }
     assert!(t.ok(&["verify"]).starts_with("ok: "));
+}
+
+/// The line a record's source names, after `prefix:`.
+fn line_in(record: &Value, prefix: &str) -> usize {
+    let source = record["source"].as_str().unwrap();
+    let line = source
+        .strip_prefix(prefix)
+        .and_then(|rest| rest.strip_prefix(':'))
+        .unwrap_or_else(|| panic!("{source:?} is not {prefix:?}:LINE"));
+    line.parse().unwrap()
+}
+
+/// The `AttributeEventSequenceNumber` of the printout that starts at `line` (1-based) of
+/// `text`; `None` if no printout starts there.
+fn printout_seq(text: &str, line: usize) -> Option<u64> {
+    let mut lines = text.lines().skip(line - 1);
+    if !lines.next()?.starts_with('@') {
+        return None;
+    }
+    lines
+        .take_while(|l| l.starts_with('\t'))
+        .find_map(|l| l.strip_prefix("\tAttributeEventSequenceNumber\t"))
+        .map(|hex| u64::from_str_radix(hex.trim(), 16).unwrap())
+}
+
+fn source_seq(record: &Value) -> Option<u64> {
+    record["event"]["TLib"]["source_seq"].as_u64()
+}
+
+#[test]
+fn records_from_files_name_the_line_their_printout_starts_at() {
+    use std::io::Write as _;
+    let t = Ivrstate::new(env!("CARGO_BIN_EXE_ivrstate"));
+    // A plain log, and a directory holding a gzip'd log and an NDJSON file: each record names
+    // its file and the line of that file (the decompressed one's) where its printout starts.
+    let a = t.simulate_to("a.log", &["--agents", "5", "--events", "60", "--seed", "1"]);
+    let dir = t.path("more");
+    std::fs::create_dir(&dir).unwrap();
+    let b_text = t.ok(&[
+        "simulate",
+        "--agents",
+        "5",
+        "--events",
+        "40",
+        "--seed",
+        "2",
+        "--tserver",
+        "TS_B",
+    ]);
+    let b = dir.join("b.log.gz");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(b_text.as_bytes()).unwrap();
+    std::fs::write(&b, gz.finish().unwrap()).unwrap();
+    // NDJSON records from another store, a line each, after two blank lines.
+    let other = Ivrstate::new(env!("CARGO_BIN_EXE_ivrstate"));
+    let c_src = other.simulate_to(
+        "c.log",
+        &[
+            "--agents",
+            "3",
+            "--events",
+            "10",
+            "--seed",
+            "3",
+            "--tserver",
+            "TS_C",
+        ],
+    );
+    other.ok(&["ingest", &c_src]);
+    let c = dir.join("c.ndjson");
+    std::fs::write(&c, format!("\n\n{}", other.ok(&["export"]))).unwrap();
+    let dir_s = dir.display().to_string();
+    t.ok(&["ingest", &a, &dir_s]);
+
+    let records = export(&t);
+    assert_eq!(records.len(), 110);
+    let a_text = std::fs::read_to_string(&a).unwrap();
+    for r in &records[..60] {
+        let line = line_in(r, &format!("file {a}"));
+        assert_eq!(printout_seq(&a_text, line), source_seq(r), "{r}");
+    }
+    for r in &records[60..100] {
+        let line = line_in(r, &format!("file {}", b.display()));
+        assert_eq!(printout_seq(&b_text, line), source_seq(r), "{r}");
+    }
+    let lines: Vec<usize> = records[100..]
+        .iter()
+        .map(|r| line_in(r, &format!("file {}", c.display())))
+        .collect();
+    assert_eq!(lines, (3..13).collect::<Vec<_>>());
+
+    // A followed file (`serve --follow`): the lines go on as it grows.
+    let f = t.path("f.log");
+    std::fs::write(&f, "Application name:\tTS_F\n\n").unwrap();
+    let f_s = f.display().to_string();
+    let mut serve = t.spawn(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--follow",
+        &f_s,
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let metrics = serve.addr("metrics");
+    let appended = |n: u64| {
+        wait_for(&format!("{n} events appended"), || {
+            let mut http = TcpStream::connect(metrics).unwrap();
+            http.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+            let mut body = String::new();
+            std::io::Read::read_to_string(&mut http, &mut body).unwrap();
+            body.contains(&format!("\nivrstate_events_appended_total {n}\n"))
+                .then_some(())
+        })
+    };
+    let grow = |text: &str| {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&f)
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    };
+    grow(&printout("EventAgentLogin", 1, T0 + 1));
+    appended(1);
+    grow(&format!(
+        "{}{}",
+        printout("EventAgentReady", 2, T0 + 2),
+        printout("EventAgentNotReady", 3, T0 + 3)
+    ));
+    appended(3);
+    assert!(serve.terminate().success());
+    let followed: Vec<String> = export(&t)[110..]
+        .iter()
+        .map(|r| r["source"].as_str().unwrap().to_owned())
+        .collect();
+    let f_text = std::fs::read_to_string(&f).unwrap();
+    assert_eq!(
+        followed,
+        [3, 10, 17].map(|l| format!("file {f_s} (followed):{l}"))
+    );
+    for (line, seq) in [(3, 1), (10, 2), (17, 3)] {
+        assert_eq!(printout_seq(&f_text, line), Some(seq));
+    }
 }

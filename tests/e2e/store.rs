@@ -77,8 +77,11 @@ fn export_then_ingest_gives_the_same_state() {
         .map(|line| format!("{}}}", line.rsplit_once(",\"source\":").unwrap().0))
         .collect();
     assert_eq!(records, original, "export is stable through a round trip");
-    let from = format!("\"file {}\"}}", path.display());
-    assert!(sources.iter().all(|s| *s == from), "{:?}", sources.first());
+    // Each record names the line of the export file it was read from.
+    let from: Vec<String> = (1..=sources.len())
+        .map(|line| format!("\"file {}:{line}\"}}", path.display()))
+        .collect();
+    assert_eq!(sources, from);
     // And exporting again into the same store adds nothing.
     let again = other.json(&["ingest", "--json", path.to_str().unwrap()]);
     assert_eq!(again["appended"], 0, "{again}");
@@ -274,4 +277,21 @@ fn ingest_follow_reads_each_event_once_and_keeps_following() {
     assert_eq!(summary["read"], 130, "each event read once: {summary}");
     assert_eq!(summary["duplicates"], 0, "{summary}");
     assert_eq!(summary["appended"], 130, "{summary}");
+    // Each record names the followed file and the line its printout starts at.
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let prefix = format!("file {} (followed):", log.display());
+    let mut previous = 0;
+    for record in t.ok(&["export"]).lines() {
+        let record: serde_json::Value = serde_json::from_str(record).unwrap();
+        let source = record["source"].as_str().unwrap();
+        let line: usize = source.strip_prefix(&prefix).unwrap().parse().unwrap();
+        assert!(
+            lines[line - 1].starts_with('@'),
+            "{source}: {}",
+            lines[line - 1]
+        );
+        assert!(line > previous, "{source} after line {previous}");
+        previous = line;
+    }
 }

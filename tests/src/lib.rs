@@ -64,6 +64,15 @@ impl Ivrstate {
         }
     }
 
+    /// The binary with its temporary store directory inside `parent` (the benchmark's
+    /// `--dir`: the disk it measures).
+    pub fn in_dir(bin: &Path, parent: &Path) -> Ivrstate {
+        Ivrstate {
+            bin: bin.to_path_buf(),
+            dir: tempfile::tempdir_in(parent).expect("tempdir"),
+        }
+    }
+
     pub fn db(&self) -> PathBuf {
         self.dir.path().join("db")
     }

@@ -184,6 +184,12 @@ pub struct NatsCluster {
 impl NatsCluster {
     /// Starts `n` nodes and waits until every one reports healthy.
     pub fn start(bin: &Path, n: usize) -> NatsCluster {
+        NatsCluster::start_with(bin, n, |_| String::new())
+    }
+
+    /// [`NatsCluster::start`], each node's configuration ending with what `extra` writes for it
+    /// given the cluster's directory (a `tls` block, an operator and its accounts, ...).
+    pub fn start_with(bin: &Path, n: usize, extra: impl Fn(&Path) -> String) -> NatsCluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let ports: Vec<(u16, u16, u16)> = (0..n)
             .map(|_| (free_port(), free_port(), free_port()))
@@ -201,7 +207,7 @@ impl NatsCluster {
             let config = dir.path().join(format!("{name}.conf"));
             std::fs::write(
                 &config,
-                node_config(&name, *client, *route, *http, &store, &routes),
+                node_config(&name, *client, *route, *http, &store, &routes) + &extra(dir.path()),
             )
             .expect("write nats config");
             nodes.push(NatsNode {
@@ -367,14 +373,20 @@ fn node_config(
     store: &Path,
     routes: &[String],
 ) -> String {
-    format!(
+    let node = format!(
         "server_name: {name}\n\
          listen: 127.0.0.1:{client}\n\
          http: 127.0.0.1:{http}\n\
-         jetstream {{\n  store_dir: {store:?}\n  sync_interval: always\n}}\n\
-         cluster {{\n  name: ivrstate\n  listen: 127.0.0.1:{route}\n  routes [\n    {}\n  ]\n}}\n",
-        routes.join("\n    "),
+         jetstream {{\n  store_dir: {store:?}\n  sync_interval: always\n}}\n",
         store = store.display().to_string(),
+    );
+    // A single node is a server of its own: JetStream refuses a cluster without routes.
+    if routes.is_empty() {
+        return node;
+    }
+    format!(
+        "{node}cluster {{\n  name: ivrstate\n  listen: 127.0.0.1:{route}\n  routes [\n    {}\n  ]\n}}\n",
+        routes.join("\n    "),
     )
 }
 

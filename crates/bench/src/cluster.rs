@@ -9,7 +9,11 @@
 //!   checkpoint, then the fold and derived data in one pass), timed until both are done.
 //! - `change_p50_ms`/`change_p99_ms`: one event published by node A's publisher until node B
 //!   has appended it durably and folded it (the moment B's hub would push it to its GLI
-//!   clients), one change at a time.
+//!   clients), one change at a time, in this process.
+//! - `gli_change_*`: the whole path between real processes, a T-Server feed into node A until a
+//!   GLI client of node B decoded the push (see [`gli`]).
+
+pub mod gli;
 
 use crate::end_to_end;
 use anyhow::{Context, Result};
@@ -37,10 +41,12 @@ pub struct Figures {
     pub catch_up_events_per_s: f64,
     pub change_p50_ms: f64,
     pub change_p99_ms: f64,
+    pub gli: gli::Figures,
 }
 
-/// Runs the scenario with `events` simulated events and `changes` single-event changes.
-pub fn run(work: &Path, events: u64, changes: usize) -> Result<Figures> {
+/// Runs the scenario with `events` simulated events, `changes` single-event changes, then the
+/// feed-to-GLI changes of `gli_plan`.
+pub fn run(work: &Path, events: u64, changes: usize, gli_plan: gli::Plan) -> Result<Figures> {
     let bin = nats_server().map_err(|e| anyhow::anyhow!("no nats-server: {e}"))?;
     let nats = NatsCluster::start(&bin, 3);
     let log = end_to_end::simulate_log(work, events)?;
@@ -66,16 +72,16 @@ pub fn run(work: &Path, events: u64, changes: usize) -> Result<Figures> {
         let mut waiting = Vec::new();
         let mut published = 0u64;
         for parsed in reader {
-            if let Parsed::Event(e) = parsed {
+            if let Parsed::Event { envelope: e, .. } = parsed {
                 batch.push(e);
                 if batch.len() == MAX_MESSAGE_RECORDS {
-                    waiting.push(pipeline.publish(STREAM, &batch).await?);
+                    waiting.push(pipeline.publish(STREAM, &batch, "bench", &[]).await?);
                     batch.clear();
                 }
             }
         }
         if !batch.is_empty() {
-            waiting.push(pipeline.publish(STREAM, &batch).await?);
+            waiting.push(pipeline.publish(STREAM, &batch, "bench", &[]).await?);
         }
         for w in waiting {
             published += w.await?.new;
@@ -155,7 +161,7 @@ pub fn run(work: &Path, events: u64, changes: usize) -> Result<Figures> {
             }),
         };
         let sent = Instant::now();
-        let _ack = runtime.block_on(publisher.publish(STREAM, &[envelope]))?;
+        let _ack = runtime.block_on(publisher.publish(STREAM, &[envelope], "bench", &[]))?;
         let delivery = rx.blocking_recv().context("the consumer stopped")?;
         apply(&mut engine, &mut replica, vec![delivery], false)?;
         latencies.push(sent.elapsed().as_secs_f64() * 1e3);
@@ -167,12 +173,15 @@ pub fn run(work: &Path, events: u64, changes: usize) -> Result<Figures> {
             .copied()
             .unwrap_or(0.0)
     };
+    drop(publisher);
+    let gli = gli::run(work, &nats.urls(), &runtime, gli_plan)?;
     let figures = Figures {
         events: published,
         ingest_events_per_s: published as f64 / ingest_secs,
         catch_up_events_per_s: applied.saturating_sub(changes as u64) as f64 / catch_up_secs,
         change_p50_ms: pct(0.5),
         change_p99_ms: pct(0.99),
+        gli,
     };
     drop(nats);
     Ok(figures)

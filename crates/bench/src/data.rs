@@ -161,7 +161,7 @@ pub fn generate(dir: &Path, events: u64) -> Result<Data> {
     let mut last_time = start;
     for item in open_tlog(&tlog)? {
         match item {
-            Parsed::Event(env) => {
+            Parsed::Event { envelope: env, .. } => {
                 parsed += 1;
                 first_time.get_or_insert(env.time);
                 last_time = last_time.max(env.time);

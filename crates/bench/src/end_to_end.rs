@@ -158,7 +158,7 @@ fn sqlite(log: &Path, path: &Path) -> Result<u64> {
         Ok(())
     };
     for item in reader(log)? {
-        if let Parsed::Event(env) = item {
+        if let Parsed::Event { envelope: env, .. } = item {
             batch.push(env);
             if batch.len() == SQLITE_BATCH {
                 store(&mut batch, &mut seq)?;

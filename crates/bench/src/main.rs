@@ -51,10 +51,17 @@ struct Args {
     /// Seconds `wallboard` feeds changes for.
     #[arg(long, default_value_t = 60)]
     wallboard_seconds: u64,
-    /// The `ivrstate` binary `wallboard` runs (default: the one beside this benchmark, e.g.
-    /// target/release/ivrstate).
+    /// The `ivrstate` binary `wallboard` runs (default: as `cluster`, the one beside this
+    /// benchmark, built first under `cargo run`).
     #[arg(long)]
     ivrstate: Option<PathBuf>,
+    /// Changes `cluster` feeds into node A's feed port, each timed until node B's GLI client
+    /// decoded its push.
+    #[arg(long, default_value_t = 3000)]
+    cluster_gli_changes: usize,
+    /// The rate of those changes, per second.
+    #[arg(long, default_value_t = 200.0)]
+    cluster_gli_rate: f64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -67,8 +74,16 @@ fn main() -> anyhow::Result<()> {
                 .tempdir_in(d),
             None => tempfile::Builder::new().prefix("ivrstate-bench").tempdir(),
         }?;
-        let f =
-            ivrstate_bench::cluster::run(tmp.path(), args.cluster_events, args.cluster_changes)?;
+        let gli = ivrstate_bench::cluster::gli::Plan {
+            changes: args.cluster_gli_changes,
+            per_second: args.cluster_gli_rate,
+        };
+        let f = ivrstate_bench::cluster::run(
+            tmp.path(),
+            args.cluster_events,
+            args.cluster_changes,
+            gli,
+        )?;
         let json = serde_json::json!({
             "scenario": "cluster",
             "events": f.events,
@@ -76,6 +91,15 @@ fn main() -> anyhow::Result<()> {
             "catch_up_events_per_s": f.catch_up_events_per_s,
             "change_p50_ms": f.change_p50_ms,
             "change_p99_ms": f.change_p99_ms,
+            "gli_changes": f.gli.changes,
+            "gli_changes_per_s": f.gli.per_second,
+            "gli_change_p50_ms": f.gli.p50_ms,
+            "gli_change_p99_ms": f.gli.p99_ms,
+            "gli_change_max_ms": f.gli.max_ms,
+            "published_p50_ms": f.gli.published_p50_ms,
+            "published_p99_ms": f.gli.published_p99_ms,
+            "feed_ack_p50_ms": f.gli.ack_p50_ms,
+            "feed_ack_p99_ms": f.gli.ack_p99_ms,
         });
         println!("{json}");
         return Ok(());
@@ -114,14 +138,8 @@ fn main() -> anyhow::Result<()> {
 fn wallboard(args: &Args) -> anyhow::Result<()> {
     let bin = match &args.ivrstate {
         Some(bin) => bin.clone(),
-        None => std::env::current_exe()?.with_file_name("ivrstate"),
+        None => ivrstate_bench::cluster::gli::ivrstate_binary()?,
     };
-    if !bin.is_file() {
-        anyhow::bail!(
-            "no ivrstate binary at {} (cargo build --release -p ivrstate, or --ivrstate PATH)",
-            bin.display()
-        );
-    }
     let start = std::time::Instant::now();
     let figures = ivrstate_bench::wallboard::run(
         &bin,

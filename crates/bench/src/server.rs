@@ -16,7 +16,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use ivrstate_model::{AgentStatus, IvrName, PortNum};
 use ivrstate_projection::State;
 use ivrstate_publisher::frame::{encode_frame, Frame, FrameDecoder, FrameKind};
-use ivrstate_publisher::xml::{self, GctiMsg, Message};
+use ivrstate_publisher::xml::{self, GctiMsg, LoginStatus, Message};
 use ivrstate_publisher::{serve, Change, Hub, HubConfig, MonitorInfo};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,14 +40,15 @@ pub struct Plan {
     pub publishes: usize,
 }
 
-struct Client {
+/// A GLI client (also the `cluster` scenario's client of node B).
+pub(crate) struct Client {
     stream: TcpStream,
     decoder: FrameDecoder,
     buf: Vec<u8>,
 }
 
 impl Client {
-    async fn connect(addr: SocketAddr) -> Result<Client> {
+    pub(crate) async fn connect(addr: SocketAddr) -> Result<Client> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         Ok(Client {
@@ -81,7 +82,7 @@ impl Client {
         }
     }
 
-    async fn message(&mut self) -> Result<Message> {
+    pub(crate) async fn message(&mut self) -> Result<Message> {
         let frame = timeout(DEADLINE, self.frame())
             .await
             .map_err(|_| anyhow!("no answer within {DEADLINE:?}"))??;
@@ -89,22 +90,30 @@ impl Client {
     }
 
     async fn login(&mut self) -> Result<()> {
+        self.login_as(IVR).await.map(|_| ())
+    }
+
+    /// Sends LoginReq (version 4.0) as `ivr`; returns the LoginResp's status, having read the
+    /// FlowControl Off that follows an accepted one (OK or InitInProgress).
+    pub(crate) async fn login_as(&mut self, ivr: &str) -> Result<Option<LoginStatus>> {
         self.send(Message::LoginReq {
             version: "4.0".into(),
-            client_name: IVR.into(),
+            client_name: ivr.into(),
             report_status: None,
             server_monitor: false,
         })
         .await?;
-        match self.message().await? {
-            Message::LoginResp { .. } => {}
+        let status = match self.message().await? {
+            Message::LoginResp { status, .. } => status,
             other => bail!("expected LoginResp, got {}", other.name()),
+        };
+        if matches!(status, Some(LoginStatus::Ok | LoginStatus::InitInProgress)) {
+            match self.message().await? {
+                Message::FlowControl { .. } => {}
+                other => bail!("expected FlowControl, got {}", other.name()),
+            }
         }
-        // A 4.0 client's LoginResp is followed by FlowControl Off.
-        match self.message().await? {
-            Message::FlowControl { .. } => Ok(()),
-            other => bail!("expected FlowControl, got {}", other.name()),
-        }
+        Ok(status)
     }
 }
 

@@ -110,7 +110,9 @@ fn publish(config: ivrstate_cluster::ClusterConfig, args: &IngestArgs) -> Result
                 log_tz: args.log_tz.clone(),
             };
             let (parsed, bar) = read_source(&source)?;
-            publisher.add(parsed, &mut summary).await?;
+            publisher
+                .add(parsed, &source_text(path), &mut summary)
+                .await?;
             bar.finish_and_clear();
         }
         publisher.finish(&mut summary).await
@@ -159,16 +161,19 @@ fn ingest_file(
     summary: &mut IngestSummary,
 ) -> Result<()> {
     let (parsed, bar) = read_source(source)?;
-    let name = source.path.display();
-    let from = if is_stdin(source.path) {
-        "stdin (ivrstate ingest -)".to_owned()
-    } else {
-        format!("file {name}")
-    };
-    bulk::append_parsed_from(engine, parsed, &from, summary)
-        .with_context(|| format!("ingesting {name}"))?;
+    bulk::append_parsed_from(engine, parsed, &source_text(source.path), summary)
+        .with_context(|| format!("ingesting {}", source.path.display()))?;
     bar.finish_and_clear();
     Ok(())
+}
+
+/// Where the records of an input come from, as provenance records it.
+fn source_text(path: &Path) -> String {
+    if is_stdin(path) {
+        "stdin (ivrstate ingest -)".to_owned()
+    } else {
+        format!("file {}", path.display())
+    }
 }
 
 /// The events of one input (decompressed, parsed), with a progress bar over its bytes.

@@ -506,7 +506,7 @@ fn export(db: &std::path::Path, args: ExportArgs) -> Result<ExitCode> {
     struct Sourced<'a> {
         #[serde(flatten)]
         record: &'a ivrstate_model::Record,
-        source: &'a str,
+        source: std::borrow::Cow<'a, str>,
     }
     for record in engine.log().read(1, last) {
         let record = record?;

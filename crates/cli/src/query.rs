@@ -350,7 +350,7 @@ fn interval_table(
             i.end_seq.map(|s| s.to_string()).unwrap_or_default(),
         ];
         if csv {
-            row.push(provenance.source(i.start_seq).to_owned());
+            row.push(provenance.source(i.start_seq).into_owned());
         }
         table.row(row);
     }
@@ -638,15 +638,13 @@ pub fn config_apply(
     let name = file.display().to_string();
     let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {name}"))?;
     let config = ivrstate_engine::config::parse(&text, &name)?;
+    let source = format!("ivrstate config apply {name}");
     let events = match cluster.config()? {
-        Some(cluster) => crate::cluster::publish_config(cluster, &config, effective)?,
+        Some(cluster) => crate::cluster::publish_config(cluster, &config, effective, &source)?,
         None => {
             let engine = open_engine(db, DurabilityArg::Full)?;
-            let events = engine.apply_config_from(
-                &config,
-                effective.unwrap_or_else(now),
-                &format!("ivrstate config apply {name}"),
-            )?;
+            let events =
+                engine.apply_config_from(&config, effective.unwrap_or_else(now), &source)?;
             crate::finish(engine)?;
             events
         }

@@ -30,7 +30,7 @@ use ivrstate_model::{ClientRequest, Envelope, Event, IvrName, Record, TServerNam
 use ivrstate_projection::{Applied, Change};
 use ivrstate_publisher::hub::{Hub, HubConfig};
 use ivrstate_publisher::TlsConfig;
-use ivrstate_store::{AppendReport, EventLog, StoreError};
+use ivrstate_store::{AppendReport, EventLog, SourceRun, StoreError};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -93,9 +93,6 @@ pub struct ServeArgs {
     /// Seconds one HTTP request may take.
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     http_timeout: u64,
-    /// Allow `--http` on a non-loopback address without `--http-token`.
-    #[arg(long)]
-    insecure: bool,
     /// The T-Server of followed or fed logs that have no `Application name:` header.
     #[arg(long, value_name = "NAME")]
     tserver: Option<String>,
@@ -134,7 +131,7 @@ pub struct ServeArgs {
 
 pub fn run(db: &Path, args: ServeArgs) -> Result<ExitCode> {
     if let Some(addr) = &args.http {
-        check_http_bind(addr, args.http_token.is_some(), args.insecure)?;
+        check_http_bind(addr, args.http_token.is_some(), args.cluster.insecure)?;
     }
     // Read the configuration before anything else: a bad file is a clear error at once.
     let config = match &args.config {
@@ -265,15 +262,16 @@ async fn serve(
     let (ready_tx, ready_rx) = oneshot::channel::<Result<(), String>>();
     // Cluster mode: the sources' jobs go to the stream, and the appender applies the stream.
     let mut consumer = None;
+    let config_source = args.config.as_ref().map_or_else(String::new, |path| {
+        format!("ivrstate serve --config {}", path.display())
+    });
     let appender = match cluster {
         None => {
             let ctx = Appender {
                 db,
                 durability: args.durability,
                 config,
-                config_source: args.config.as_ref().map_or_else(String::new, |path| {
-                    format!("ivrstate serve --config {}", path.display())
-                }),
+                config_source: config_source.clone(),
                 hub: hub.clone(),
                 metrics: metrics.clone(),
                 stopping: stopping.clone(),
@@ -289,8 +287,8 @@ async fn serve(
         Some(cluster) => {
             let cluster = Cluster::connect(cluster).await?;
             if let Some(config) = &config {
-                let events = crate::cluster::config_diff(&cluster, config).await?;
-                crate::cluster::publish_config_events(&cluster, &events, now()).await?;
+                let events =
+                    crate::cluster::apply_config(&cluster, config, now(), &config_source).await?;
                 tracing::info!(changes = events.len(), "configuration published");
             }
             // What the stream holds now: the node answers InitInProgress until it applied it.
@@ -376,10 +374,10 @@ async fn serve(
         let source: Arc<str> = Arc::from(format!("file {} (followed)", path.display()));
         tokio::spawn(async move {
             while let Some(parsed) = rx.recv().await {
-                let envelopes = counters.count(parsed);
+                let (envelopes, lines) = counters.count(parsed);
                 if !envelopes.is_empty()
                     && jobs
-                        .send(Job::unacknowledged(envelopes, source.clone()))
+                        .send(Job::unacknowledged(envelopes, source.clone()).at_lines(lines))
                         .await
                         .is_err()
                 {
@@ -590,7 +588,7 @@ fn appender(
     appender::run(
         jobs,
         &stopping,
-        &mut |envelopes: &[Envelope], sources: &[(usize, &str)]| {
+        &mut |envelopes: &[Envelope], sources: &[SourceRun<'_>]| {
             commit(
                 &log,
                 &hub,
@@ -670,7 +668,7 @@ pub(crate) fn commit(
     metrics: &Metrics,
     events: Option<&EventHub>,
     envelopes: &[Envelope],
-    sources: &[(usize, &str)],
+    sources: &[SourceRun<'_>],
     applied: &mut Applied,
 ) -> Result<AppendReport, StoreError> {
     let started = Instant::now();
@@ -791,6 +789,7 @@ mod tests {
             .blocking_send(Job {
                 envelopes: vec![link_connected("TS1", 1)],
                 source: Arc::from("test"),
+                lines: Vec::new(),
                 ack: Some(ack_tx),
             })
             .map_err(|_| ())

@@ -6,6 +6,7 @@
 //! checked to be exactly the one expected, and on anything else the subscription is dropped
 //! and made again from the expected sequence.
 
+use crate::publish::{parse_lines_header, unescape_source, LINES_HEADER, SOURCE_HEADER};
 use crate::{Cluster, ClusterError};
 use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
 use futures_util::StreamExt;
@@ -21,6 +22,46 @@ pub struct Delivery {
     pub subject: String,
     /// Empty when the message could not be decoded (logged; every node skips it alike).
     pub envelopes: Vec<Envelope>,
+    /// Where the envelopes came from (its [`SOURCE_HEADER`]; [`UNNAMED_SOURCE`] for a message
+    /// without one, as written before the header existed).
+    pub source: String,
+    /// The line of each envelope in `source`, or empty.
+    pub lines: Vec<u64>,
+}
+
+/// The source of a stream message that does not say.
+pub const UNNAMED_SOURCE: &str = "cluster stream";
+
+impl Delivery {
+    /// Decodes a stream message: its envelopes and where they came from.
+    pub fn decode(
+        stream_seq: u64,
+        subject: String,
+        payload: &[u8],
+        headers: Option<&async_nats::HeaderMap>,
+    ) -> Delivery {
+        let envelopes = match codec::decode_block(payload) {
+            Ok(envs) => envs,
+            Err(e) => {
+                tracing::error!(stream_seq, %subject, "a stream message is not a batch of events, skipped: {e}");
+                Vec::new()
+            }
+        };
+        let header = |name: &str| headers.and_then(|h| h.get(name)).map(|v| v.as_str());
+        let source =
+            header(SOURCE_HEADER).map_or_else(|| UNNAMED_SOURCE.to_owned(), unescape_source);
+        let lines = header(LINES_HEADER)
+            .and_then(parse_lines_header)
+            .filter(|lines| lines.len() == envelopes.len())
+            .unwrap_or_default();
+        Delivery {
+            stream_seq,
+            subject,
+            envelopes,
+            source,
+            lines,
+        }
+    }
 }
 
 const RESUBSCRIBE_PAUSE: Duration = Duration::from_millis(250);
@@ -107,23 +148,13 @@ async fn subscribe_and_read(
         if seq != *next {
             return Read::Resubscribe(format!("expected stream sequence {next}, got {seq}"));
         }
-        let subject = message.subject.to_string();
-        let envelopes = match codec::decode_block(&message.payload) {
-            Ok(envs) => envs,
-            Err(e) => {
-                tracing::error!(seq, %subject, "a stream message is not a batch of events, skipped: {e}");
-                Vec::new()
-            }
-        };
-        if tx
-            .send(Delivery {
-                stream_seq: seq,
-                subject,
-                envelopes,
-            })
-            .await
-            .is_err()
-        {
+        let delivery = Delivery::decode(
+            seq,
+            message.subject.to_string(),
+            &message.payload,
+            message.headers.as_ref(),
+        );
+        if tx.send(delivery).await.is_err() {
             return Read::ReceiverGone;
         }
         *next = seq + 1;
@@ -131,10 +162,19 @@ async fn subscribe_and_read(
     Read::Resubscribe("the subscription ended".into())
 }
 
+/// What a subject holds: its events in stream order, and the stream sequence of its last
+/// message (0 when it has none), which a guarded publish names as the state it builds on (see
+/// [`crate::publish::publish_after`]).
+#[derive(Debug, Default)]
+pub struct SubjectRead {
+    pub envelopes: Vec<Envelope>,
+    pub last_seq: u64,
+}
+
 /// Every event stored under `subject` (e.g. `<stream>.config`), in stream order: what the
 /// stream holds now, read once. Retried for a while: a stream just created (or a cluster just
 /// restarted) may time out a consumer's creation before its group has settled.
-pub async fn read_subject(cluster: &Cluster, subject: &str) -> Result<Vec<Envelope>, ClusterError> {
+pub async fn read_subject(cluster: &Cluster, subject: &str) -> Result<SubjectRead, ClusterError> {
     let started = std::time::Instant::now();
     loop {
         match read_subject_once(cluster, subject).await {
@@ -148,10 +188,7 @@ pub async fn read_subject(cluster: &Cluster, subject: &str) -> Result<Vec<Envelo
     }
 }
 
-async fn read_subject_once(
-    cluster: &Cluster,
-    subject: &str,
-) -> Result<Vec<Envelope>, ClusterError> {
+async fn read_subject_once(cluster: &Cluster, subject: &str) -> Result<SubjectRead, ClusterError> {
     let failed = |reason: String| ClusterError::Stream {
         stream: cluster.config.stream.clone(),
         reason,
@@ -174,7 +211,7 @@ async fn read_subject_once(
         .await
         .map_err(|e| failed(format!("consumer on {subject}: {e}")))?
         .num_pending;
-    let mut out = Vec::new();
+    let mut out = SubjectRead::default();
     if left == 0 {
         return Ok(out);
     }
@@ -193,7 +230,11 @@ async fn read_subject_once(
                 "a message on {subject} is not a batch of events: {e}"
             ))
         })?;
-        out.extend(envelopes);
+        out.last_seq = message
+            .info()
+            .map_err(|e| failed(format!("a message on {subject} without metadata: {e}")))?
+            .stream_sequence;
+        out.envelopes.extend(envelopes);
         left -= 1;
     }
     Ok(out)

@@ -23,7 +23,31 @@ pub mod publish;
 pub mod replica;
 
 use async_nats::jetstream;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+/// How many PEM certificates `pem` holds.
+fn pem_certificates(pem: &[u8]) -> usize {
+    String::from_utf8_lossy(pem)
+        .matches("-----BEGIN CERTIFICATE-----")
+        .count()
+}
+
+/// A connection error in words, with its cause (async-nats's own message often leaves out the
+/// TLS or authorization reason).
+fn connect_reason(e: &async_nats::ConnectError) -> String {
+    let mut reason = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !reason.contains(&cause_text) {
+            reason.push_str(": ");
+            reason.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    reason
+}
 
 /// The stream's name when `--stream` is not given.
 pub const DEFAULT_STREAM: &str = "IVRSTATE";
@@ -60,12 +84,17 @@ pub enum ClusterError {
     Replica(String),
 }
 
-/// Where the cluster is and which stream holds the events.
+/// Where the cluster is, which stream holds the events, and how to prove who we are to it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClusterConfig {
-    /// `nats://host:port` of the NATS nodes (any number; the client finds the others).
+    /// `nats://host:port` (or `tls://host:port`) of the NATS nodes (any number; the client
+    /// finds the others).
     pub urls: Vec<String>,
     pub stream: String,
+    /// A NATS credentials file (a user JWT and its NKey seed, as `nsc` writes them).
+    pub creds: Option<PathBuf>,
+    /// PEM CA certificates the NATS servers' certificates must chain to; TLS is then required.
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl ClusterConfig {
@@ -98,8 +127,36 @@ impl ClusterConfig {
         Ok(ClusterConfig {
             urls,
             stream: stream.to_owned(),
+            creds: None,
+            tls_ca: None,
         })
     }
+
+    /// The first URL that reaches past this machine without protection, if any: protected
+    /// means credentials (`creds`) and TLS (`tls_ca`, or a `tls://` URL), so that neither
+    /// who writes nor what is written is left to the network. A host is this machine when it
+    /// is `localhost` or a loopback address (names are not resolved).
+    pub fn unprotected_remote(&self) -> Option<&str> {
+        let protected = |url: &str| {
+            self.creds.is_some() && (self.tls_ca.is_some() || url.starts_with("tls://"))
+        };
+        self.urls
+            .iter()
+            .find(|url| !protected(url) && !is_loopback_url(url))
+            .map(String::as_str)
+    }
+}
+
+/// Whether a NATS URL names this machine (`localhost` or a loopback address).
+fn is_loopback_url(url: &str) -> bool {
+    let Ok(addr) = url.parse::<async_nats::ServerAddr>() else {
+        return false;
+    };
+    let host = addr.host().trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// A connection to the cluster and its stream.
@@ -123,14 +180,38 @@ impl Cluster {
                     .map_err(|e| ClusterError::Config(format!("{u:?}: {e}")))
             })
             .collect::<Result<_, _>>()?;
-        let client = async_nats::ConnectOptions::new()
+        let mut options = async_nats::ConnectOptions::new()
             .connection_timeout(REQUEST_TIMEOUT)
-            .max_reconnects(None)
+            .max_reconnects(None);
+        if let Some(creds) = &config.creds {
+            options = options.credentials_file(creds).await.map_err(|e| {
+                ClusterError::Config(format!(
+                    "--cluster-creds {}: not a NATS credentials file: {e}",
+                    creds.display()
+                ))
+            })?;
+        }
+        if let Some(ca) = &config.tls_ca {
+            // Read here, so that a missing or foreign file is its own clear error rather than a
+            // failed handshake.
+            let pem = std::fs::read(ca).map_err(|e| {
+                ClusterError::Config(format!("--cluster-tls-ca {}: {e}", ca.display()))
+            })?;
+            let certs = pem_certificates(&pem);
+            if certs == 0 {
+                return Err(ClusterError::Config(format!(
+                    "--cluster-tls-ca {}: no PEM certificate in it",
+                    ca.display()
+                )));
+            }
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        let client = options
             .connect(addrs)
             .await
             .map_err(|e| ClusterError::Connect {
                 urls: urls.clone(),
-                reason: e.to_string(),
+                reason: connect_reason(&e),
             })?;
         let js = jetstream::ContextBuilder::new()
             .timeout(REQUEST_TIMEOUT)
@@ -215,5 +296,29 @@ mod tests {
         assert!(ClusterConfig::parse("http://a:1", "S").is_err());
         assert!(ClusterConfig::parse("nats://a:1", "A.B").is_err());
         assert!(ClusterConfig::parse("nats://a:1", "").is_err());
+    }
+
+    #[test]
+    fn a_url_past_this_machine_needs_credentials_and_tls() {
+        let config = |urls: &str, creds: bool, ca: bool| ClusterConfig {
+            creds: creds.then(|| PathBuf::from("user.creds")),
+            tls_ca: ca.then(|| PathBuf::from("ca.pem")),
+            ..ClusterConfig::parse(urls, "S").unwrap()
+        };
+        let local = "nats://127.0.0.1:4222,nats://localhost:4223,nats://[::1]:4224";
+        assert_eq!(config(local, false, false).unprotected_remote(), None);
+        let remote = "nats://127.0.0.1:4222,nats://nats.example.com:4222";
+        assert_eq!(
+            config(remote, false, false).unprotected_remote(),
+            Some("nats://nats.example.com:4222")
+        );
+        // Credentials without TLS, or TLS without credentials, are not enough.
+        assert!(config(remote, true, false).unprotected_remote().is_some());
+        assert!(config(remote, false, true).unprotected_remote().is_some());
+        assert_eq!(config(remote, true, true).unprotected_remote(), None);
+        // A tls:// URL is TLS.
+        let tls = "tls://10.0.0.5:4222";
+        assert_eq!(config(tls, true, false).unprotected_remote(), None);
+        assert_eq!(config(tls, false, false).unprotected_remote(), Some(tls));
     }
 }

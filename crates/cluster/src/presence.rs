@@ -123,10 +123,12 @@ pub async fn run(cluster: Cluster, node: String, held: Held, now: fn() -> Micros
                     }
                     tracing::warn!(node = %n, tservers = ?tservers, "a node went silent: recording its T-Servers' links as lost");
                     // One message per T-Server, so that survivors whose views differ in which
-                    // T-Servers the dead node held still agree on each one's bytes.
+                    // T-Servers the dead node held still agree on each one's bytes; the source
+                    // names the dead node only, so every survivor's headers are the same too.
+                    let source = format!("cluster: node {n} went silent, its links recorded lost");
                     for envelope in lost {
                         if let Err(e) = pipeline
-                            .publish(&cluster.config.stream, std::slice::from_ref(&envelope))
+                            .publish(&cluster.config.stream, std::slice::from_ref(&envelope), &source, &[])
                             .await
                         {
                             tracing::error!("presence: cannot publish a link-lost event: {e}");

@@ -65,6 +65,16 @@ impl Checkpoint {
     }
 }
 
+/// What to append of some deliveries.
+#[derive(Debug)]
+pub struct ToAppend<'a> {
+    pub envelopes: Vec<Envelope>,
+    /// Runs over `envelopes`: how many, their message's source, their lines (or empty).
+    pub sources: Vec<(usize, &'a str, Vec<u64>)>,
+    /// The last stream sequence of the deliveries.
+    pub last: u64,
+}
+
 /// The replica's side of applying the stream.
 pub struct Replica {
     checkpoint: Checkpoint,
@@ -137,7 +147,17 @@ impl Replica {
         &mut self,
         deliveries: &[Delivery],
     ) -> Result<(Vec<Envelope>, u64), ClusterError> {
+        let all = self.to_append_from(deliveries)?;
+        Ok((all.envelopes, all.last))
+    }
+
+    /// [`Self::to_append`], with where each envelope came from (its message's source).
+    pub fn to_append_from<'a>(
+        &mut self,
+        deliveries: &'a [Delivery],
+    ) -> Result<ToAppend<'a>, ClusterError> {
         let mut out = Vec::new();
+        let mut sources = Vec::new();
         let mut last = self.checkpoint.stream_seq;
         for d in deliveries {
             if d.stream_seq <= last {
@@ -150,18 +170,29 @@ impl Replica {
                 )));
             }
             last = d.stream_seq;
-            for env in &d.envelopes {
+            let (before, mut lines) = (out.len(), Vec::new());
+            for (i, env) in d.envelopes.iter().enumerate() {
                 match self.unmatched.front() {
                     Some(front) if front == env => {
                         self.unmatched.pop_front();
                     }
                     // A duplicate the log dropped when it was first appended.
                     Some(_) => {}
-                    None => out.push(env.clone()),
+                    None => {
+                        out.push(env.clone());
+                        lines.extend(d.lines.get(i));
+                    }
                 }
             }
+            if out.len() > before {
+                sources.push((out.len() - before, d.source.as_str(), lines));
+            }
         }
-        Ok((out, last))
+        Ok(ToAppend {
+            envelopes: out,
+            sources,
+            last,
+        })
     }
 
     /// Records that everything through `stream_seq` is applied and the log ends at `log_seq`.

@@ -4,8 +4,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use ivrstate_cluster::consume::read_subject;
 use ivrstate_cluster::consume::{consume, Delivery};
-use ivrstate_cluster::publish::{messages, Pipeline};
+use ivrstate_cluster::publish::{
+    escape_source, messages, parse_lines_header, publish_after, unescape_source, Guarded, Pipeline,
+};
 use ivrstate_cluster::replica::Replica;
 use ivrstate_cluster::{Cluster, ClusterConfig};
 use ivrstate_model::{Envelope, Event, Micros, TLibEvent, TLibKind, TServerName};
@@ -57,16 +60,19 @@ fn published_batches_are_stored_once_in_order_and_replayed_from_any_sequence() {
         let cluster = Cluster::connect(config).await.unwrap();
         let pipeline = Pipeline::start(&cluster);
 
-        // The same batch twice: the second is a duplicate, stored once.
+        // The same batch twice: the second is a duplicate, stored once. Where it came from
+        // travels with it (a source with a space, a '%' and a newline in its name).
         let batch: Vec<Envelope> = (1..=10).map(|s| link("TS1", s)).collect();
+        let lines: Vec<u64> = (1..=10).map(|i| 3 + i * 17).collect();
+        let source = "file /logs/a b%\n.log";
         let first = pipeline
-            .publish("TEST", &batch)
+            .publish("TEST", &batch, source, &lines)
             .await
             .unwrap()
             .await
             .unwrap();
         let again = pipeline
-            .publish("TEST", &batch)
+            .publish("TEST", &batch, source, &lines)
             .await
             .unwrap()
             .await
@@ -83,7 +89,12 @@ fn published_batches_are_stored_once_in_order_and_replayed_from_any_sequence() {
         for i in 0..50u64 {
             let b = vec![link("TS1", 100 + i), link("TS2", 100 + i)];
             sent.extend(b.clone());
-            waits.push(pipeline.publish("TEST", &b).await.unwrap());
+            waits.push(
+                pipeline
+                    .publish("TEST", &b, "feed x #1", &[])
+                    .await
+                    .unwrap(),
+            );
         }
         for w in waits {
             assert_eq!(w.await.unwrap().new, 2);
@@ -96,6 +107,10 @@ fn published_batches_are_stored_once_in_order_and_replayed_from_any_sequence() {
             (1..=101).collect::<Vec<_>>()
         );
         assert_eq!(all[0].envelopes, batch);
+        assert_eq!((all[0].source.as_str(), &all[0].lines), (source, &lines));
+        assert!(all[1..]
+            .iter()
+            .all(|d| d.source == "feed x #1" && d.lines.is_empty()));
         assert_eq!(all[1].subject, "TEST.ts.TS1");
         assert_eq!(all[2].subject, "TEST.ts.TS2");
         let rest: Vec<Envelope> = all[1..].iter().flat_map(|d| d.envelopes.clone()).collect();
@@ -108,20 +123,103 @@ fn published_batches_are_stored_once_in_order_and_replayed_from_any_sequence() {
     });
 }
 
+/// Compare-and-set on a subject (what `config apply --cluster` relies on): a publish that names
+/// the subject's last sequence is stored; one that names a sequence the subject has moved past
+/// (another writer came first) is refused and stores nothing; the same bytes sent again (a
+/// retry) are not a conflict.
 #[test]
-fn message_ids_depend_on_the_bytes_only() {
-    let a = messages("S", &[link("TS1", 1), link("TS1", 2)]).unwrap();
-    let b = messages("S", &[link("TS1", 1), link("TS1", 2)]).unwrap();
-    let c = messages("S", &[link("TS1", 1), link("TS1", 3)]).unwrap();
+fn a_guarded_publish_is_refused_once_the_subject_has_moved() {
+    let Some(bin) = nats_server_or_skip("cluster guarded publish") else {
+        return;
+    };
+    let nats = NatsCluster::start(&bin, 3);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let config = ClusterConfig::parse(&nats.urls(), "GUARD").unwrap();
+        let cluster = Cluster::connect(config).await.unwrap();
+        let subject = "GUARD.config";
+        let empty = read_subject(&cluster, subject).await.unwrap();
+        assert_eq!((empty.envelopes.len(), empty.last_seq), (0, 0));
+        // Another subject's message does not move this one.
+        let pipeline = Pipeline::start(&cluster);
+        pipeline
+            .publish("GUARD", &[link("TS1", 1)], "test", &[])
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+
+        // Two writers read the empty subject; the first one's change lands.
+        let first = vec![config_event(1), config_event(2)];
+        let second = vec![config_event(3)];
+        let stored = publish_after(&cluster, &first, "test", 0).await.unwrap();
+        let Guarded::Stored(p) = stored else {
+            panic!("refused: {stored:?}")
+        };
+        assert_eq!((p.new, p.last_stream_seq), (2, 2));
+        // The same bytes again (a retry after a timeout): a duplicate, not a conflict.
+        let again = publish_after(&cluster, &first, "test", 0).await.unwrap();
+        assert_eq!(
+            again,
+            Guarded::Stored(ivrstate_cluster::publish::Published {
+                new: 0,
+                duplicates: 2,
+                last_stream_seq: 2
+            })
+        );
+        // The second one read the same old state: refused, nothing stored.
+        assert_eq!(
+            publish_after(&cluster, &second, "test", 0).await.unwrap(),
+            Guarded::Moved
+        );
+        assert_eq!(cluster.last_sequence().await, 2);
+        // Read again, it builds on what is there now.
+        let now = read_subject(&cluster, subject).await.unwrap();
+        assert_eq!((now.envelopes, now.last_seq), (first, 2));
+        assert!(matches!(
+            publish_after(&cluster, &second, "test", now.last_seq)
+                .await
+                .unwrap(),
+            Guarded::Stored(_)
+        ));
+        let now = read_subject(&cluster, subject).await.unwrap();
+        assert_eq!((now.envelopes.len(), now.last_seq), (3, 3));
+    });
+}
+
+#[test]
+fn message_ids_depend_on_the_bytes_and_their_source_only() {
+    let two = [link("TS1", 1), link("TS1", 2)];
+    let a = messages("S", &two, "file a.log", &[5, 9]).unwrap();
+    let b = messages("S", &two, "file a.log", &[5, 9]).unwrap();
+    let c = messages(
+        "S",
+        &[link("TS1", 1), link("TS1", 3)],
+        "file a.log",
+        &[5, 9],
+    )
+    .unwrap();
+    let other_file = messages("S", &two, "file b.log", &[5, 9]).unwrap();
+    let other_lines = messages("S", &two, "file a.log", &[5, 10]).unwrap();
     assert_eq!(a.len(), 1);
     assert_eq!(a[0].id, b[0].id);
     assert_ne!(a[0].id, c[0].id);
+    assert_ne!(a[0].id, other_file[0].id);
+    assert_ne!(a[0].id, other_lines[0].id);
     assert_eq!(a[0].id.len(), 64);
     let mixed = messages(
         "S",
         &[link("A", 1), link("A", 2), link("B", 1), link("A", 3)],
+        "file m.log",
+        &[1, 2, 3, 4],
     )
     .unwrap();
+    // Each message carries the lines of its own envelopes.
+    let lines: Vec<Option<Vec<u64>>> = mixed
+        .iter()
+        .map(|m| m.lines.as_deref().and_then(parse_lines_header))
+        .collect();
+    assert_eq!(lines, [Some(vec![1, 2]), Some(vec![3]), Some(vec![4])]);
     assert_eq!(
         mixed
             .iter()
@@ -136,7 +234,23 @@ fn delivery(seq: u64, envelopes: Vec<Envelope>) -> Delivery {
         stream_seq: seq,
         subject: "S.x".into(),
         envelopes,
+        source: "test".into(),
+        lines: Vec::new(),
     }
+}
+
+#[test]
+fn sources_survive_their_header_escaping() {
+    for source in [
+        "file /var/log/ts.log",
+        " feed 10.0.0.5:4000 #1 (token r\u{e9}corder)\r\n%41%",
+        "",
+    ] {
+        let escaped = escape_source(source);
+        assert!(escaped.bytes().all(|b| b.is_ascii_graphic()), "{escaped}");
+        assert_eq!(unescape_source(&escaped), source);
+    }
+    assert_eq!(unescape_source("a%2"), "a%2");
 }
 
 fn config_event(n: u64) -> Envelope {

@@ -7,7 +7,7 @@
 use crate::{Engine, EngineError, Result};
 use ivrstate_ingest::parse::{ParseError, Parsed};
 use ivrstate_model::{Envelope, Seq};
-use ivrstate_store::PendingAppend;
+use ivrstate_store::{PendingAppend, SourceRun};
 use serde::Serialize;
 use std::sync::mpsc;
 
@@ -36,12 +36,12 @@ pub struct ErrorLocation {
 }
 
 impl IngestSummary {
-    /// Counts one parser output; returns the envelope to append, if any.
-    pub fn count(&mut self, parsed: Parsed) -> Option<Envelope> {
+    /// Counts one parser output; returns the envelope to append and its line, if any.
+    pub fn count(&mut self, parsed: Parsed) -> Option<(Envelope, u64)> {
         match parsed {
-            Parsed::Event(envelope) => {
+            Parsed::Event { line, envelope } => {
                 self.read += 1;
-                Some(envelope)
+                Some((envelope, line))
             }
             Parsed::Skipped { .. } => {
                 self.skipped += 1;
@@ -86,7 +86,8 @@ pub fn append_parsed(
     append_parsed_from(engine, parsed, ivrstate_store::UNSPECIFIED_SOURCE, summary)
 }
 
-/// [`append_parsed`], recording `source` as where every record came from.
+/// [`append_parsed`], recording `source` (and the line of each event in it) as where every
+/// record came from.
 pub fn append_parsed_from(
     engine: &mut Engine,
     parsed: impl Iterator<Item = Parsed>,
@@ -95,13 +96,14 @@ pub fn append_parsed_from(
 ) -> Result<()> {
     let log = engine.log().clone();
     std::thread::scope(|scope| {
-        let (batches, to_append) = mpsc::sync_channel::<Vec<Envelope>>(PIPELINE_DEPTH);
+        let (batches, to_append) = mpsc::sync_channel::<Batch>(PIPELINE_DEPTH);
         let (pending, to_sync) = mpsc::sync_channel::<PendingAppend<'_>>(PIPELINE_DEPTH);
         let (durable, to_derive) = mpsc::channel::<Seq>();
         let log = &log;
         let appender = scope.spawn(move || -> Result<()> {
-            for batch in to_append {
-                let begun = log.begin_append_from(&batch, &[(batch.len(), source)])?;
+            for (batch, lines) in to_append {
+                let begun =
+                    log.begin_append_from(&batch, &[SourceRun::with_lines(source, &lines)])?;
                 if pending.send(begun).is_err() {
                     break;
                 }
@@ -130,12 +132,14 @@ pub fn append_parsed_from(
             Ok(())
         });
 
-        let mut batch: Vec<Envelope> = Vec::with_capacity(BATCH);
+        let mut batch: Batch = (Vec::with_capacity(BATCH), Vec::with_capacity(BATCH));
         for item in parsed {
-            if let Some(envelope) = summary.count(item) {
-                batch.push(envelope);
-                if batch.len() == BATCH {
-                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+            if let Some((envelope, line)) = summary.count(item) {
+                batch.0.push(envelope);
+                batch.1.push(line);
+                if batch.0.len() == BATCH {
+                    let empty = (Vec::with_capacity(BATCH), Vec::with_capacity(BATCH));
+                    let full = std::mem::replace(&mut batch, empty);
                     if batches.send(full).is_err() {
                         // The appender stopped: its error is returned below.
                         break;
@@ -143,7 +147,7 @@ pub fn append_parsed_from(
                 }
             }
         }
-        if !batch.is_empty() {
+        if !batch.0.is_empty() {
             let _ = batches.send(batch);
         }
         drop(batches);
@@ -157,6 +161,9 @@ pub fn append_parsed_from(
         derived
     })
 }
+
+/// A batch of envelopes and the line each starts at in its input.
+type Batch = (Vec<Envelope>, Vec<u64>);
 
 /// Batches in flight between two stages of the pipeline.
 const PIPELINE_DEPTH: usize = 4;

@@ -34,7 +34,7 @@ use ivrstate_model::{
 };
 use ivrstate_projection::{Applied, Change, EntityKey, State};
 use ivrstate_store::{
-    AppendReport, DerivedBatch, DerivedTree, EventLog, Store, StoreError, StoreOptions,
+    AppendReport, DerivedBatch, DerivedTree, EventLog, SourceRun, Store, StoreError, StoreOptions,
 };
 use packs::Packs;
 use serde::{Deserialize, Serialize};
@@ -185,7 +185,7 @@ impl Engine {
     pub fn append_from(
         &mut self,
         envelopes: &[Envelope],
-        sources: &[(usize, &str)],
+        sources: &[SourceRun<'_>],
         on_change: impl FnMut(&Record, &[Change]),
     ) -> Result<AppendReport> {
         let report = self.store.log().append_from(envelopes, sources)?;
@@ -533,7 +533,11 @@ impl Engine {
                     event: Event::Config(e.clone()),
                 })
                 .collect();
-            self.append_from(&envelopes, &[(envelopes.len(), source)], |_, _| {})?;
+            self.append_from(
+                &envelopes,
+                &[SourceRun::new(envelopes.len(), source)],
+                |_, _| {},
+            )?;
         }
         Ok(events)
     }
@@ -734,7 +738,7 @@ pub fn status_of(state: &State, at: Option<Micros>) -> StatusView {
 pub struct Sourced<'a> {
     #[serde(flatten)]
     pub interval: &'a Interval,
-    pub source: &'a str,
+    pub source: std::borrow::Cow<'a, str>,
 }
 
 /// The `status` view of only the entities a record touched, in the state right after it: one

@@ -7,7 +7,7 @@
 //! appender only batches and hands out the acks, in the order the jobs arrived.
 
 use ivrstate_model::Envelope;
-use ivrstate_store::{AppendOutcome, AppendReport};
+use ivrstate_store::{AppendOutcome, AppendReport, SourceRun};
 use std::fmt::Display;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -21,6 +21,8 @@ pub struct Job {
     pub envelopes: Vec<Envelope>,
     /// Recorded as the source of every record of the batch (see `ivrstate_store::Provenance`).
     pub source: Arc<str>,
+    /// The line each envelope starts at in `source` (a followed file), or empty.
+    pub lines: Vec<u64>,
     pub ack: Option<oneshot::Sender<Result<Committed, String>>>,
 }
 
@@ -30,8 +32,15 @@ impl Job {
         Job {
             envelopes,
             source,
+            lines: Vec::new(),
             ack: None,
         }
+    }
+
+    /// This job's envelopes come from these lines of its source.
+    pub fn at_lines(mut self, lines: Vec<u64>) -> Self {
+        self.lines = lines;
+        self
     }
 }
 
@@ -49,16 +58,16 @@ pub trait Commit {
     fn commit(
         &mut self,
         envelopes: &[Envelope],
-        sources: &[(usize, &str)],
+        sources: &[SourceRun<'_>],
     ) -> Result<AppendReport, Self::Error>;
 }
 
-impl<E: Display, F: FnMut(&[Envelope], &[(usize, &str)]) -> Result<AppendReport, E>> Commit for F {
+impl<E: Display, F: FnMut(&[Envelope], &[SourceRun<'_>]) -> Result<AppendReport, E>> Commit for F {
     type Error = E;
     fn commit(
         &mut self,
         envelopes: &[Envelope],
-        sources: &[(usize, &str)],
+        sources: &[SourceRun<'_>],
     ) -> Result<AppendReport, E> {
         self(envelopes, sources)
     }
@@ -97,13 +106,20 @@ pub fn commit(sink: &mut impl Commit, batch: Vec<Job>) {
     // The jobs' envelopes are moved into one batch; each job keeps its count and its ack.
     let mut envelopes: Vec<Envelope> = Vec::new();
     let mut acks = Vec::with_capacity(batch.len());
-    let mut sources: Vec<(usize, Arc<str>)> = Vec::with_capacity(batch.len());
+    let mut sources: Vec<(usize, Arc<str>, Vec<u64>)> = Vec::with_capacity(batch.len());
     for job in batch {
         acks.push((job.envelopes.len(), job.ack));
-        sources.push((job.envelopes.len(), job.source));
+        sources.push((job.envelopes.len(), job.source, job.lines));
         envelopes.extend(job.envelopes);
     }
-    let sources: Vec<(usize, &str)> = sources.iter().map(|(n, s)| (*n, &**s)).collect();
+    let sources: Vec<SourceRun<'_>> = sources
+        .iter()
+        .map(|(count, source, lines)| SourceRun {
+            count: *count,
+            source,
+            lines,
+        })
+        .collect();
     match sink.commit(&envelopes, &sources) {
         Ok(report) => {
             let mut outcomes = report.outcomes.iter();
@@ -155,6 +171,7 @@ mod tests {
             Job {
                 envelopes,
                 source: Arc::from("test"),
+                lines: Vec::new(),
                 ack: Some(tx),
             },
             rx,
@@ -170,19 +187,19 @@ mod tests {
         let (a, a_ack) = job(vec![link(1), link(2)]);
         let (b, b_ack) = job(vec![link(3), link(4), link(5)]);
         tx.try_send(a).unwrap();
-        tx.try_send(Job::unacknowledged(vec![link(6)], Arc::from("other")))
+        tx.try_send(Job::unacknowledged(vec![link(6)], Arc::from("other")).at_lines(vec![42]))
             .unwrap();
         tx.try_send(b).unwrap();
         drop(tx);
         let mut commits = Vec::new();
-        run(rx, &AtomicBool::new(false), &mut |envs: &[Envelope],
-                                               sources: &[(
-            usize,
-            &str,
-        )]| {
-            commits.push(envs.len());
-            store.log().append_from(envs, sources)
-        });
+        run(
+            rx,
+            &AtomicBool::new(false),
+            &mut |envs: &[Envelope], sources: &[SourceRun<'_>]| {
+                commits.push(envs.len());
+                store.log().append_from(envs, sources)
+            },
+        );
         assert_eq!(commits, vec![6], "one group commit for everything queued");
         let a = a_ack.blocking_recv().unwrap().unwrap();
         assert_eq!(
@@ -202,8 +219,8 @@ mod tests {
         );
         assert_eq!(store.log().last_seq(), 6);
         let p = store.log().provenance().unwrap();
-        let sources: Vec<&str> = (2..=6).map(|seq| p.source(seq)).collect();
-        assert_eq!(sources, ["test", "other", "test", "test", "test"]);
+        let sources: Vec<String> = (2..=6).map(|seq| p.source(seq).into_owned()).collect();
+        assert_eq!(sources, ["test", "other:42", "test", "test", "test"]);
     }
 
     #[test]
@@ -217,7 +234,7 @@ mod tests {
         run(
             rx,
             &AtomicBool::new(false),
-            &mut |_: &[Envelope], _: &[(usize, &str)]| Err::<AppendReport, _>("disk full"),
+            &mut |_: &[Envelope], _: &[SourceRun<'_>]| Err::<AppendReport, _>("disk full"),
         );
         assert_eq!(a_ack.blocking_recv().unwrap(), Err("disk full".to_owned()));
         assert_eq!(b_ack.blocking_recv().unwrap(), Err("disk full".to_owned()));
@@ -233,7 +250,7 @@ mod tests {
         run(
             rx,
             &stopping,
-            &mut |envs: &[Envelope], _: &[(usize, &str)]| {
+            &mut |envs: &[Envelope], _: &[SourceRun<'_>]| {
                 appended += envs.len();
                 Ok::<_, String>(AppendReport {
                     appended: envs.len() as u64,

@@ -435,6 +435,10 @@ pub async fn listen(listener: TcpListener, config: FeedConfig) {
                 continue;
             }
         };
+        // Acks are small lines a sender may wait on: not held back to be coalesced (Nagle).
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!("{addr}: set_nodelay: {e}");
+        }
         let number = accepted.fetch_add(1, Ordering::Relaxed) + 1;
         let config = config.clone();
         tokio::spawn(async move {
@@ -545,7 +549,8 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                 tracing::info!("{peer}: authenticated with token {name:?}");
             }
         }
-        let envelopes = config.counters.count(session.poll_parsed());
+        // The connection is the source: the lines within it are not kept.
+        let (envelopes, _lines) = config.counters.count(session.poll_parsed());
         if !envelopes.is_empty() {
             session.handle_sent(&envelopes);
             let (ack_tx, ack_rx) = oneshot::channel();
@@ -554,6 +559,7 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                 .send(Job {
                     envelopes,
                     source: source_of(peer, session),
+                    lines: Vec::new(),
                     ack: Some(ack_tx),
                 })
                 .await
@@ -648,7 +654,7 @@ mod tests {
         parsed
             .into_iter()
             .filter_map(|p| match p {
-                Parsed::Event(e) => Some(e),
+                Parsed::Event { envelope, .. } => Some(envelope),
                 _ => None,
             })
             .collect()
@@ -692,7 +698,7 @@ mod tests {
         assert_eq!(s.format(), Some(Format::Ndjson));
         let parsed = s.poll_parsed();
         assert!(
-            matches!(parsed.as_slice(), [Parsed::Event(_)]),
+            matches!(parsed.as_slice(), [Parsed::Event { .. }]),
             "one event, no need to wait for a quiet period: {parsed:?}"
         );
         let mut t = session();

@@ -543,7 +543,7 @@ mod tests {
             feed_tlog(item, &mut p, &mut out);
         }
         assert!(
-            matches!(&out[..], [Parsed::Event(e)] if e.time.split().0 == 1_439_853_377),
+            matches!(&out[..], [Parsed::Event { envelope: e, .. }] if e.time.split().0 == 1_439_853_377),
             "{out:?}"
         );
     }

@@ -57,14 +57,17 @@ pub struct SourceCounters {
 }
 
 impl SourceCounters {
-    /// Counts parser output and returns the envelopes to append; malformed input is logged.
-    pub fn count(&self, parsed: Vec<Parsed>) -> Vec<Envelope> {
+    /// Counts parser output and returns the envelopes to append and the line each starts at;
+    /// malformed input is logged.
+    pub fn count(&self, parsed: Vec<Parsed>) -> (Vec<Envelope>, Vec<u64>) {
         let mut envelopes = Vec::with_capacity(parsed.len());
+        let mut lines = Vec::with_capacity(parsed.len());
         for p in parsed {
             match p {
-                Parsed::Event(e) => {
+                Parsed::Event { line, envelope } => {
                     self.ingested.fetch_add(1, Relaxed);
-                    envelopes.push(e);
+                    envelopes.push(envelope);
+                    lines.push(line);
                 }
                 Parsed::Skipped { .. } => {
                     self.skipped.fetch_add(1, Relaxed);
@@ -75,7 +78,7 @@ impl SourceCounters {
                 }
             }
         }
-        envelopes
+        (envelopes, lines)
     }
 
     pub fn ingested(&self) -> u64 {

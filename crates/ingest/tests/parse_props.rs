@@ -36,7 +36,7 @@ fn samples() -> &'static (Vec<u8>, Vec<u8>) {
         simulate(cfg, &mut log).unwrap();
         let mut nd = Vec::new();
         for (i, item) in TlogReader::new(&log[..], "sim", None, RECORDED).enumerate() {
-            if let Parsed::Event(envelope) = item {
+            if let Parsed::Event { envelope, .. } = item {
                 write_ndjson(
                     &mut nd,
                     &Record {
@@ -161,10 +161,10 @@ proptest! {
             .collect();
         prop_assert_eq!(&by_line, &items);
         for item in items {
-            if let Parsed::Event(env) = item {
+            if let Parsed::Event { envelope: env, .. } = item {
                 let mut line = Vec::new();
                 write_ndjson(&mut line, &Record { seq: 1, envelope: env.clone() }).unwrap();
-                prop_assert_eq!(ndjson(&line, None), vec![Parsed::Event(env)]);
+                prop_assert_eq!(ndjson(&line, None), vec![Parsed::Event { line: 1, envelope: env }]);
             }
         }
     }
@@ -175,8 +175,13 @@ proptest! {
 fn samples_are_valid() {
     let (log, nd) = samples();
     let t = tlog(log, None);
-    assert!(t.iter().filter(|p| matches!(p, Parsed::Event(_))).count() >= 30);
+    assert!(
+        t.iter()
+            .filter(|p| matches!(p, Parsed::Event { .. }))
+            .count()
+            >= 30
+    );
     assert!(!t.iter().any(|p| matches!(p, Parsed::Malformed(_))));
     let n = ndjson(nd, None);
-    assert!(n.iter().all(|p| matches!(p, Parsed::Event(_))));
+    assert!(n.iter().all(|p| matches!(p, Parsed::Event { .. })));
 }

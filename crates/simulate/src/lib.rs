@@ -559,7 +559,7 @@ mod tests {
         let mut counts = Counts::default();
         for item in &items {
             match item {
-                Parsed::Event(_) => counts.events += 1,
+                Parsed::Event { .. } => counts.events += 1,
                 Parsed::Skipped { .. } => counts.skipped += 1,
                 Parsed::Malformed(e) => {
                     counts.malformed += 1;
@@ -605,7 +605,9 @@ mod tests {
         let mut last: Option<(u64, Micros)> = None;
         let mut days = std::collections::BTreeSet::new();
         for item in &items {
-            let Parsed::Event(env) = item else { continue };
+            let Parsed::Event { envelope: env, .. } = item else {
+                continue;
+            };
             let Event::TLib(t) = &env.event else { panic!() };
             assert_eq!(t.tserver.as_str(), "TS_SIP");
             names.insert(t.kind.event_name());
@@ -664,7 +666,7 @@ mod tests {
         for _ in 0..3 {
             let t0 = std::time::Instant::now();
             let n = TlogReader::new(&bytes[..], "sim.log", None, Micros(0))
-                .filter(|p| matches!(p, Parsed::Event(_)))
+                .filter(|p| matches!(p, Parsed::Event { .. }))
                 .count();
             best = best.min(t0.elapsed().as_secs_f64());
             assert_eq!(n as u64, s.events);

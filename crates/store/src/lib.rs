@@ -20,7 +20,7 @@ pub use log::{
     AppendOutcome, AppendReport, Durability, EventLog, PendingAppend, ReadIter, VerifyFault,
     VerifyReport,
 };
-pub use provenance::{Provenance, UNSPECIFIED_SOURCE};
+pub use provenance::{decode_lines, encode_lines, Provenance, SourceRun, UNSPECIFIED_SOURCE};
 pub use read_ahead::{limit_malloc_arenas, ReadAhead};
 pub use store::{Store, StoreOptions, DEFAULT_CACHE_BYTES};
 

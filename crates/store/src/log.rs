@@ -25,7 +25,7 @@
 use crate::codec::{self, CodecError, MAX_BLOCK_RECORDS};
 use crate::dedup::{self, BlockCache, DecodedBlock, DedupIndex, SourceRange, DEDUP_PREFIX};
 use crate::error::StoreError;
-use crate::provenance::{Provenance, SourceTable, UNSPECIFIED_SOURCE};
+use crate::provenance::{Provenance, SourceRun, SourceTable, UNSPECIFIED_SOURCE};
 use ivrstate_model::{Envelope, Record, Seq};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -259,35 +259,50 @@ impl<'a> InCallKeys<'a> {
     }
 }
 
-/// The runs of an append: (first seq, source id) wherever the source of the new records
-/// changes, in seq order. `sources` are runs over the `n` input envelopes (see
-/// [`EventLog::append_from`]).
-fn source_runs(
+/// What an append writes about where its new records came from (see `provenance.rs`).
+#[derive(Default)]
+struct Origins {
+    /// (first seq, source id) wherever the source of the new records changes, in seq order.
+    runs: Vec<(Seq, u32)>,
+    /// (first seq, lines): the lines of consecutive new records that have one.
+    lines: Vec<(Seq, Vec<u64>)>,
+}
+
+/// The origins of an append's new records. `sources` are runs over the `n` input envelopes
+/// (see [`EventLog::append_from`]).
+fn origins(
     w: &mut Writer,
     outcomes: &[AppendOutcome],
     n: usize,
-    sources: &[(usize, &str)],
-) -> Result<Vec<(Seq, u32)>, StoreError> {
-    let given: usize = sources.iter().map(|&(count, _)| count).sum();
-    let rest = (n.saturating_sub(given), UNSPECIFIED_SOURCE);
-    let mut runs: Vec<(Seq, u32)> = Vec::new();
+    sources: &[SourceRun<'_>],
+) -> Result<Origins, StoreError> {
+    let given: usize = sources.iter().map(|run| run.count).sum();
+    let rest = SourceRun::new(n.saturating_sub(given), UNSPECIFIED_SOURCE);
+    let mut out = Origins::default();
     let mut outcomes = outcomes.iter();
-    for &(count, source) in sources.iter().chain(std::iter::once(&rest)) {
+    for run in sources.iter().chain(std::iter::once(&rest)) {
         let mut id = None;
-        for outcome in outcomes.by_ref().take(count) {
-            let AppendOutcome::New(seq) = outcome else {
+        for (i, outcome) in outcomes.by_ref().take(run.count).enumerate() {
+            let AppendOutcome::New(seq) = *outcome else {
                 continue;
             };
             let id = match id {
                 Some(id) => id,
-                None => *id.insert(w.sources.id(source)?),
+                None => *id.insert(w.sources.id(run.source)?),
             };
-            if runs.last().map(|&(_, last)| last) != Some(id) {
-                runs.push((*seq, id));
+            if out.runs.last().map(|&(_, last)| last) != Some(id) {
+                out.runs.push((seq, id));
+            }
+            match (run.lines.get(i), out.lines.last_mut()) {
+                (Some(&line), Some((first, lines))) if *first + lines.len() as Seq == seq => {
+                    lines.push(line)
+                }
+                (Some(&line), _) => out.lines.push((seq, vec![line])),
+                (None, _) => {}
             }
         }
     }
-    Ok(runs)
+    Ok(out)
 }
 
 pub(crate) fn block_key(first: Seq) -> [u8; 9] {
@@ -397,12 +412,12 @@ impl EventLog {
     }
 
     /// [`EventLog::append`], saying where the envelopes came from: `sources` are runs over
-    /// `envs`, (how many envelopes, their source), in order; envelopes past them are
-    /// [`UNSPECIFIED_SOURCE`].
+    /// `envs` (how many envelopes, their source, their lines), in order; envelopes past them
+    /// are [`UNSPECIFIED_SOURCE`].
     pub fn append_from(
         &self,
         envs: &[Envelope],
-        sources: &[(usize, &str)],
+        sources: &[SourceRun<'_>],
     ) -> Result<AppendReport, StoreError> {
         self.begin_append_from(envs, sources)?.wait_durable()
     }
@@ -425,7 +440,7 @@ impl EventLog {
     pub fn begin_append_from(
         &self,
         envs: &[Envelope],
-        sources: &[(usize, &str)],
+        sources: &[SourceRun<'_>],
     ) -> Result<PendingAppend<'_>, StoreError> {
         Ok(PendingAppend {
             log: self,
@@ -436,7 +451,7 @@ impl EventLog {
     fn write(
         &self,
         envs: &[Envelope],
-        sources: &[(usize, &str)],
+        sources: &[SourceRun<'_>],
     ) -> Result<AppendReport, StoreError> {
         // Encoded before the writer lock is taken, so that appends from several threads encode
         // in parallel. Used as is when every envelope turns out fresh (the usual case); else
@@ -534,13 +549,17 @@ impl EventLog {
             first += chunk.len() as Seq;
         }
         let last = base + appended;
-        let runs = source_runs(w, &outcomes, envs.len(), sources)?;
+        let origins = origins(w, &outcomes, envs.len(), sources)?;
         let tree = &self.inner.tree;
         // Sources first (see `provenance.rs`), then blocks, then their index entries.
-        let written = w.sources.write_runs(&runs).map_err(|e| match e {
-            StoreError::Db(why) => why,
-            other => other.to_string(),
-        });
+        let written = w
+            .sources
+            .write_runs(&origins.runs)
+            .and_then(|()| w.sources.write_lines(&origins.lines))
+            .map_err(|e| match e {
+                StoreError::Db(why) => why,
+                other => other.to_string(),
+            });
         if let Err(why) = written {
             let why = format!(
                 "writing the sources of seqs {}..={last} failed: {why}",
@@ -568,7 +587,7 @@ impl EventLog {
             return Err(e);
         }
         w.last = last;
-        w.sources.stored(&runs);
+        w.sources.stored(&origins.runs);
         for (ts, r) in ranges {
             w.dedup.insert(ts, r);
         }

@@ -85,6 +85,11 @@ impl Store {
         &self.path
     }
 
+    #[cfg(test)]
+    pub(crate) fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
     pub fn log(&self) -> &EventLog {
         &self.log
     }

@@ -1226,14 +1226,26 @@ fn every_record_keeps_its_source_compactly_across_appends_and_reopens() {
         b.insert(0, a[2].clone());
         let both: Vec<Envelope> = a.iter().chain(&b).cloned().collect();
         let report = log
-            .append_from(&both, &[(3, "file a.log"), (3, "feed 10.0.0.5:4000 #1")])
+            .append_from(
+                &both,
+                &[
+                    SourceRun::new(3, "file a.log"),
+                    SourceRun::new(3, "feed 10.0.0.5:4000 #1"),
+                ],
+            )
             .unwrap();
         assert_eq!((report.appended, report.duplicates), (5, 1));
         // The same source again, in later appends: no new run.
-        log.append_from(&events("TS", 20, 4), &[(4, "feed 10.0.0.5:4000 #1")])
-            .unwrap();
-        log.append_from(&events("TS", 30, 2), &[(2, "feed 10.0.0.5:4000 #1")])
-            .unwrap();
+        log.append_from(
+            &events("TS", 20, 4),
+            &[SourceRun::new(4, "feed 10.0.0.5:4000 #1")],
+        )
+        .unwrap();
+        log.append_from(
+            &events("TS", 30, 2),
+            &[SourceRun::new(2, "feed 10.0.0.5:4000 #1")],
+        )
+        .unwrap();
         log.append(&events("TS", 40, 1)).unwrap();
         let p = log.provenance().unwrap();
         assert_eq!(p.runs(), 3, "a run only where the source changes");
@@ -1241,7 +1253,7 @@ fn every_record_keeps_its_source_compactly_across_appends_and_reopens() {
     }
     let store = open(dir.path());
     let p = store.log().provenance().unwrap();
-    let sources: Vec<&str> = (1..=12).map(|seq| p.source(seq)).collect();
+    let sources: Vec<String> = (1..=12).map(|seq| p.source(seq).into_owned()).collect();
     let feed = "feed 10.0.0.5:4000 #1";
     assert_eq!(
         sources,
@@ -1263,7 +1275,139 @@ fn every_record_keeps_its_source_compactly_across_appends_and_reopens() {
     // A source seen before a reopen keeps its id: no new run for it after the reopen either.
     store
         .log()
-        .append_from(&events("TS", 50, 1), &[(1, UNSPECIFIED_SOURCE)])
+        .append_from(
+            &events("TS", 50, 1),
+            &[SourceRun::new(1, UNSPECIFIED_SOURCE)],
+        )
         .unwrap();
     assert_eq!(store.log().provenance().unwrap().runs(), 3);
+}
+
+#[test]
+fn records_from_a_file_keep_their_lines_in_about_a_byte_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = "file /var/log/ts.log";
+    {
+        let store = open(dir.path());
+        let log = store.log();
+        // A batch of a file, printouts 15 lines apart; its second event repeats a stored one
+        // (no record, so no line), and a feed's records between two batches have no lines.
+        log.append(&events("TS", 2, 1)).unwrap();
+        let lines: Vec<u64> = (0..1000).map(|i| 100 + i * 15).collect();
+        let mut batch = events("TS", 1, 1000);
+        batch[1] = events("TS", 2, 1)[0].clone();
+        log.append_from(&batch, &[SourceRun::with_lines(file, &lines)])
+            .unwrap();
+        log.append_from(&events("TS", 2000, 2), &[SourceRun::new(2, "feed x #1")])
+            .unwrap();
+        // The next batch of the same file: a rotation restarts its lines at 1.
+        log.append_from(
+            &events("TS", 3000, 3),
+            &[SourceRun::with_lines(file, &[20_000, 1, 16])],
+        )
+        .unwrap();
+        store.flush().unwrap();
+        let bytes = log.provenance().unwrap().stored_bytes().unwrap();
+        assert!(
+            bytes < 1100 + 200,
+            "{bytes} bytes of provenance for ~1000 records"
+        );
+    }
+    let store = open(dir.path());
+    let p = store.log().provenance().unwrap();
+    assert_eq!(p.source(1), "unspecified");
+    assert_eq!(p.source(2), format!("{file}:100"));
+    // Record 3 is the batch's third envelope (the second was a duplicate).
+    assert_eq!(p.source(3), format!("{file}:130"));
+    assert_eq!(p.source(1000), format!("{file}:{}", 100 + 999 * 15));
+    assert_eq!(p.source(1001), "feed x #1");
+    assert_eq!(p.source(1002), "feed x #1");
+    assert_eq!(p.source(1003), format!("{file}:20000"));
+    assert_eq!(p.source(1004), format!("{file}:1"));
+    assert_eq!(p.source(1005), format!("{file}:16"));
+    assert_eq!(p.line(1005), Some(16));
+    assert_eq!(p.line(1006), None);
+    // Read in any order, not only record after record.
+    assert_eq!(p.source(500), format!("{file}:{}", 100 + 499 * 15));
+    // Appended later without lines: no line is lent from the entry before.
+    store
+        .log()
+        .append_from(&events("TS", 4000, 1), &[SourceRun::new(1, file)])
+        .unwrap();
+    let p = store.log().provenance().unwrap();
+    assert_eq!(p.source(1006), file);
+}
+
+#[test]
+fn lines_past_the_last_record_are_dropped_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = "file ts.log";
+    {
+        let store = open(dir.path());
+        store
+            .log()
+            .append_from(&events("TS", 1, 2), &[SourceRun::with_lines(file, &[5, 9])])
+            .unwrap();
+        // What a crash between the provenance and the blocks of an append leaves (sled
+        // recovers a prefix of its writes): the last entry extended over records 3 and 4,
+        // or a new entry for them, that were never stored.
+        let tree = store.db().open_tree("provenance").unwrap();
+        let entry = crate::provenance::encode_entry;
+        tree.insert(b"L\0\0\0\0\0\0\0\x01", entry(&[5, 9, 40, 41]))
+            .unwrap();
+        tree.insert(b"L\0\0\0\0\0\0\0\x03", entry(&[40, 41]))
+            .unwrap();
+        store.flush().unwrap();
+    }
+    let store = open(dir.path());
+    store
+        .log()
+        .append_from(&events("TS", 10, 2), &[SourceRun::new(2, "feed y #2")])
+        .unwrap();
+    let p = store.log().provenance().unwrap();
+    assert_eq!(p.source(1), format!("{file}:5"));
+    assert_eq!(p.source(2), format!("{file}:9"));
+    assert_eq!(p.source(3), "feed y #2");
+    assert_eq!(p.source(4), "feed y #2");
+}
+
+proptest! {
+    #[test]
+    fn lines_round_trip_through_their_encoding(lines in proptest::collection::vec(any::<u64>(), 0..50)) {
+        let mut bytes = Vec::new();
+        encode_lines(&lines, &mut bytes);
+        prop_assert_eq!(decode_lines(&bytes), Some(lines));
+    }
+
+    #[test]
+    fn any_bytes_decode_to_lines_or_none_without_panicking(bytes in proptest::collection::vec(any::<u8>(), 0..40)) {
+        if let Some(lines) = decode_lines(&bytes) {
+            let mut again = Vec::new();
+            encode_lines(&lines, &mut again);
+            prop_assert_eq!(decode_lines(&again), Some(lines));
+        }
+    }
+}
+
+#[test]
+fn small_appends_of_a_followed_file_gather_their_lines_into_few_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let log = store.log();
+    let file = "file ts.log (followed)";
+    let empty = log.provenance().unwrap().stored_bytes().unwrap();
+    for i in 0..2000u64 {
+        log.append_from(
+            &events("TS", 10 + i, 1),
+            &[SourceRun::with_lines(file, &[3 + i * 12])],
+        )
+        .unwrap();
+    }
+    let p = log.provenance().unwrap();
+    let bytes = p.stored_bytes().unwrap() - empty;
+    // Two entries of up to 1024 lines, not 2000 keys of 9 bytes.
+    assert!(bytes < 2000, "{bytes} bytes for the lines of 2000 records");
+    assert_eq!(p.source(1), format!("{file}:3"));
+    assert_eq!(p.source(1500), format!("{file}:{}", 3 + 1499 * 12));
+    assert_eq!(p.source(2000), format!("{file}:{}", 3 + 1999 * 12));
 }

@@ -65,7 +65,7 @@ fn main() -> std::io::Result<()> {
         let mut nd = Vec::new();
         let reader = TlogReader::new(&log[..], "sim", None, Micros::from_secs(1_700_000_000));
         for (seq, item) in reader.enumerate() {
-            if let Parsed::Event(envelope) = item {
+            if let Parsed::Event { envelope, .. } = item {
                 write_ndjson(
                     &mut nd,
                     &Record {

@@ -14,12 +14,13 @@ use anyhow::Result;
 use ivrstate_cluster::consume::Delivery;
 use ivrstate_cluster::presence::Held;
 use ivrstate_cluster::publish::Pipeline;
-use ivrstate_cluster::replica::Replica;
+use ivrstate_cluster::replica::{Replica, ToAppend};
 use ivrstate_cluster::Cluster;
 use ivrstate_http::Metrics;
 use ivrstate_ingest::appender::{Committed, Job, MAX_COMMIT};
 use ivrstate_projection::Applied;
 use ivrstate_publisher::hub::Hub;
+use ivrstate_store::SourceRun;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
@@ -39,7 +40,12 @@ pub async fn publish_jobs(cluster: Cluster, mut jobs: mpsc::Receiver<Job>, held:
         }
         held.saw(&job.envelopes);
         let published = pipeline
-            .publish(&cluster.config.stream, &job.envelopes)
+            .publish(
+                &cluster.config.stream,
+                &job.envelopes,
+                &job.source,
+                &job.lines,
+            )
             .await;
         let ack = job.ack;
         match published {
@@ -134,9 +140,20 @@ pub fn apply(
                 Err(_) => break,
             }
         }
-        let (envelopes, last) = replica.to_append(&batch)?;
-        // The stream does not carry where its events came from (yet).
-        let sources = [(envelopes.len(), "cluster stream")];
+        let ToAppend {
+            envelopes,
+            sources,
+            last,
+        } = replica.to_append_from(&batch)?;
+        // Where each message said its envelopes came from.
+        let sources: Vec<SourceRun<'_>> = sources
+            .iter()
+            .map(|(count, source, lines)| SourceRun {
+                count: *count,
+                source,
+                lines,
+            })
+            .collect();
         let log_seq = if envelopes.is_empty() {
             engine.log().last_seq()
         } else if caught_up {

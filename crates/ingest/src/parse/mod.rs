@@ -20,8 +20,9 @@ pub use tlog::{TlogParser, TlogReader};
 /// One item of parser output.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum Parsed {
-    /// A state-carrying event, ready to append.
-    Event(Envelope),
+    /// A state-carrying event, ready to append; `line` is where its printout (or NDJSON line)
+    /// starts, 1-based, which provenance records.
+    Event { line: u64, envelope: Envelope },
     /// A printout that carries no state (EventDialing, a request printout, ...): counted, not
     /// an error. `line` is where it starts, `what` its message name.
     Skipped { line: u64, what: String },

@@ -72,7 +72,10 @@ pub fn parse_ndjson_line(
         return None;
     }
     match serde_json::from_slice::<Envelope>(line) {
-        Ok(env) => Some(Parsed::Event(env)),
+        Ok(envelope) => Some(Parsed::Event {
+            line: line_no,
+            envelope,
+        }),
         Err(e) => err(format!("not an event record: {e}")),
     }
 }
@@ -147,8 +150,14 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                Parsed::Event(record(7).envelope),
-                Parsed::Event(record(8).envelope)
+                Parsed::Event {
+                    line: 1,
+                    envelope: record(7).envelope
+                },
+                Parsed::Event {
+                    line: 2,
+                    envelope: record(8).envelope
+                }
             ]
         );
     }
@@ -163,7 +172,13 @@ mod tests {
         let mut input = b"\n  \r\n".to_vec();
         input.extend(serde_json::to_vec(&env).unwrap());
         input.extend(b"\r\n\n");
-        assert_eq!(read(&input), vec![Parsed::Event(env)]);
+        assert_eq!(
+            read(&input),
+            vec![Parsed::Event {
+                line: 3,
+                envelope: env
+            }]
+        );
     }
 
     #[test]
@@ -181,7 +196,13 @@ mod tests {
             })
             .collect();
         assert_eq!(errs, vec![(1, 0), (2, 11), (3, 21)]);
-        assert_eq!(got[3], Parsed::Event(record(3).envelope));
+        assert_eq!(
+            got[3],
+            Parsed::Event {
+                line: 4,
+                envelope: record(3).envelope
+            }
+        );
         if let Parsed::Malformed(e) = &got[0] {
             assert!(
                 e.to_string().starts_with("x.ndjson:1: not an event record"),

@@ -531,8 +531,9 @@ impl TlogParser {
         let Some(block) = self.block.take() else {
             return;
         };
+        let line = block.line;
         let item = match self.build(block) {
-            Ok(env) => Parsed::Event(env),
+            Ok(envelope) => Parsed::Event { line, envelope },
             Err((block_line, offset, reason)) => Parsed::Malformed(ParseError {
                 file: self.file.clone(),
                 line: block_line,

@@ -22,7 +22,7 @@ fn events(items: &[Parsed]) -> Vec<&Envelope> {
     items
         .iter()
         .filter_map(|p| match p {
-            Parsed::Event(e) => Some(e),
+            Parsed::Event { envelope, .. } => Some(envelope),
             _ => None,
         })
         .collect()
@@ -106,7 +106,14 @@ fn parses_the_protocol_example() {
             }),
         }),
     };
-    assert_eq!(items[0], Parsed::Event(expected));
+    assert_eq!(
+        items[0],
+        Parsed::Event {
+            // After the 6 lines of the header: where the printout's `@` line is.
+            line: 7,
+            envelope: expected
+        }
+    );
 }
 
 #[test]
@@ -518,7 +525,13 @@ fn ndjson_export_of_parsed_events_is_stable() {
     )
     .unwrap();
     let back: Vec<Parsed> = crate::parse::NdjsonReader::new(&buf[..], "x", RECORDED).collect();
-    assert_eq!(back, vec![Parsed::Event(env)]);
+    assert_eq!(
+        back,
+        vec![Parsed::Event {
+            line: 1,
+            envelope: env
+        }]
+    );
 }
 
 proptest! {
