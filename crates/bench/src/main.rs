@@ -170,6 +170,7 @@ fn wallboard(args: &Args) -> anyhow::Result<()> {
                 ("longest_task_ms", f.longest_task_ms),
                 ("long_tasks", f.long_tasks),
                 ("browser_cpu_percent", f.browser_cpu_percent),
+                ("browser_idle_cpu_percent", f.browser_idle_cpu_percent),
             ],
             note: "lag: from the server having a change to the page applying it".into(),
         }],

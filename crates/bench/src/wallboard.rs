@@ -14,7 +14,8 @@
 //!   Chromium's `PerformanceObserver` reports them (`longtask`).
 //! - `browser_cpu_percent`: the CPU time of Chromium's processes (browser, renderer, GPU) during
 //!   the run, per second, in percent of one core: what the page costs, whatever else the
-//!   machine is doing (the timings above stretch with the machine's load).
+//!   machine is doing (the timings above stretch with the machine's load);
+//!   `browser_idle_cpu_percent` the same over 5 s without changes before.
 //! - `changes_per_s`: the rate achieved (each batch waits for the feed's acknowledgement).
 
 use anyhow::{anyhow, bail, Result};
@@ -41,6 +42,8 @@ pub struct Figures {
     pub long_tasks: f64,
     /// Chromium's CPU time during the run per second of it, in percent of one core.
     pub browser_cpu_percent: f64,
+    /// The same for 5 s before, without changes (the page ticking its clocks).
+    pub browser_idle_cpu_percent: f64,
 }
 
 /// Changes written to the feed per write (the feed acknowledges each write).
@@ -131,6 +134,11 @@ pub fn run(
          })();\
          return 1",
     );
+
+    progress("5 s without changes");
+    let idle_from = (Instant::now(), browser.cpu_seconds());
+    std::thread::sleep(Duration::from_secs(5));
+    let idle_cpu = (browser.cpu_seconds() - idle_from.1) / idle_from.0.elapsed().as_secs_f64();
 
     progress(&format!("{rate} changes/s for {seconds} s"));
     let stop = Arc::new(AtomicBool::new(false));
@@ -225,6 +233,7 @@ pub fn run(
         longest_task_ms: long.iter().copied().fold(0.0, f64::max),
         long_tasks: long.len() as f64,
         browser_cpu_percent: browser_cpu * 100.0,
+        browser_idle_cpu_percent: idle_cpu * 100.0,
     }))
 }
 
