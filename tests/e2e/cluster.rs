@@ -590,3 +590,79 @@ fn a_dead_nodes_tservers_are_recorded_unavailable_once_by_the_survivors() {
         .collect();
     assert_eq!(lost.len(), 1, "{lost:?}");
 }
+
+/// `serve --cluster --http`: a node serves the API, SSE and readiness from its replica. While it
+/// cannot read the stream (2 of 3 NATS nodes down: no quorum) it has not caught up: `/readyz`
+/// and the API answer 503 and logins get InitInProgress. Once caught up, an event fed to node
+/// A is in node B's `/api/v1/status` and on B's SSE stream.
+#[test]
+fn a_cluster_node_serves_http_from_its_replica_once_caught_up() {
+    use ivrstate_tests::http::{get, Sse};
+    let _serial = serial();
+    let Some(mut nats) = nats("a_cluster_node_serves_http_from_its_replica_once_caught_up") else {
+        return;
+    };
+    let urls = nats.urls();
+    seed(&urls);
+    let a = Node::start(&urls);
+    nats.kill(1);
+    nats.kill(2);
+    let t = ivrstate();
+    let mut b = t.spawn(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+        "--cluster",
+        &urls,
+        "--stream",
+        STREAM,
+    ]);
+    let gli = b.addr("gli");
+    let http = b.addr("http");
+    let not_ready = get(http, "/readyz");
+    assert_eq!(not_ready.status, 503, "{}", not_ready.text());
+    assert_eq!(get(http, "/api/v1/status").status, 503);
+    let mut early = Gli::connect(gli);
+    let resp = early.login("7", "IVR_1", "4.0", true);
+    assert_eq!(
+        attr(&resp, "Status").as_deref(),
+        Some("InitInProgress"),
+        "{resp}"
+    );
+
+    nats.restart(1);
+    nats.restart(2);
+    let ready = wait_for("B's /readyz to say ready", || {
+        let r = get(http, "/readyz");
+        (r.status == 200).then_some(r)
+    });
+    assert_eq!(ready.json()["ready"], true);
+    let seeded = get(http, "/api/v1/status").json();
+    let mut sse = Sse::open(http, "/api/v1/events", &[]);
+    assert_eq!(sse.status, 200);
+
+    let mut feed = Feed::connect(a.feed, "TS_SIP");
+    // A DN and agent the seeded log does not have: certainly a change.
+    feed.send(&printout(0x7400_0000, "7099", "1099"));
+    assert_eq!(feed.ack_within(Duration::from_secs(30)), Some(1));
+    let change = sse.next_event().expect("B's SSE stream open");
+    assert_eq!(change.event, "change");
+    let data: serde_json::Value = serde_json::from_str(&change.data).unwrap();
+    assert_eq!(data["agents"][0]["dn"], "7099");
+    assert_eq!(data["agents"][0]["status"], "Ready");
+    let seq = data["seq"].as_u64().unwrap();
+    assert!(seq > seeded["seq"].as_u64().unwrap());
+    // Stored before published: B's status already has it.
+    let status = get(http, "/api/v1/status").json();
+    assert!(status["seq"].as_u64().unwrap() >= seq);
+    let agent = status["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["dn"] == "7099")
+        .unwrap();
+    assert_eq!(agent["status"], "Ready");
+    assert_eq!(agent["agent_id"], "1099", "{agent}");
+}

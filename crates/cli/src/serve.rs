@@ -148,12 +148,6 @@ pub fn run(db: &Path, args: ServeArgs) -> Result<ExitCode> {
         _ => None,
     };
     let cluster = args.cluster.config()?;
-    if cluster.is_some() && args.http.is_some() {
-        // The API's queries and change stream hang off the single-node appender.
-        return Err(crate::usage(
-            "--http is not available in cluster mode yet: serve it from a node without --cluster, or use --metrics",
-        ));
-    }
     let feed = feed_protection(&args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -260,6 +254,29 @@ async fn serve(
         .is_some()
         .then(|| EventHub::new(16_384, ivrstate_http::events::PER_READER));
     let (ready_tx, ready_rx) = oneshot::channel::<Result<(), String>>();
+    // Served from the start, as GLI is: until the store is open (in cluster mode: until the
+    // node has caught up with the stream) `/readyz` and the API say 503.
+    if let (Some(addr), Some(events)) = (&args.http, &events) {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (--http)"))?;
+        announce("http", listener.local_addr()?);
+        let api = ivrstate_http::Api {
+            hub: hub.clone(),
+            events: events.clone(),
+            metrics: metrics.clone(),
+            queries: Arc::new(move |query| queries_tx.try_send(query).is_ok()),
+            token: args.http_token.clone(),
+            timeout: Duration::from_secs(args.http_timeout),
+        };
+        let router = ivrstate_http::router(Arc::new(api));
+        // Not shut down gracefully: SSE readers never end on their own.
+        tokio::spawn(ivrstate_http::serve(
+            listener,
+            router,
+            std::future::pending(),
+        ));
+    }
     // Cluster mode: the sources' jobs go to the stream, and the appender applies the stream.
     let mut consumer = None;
     let config_source = args.config.as_ref().map_or_else(String::new, |path| {
@@ -315,6 +332,9 @@ async fn serve(
                 hub: hub.clone(),
                 metrics: metrics.clone(),
                 target,
+                queries: queries_rx,
+                events: events.clone(),
+                runtime: tokio::runtime::Handle::current(),
             };
             let thread = std::thread::Builder::new()
                 .name("appender".into())
@@ -409,27 +429,6 @@ async fn serve(
             .with_context(|| format!("cannot listen on {addr} (--metrics)"))?;
         announce("metrics", listener.local_addr()?);
         let router = ivrstate_http::metrics_router(metrics.clone(), hub.clone());
-        tokio::spawn(ivrstate_http::serve(
-            listener,
-            router,
-            std::future::pending(),
-        ));
-    }
-    if let (Some(addr), Some(events)) = (&args.http, &events) {
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr} (--http)"))?;
-        announce("http", listener.local_addr()?);
-        let api = ivrstate_http::Api {
-            hub: hub.clone(),
-            events: events.clone(),
-            metrics: metrics.clone(),
-            queries: Arc::new(move |query| queries_tx.try_send(query).is_ok()),
-            token: args.http_token.clone(),
-            timeout: Duration::from_secs(args.http_timeout),
-        };
-        let router = ivrstate_http::router(Arc::new(api));
-        // Not shut down gracefully: SSE readers never end on their own.
         tokio::spawn(ivrstate_http::serve(
             listener,
             router,

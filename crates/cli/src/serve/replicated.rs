@@ -8,15 +8,16 @@
 //! the same order, so every node's log, state and answers are the same. A client hears of a
 //! change only after this node's append of it is durable (the same `commit` as a single node).
 
-use super::commit;
+use super::{commit, derive_and_answer};
 use crate::{open_engine, DurabilityArg};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use ivrstate_cluster::consume::Delivery;
 use ivrstate_cluster::presence::Held;
 use ivrstate_cluster::publish::Pipeline;
 use ivrstate_cluster::replica::{Replica, ToAppend};
 use ivrstate_cluster::Cluster;
-use ivrstate_http::Metrics;
+use ivrstate_engine::Engine;
+use ivrstate_http::{EngineQuery, EventHub, Metrics};
 use ivrstate_ingest::appender::{Committed, Job, MAX_COMMIT};
 use ivrstate_projection::Applied;
 use ivrstate_publisher::hub::Hub;
@@ -82,11 +83,38 @@ pub struct Replicating {
     /// The stream's last sequence when serve started: logins get InitInProgress until the
     /// node has applied it.
     pub target: u64,
+    /// Questions of the HTTP API, for the engine thread (started once caught up).
+    pub queries: mpsc::Receiver<EngineQuery>,
+    /// Where state changes go for SSE readers (with `--http`).
+    pub events: Option<Arc<EventHub>>,
+    /// serve's runtime: the engine thread waits on its channels through it.
+    pub runtime: tokio::runtime::Handle,
+}
+
+/// The engine thread, as in single-node serve ([`derive_and_answer`]), and how to stop it.
+type EngineThread = (std::thread::JoinHandle<Result<()>>, oneshot::Sender<()>);
+
+fn start_engine(
+    engine: &'static mut Engine,
+    queries: mpsc::Receiver<EngineQuery>,
+    runtime: tokio::runtime::Handle,
+) -> Result<EngineThread> {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("engine".into())
+        .spawn(move || derive_and_answer(engine, queries, stopped, &runtime))
+        .context("starting the engine thread")?;
+    Ok((thread, stop))
 }
 
 /// The appender thread of a cluster node: opens the store and its checkpoint, tells the
 /// consumer where to start (`start`), then applies what it delivers, in order, until the
 /// consumer is gone.
+///
+/// While catching up the engine stays on this thread: durable appends only, then the fold and
+/// derived data in one pass. Once caught up, the engine goes to the engine thread (derived data
+/// and the HTTP API's queries, as in single-node serve) and this thread commits each delivery
+/// with the same `commit` as a single node: log, hub, GLI pushes, SSE.
 pub fn apply(
     ctx: Replicating,
     mut deliveries: mpsc::Receiver<Delivery>,
@@ -99,6 +127,9 @@ pub fn apply(
         hub,
         metrics,
         target,
+        queries,
+        events,
+        runtime,
     } = ctx;
     let opened = open_engine(&db, durability).and_then(|engine| {
         let replica = Replica::open(engine.store())?;
@@ -112,15 +143,24 @@ pub fn apply(
             return Err(anyhow::anyhow!(message));
         }
     };
+    let log = engine.log().clone();
+    let store = engine.store().clone();
     hub.update(|state| state.clone_from(engine.state()));
-    metrics.attach_store(engine.store().clone());
-    metrics.stream_applied(replica.checkpoint().stream_seq, engine.log().last_seq());
-    let mut caught_up = replica.checkpoint().stream_seq >= target;
-    hub.set_ready(caught_up);
+    metrics.attach_store(store.clone());
+    metrics.stream_applied(replica.checkpoint().stream_seq, log.last_seq());
+    // The engine while it is on this thread (catching up); None once it is on its own.
+    let mut catching_up = Some((engine, queries));
+    let mut engine_thread = None;
+    if replica.checkpoint().stream_seq >= target {
+        if let Some((engine, queries)) = catching_up.take() {
+            engine_thread = Some(start_engine(engine, queries, runtime.clone())?);
+        }
+    }
+    hub.set_ready(catching_up.is_none());
     let _ = ready.send(Ok(()));
     let _ = start.send(replica.next_stream_seq());
     tracing::info!(
-        seq = engine.log().last_seq(),
+        seq = log.last_seq(),
         applied = replica.checkpoint().stream_seq,
         target,
         "store open; applying the stream"
@@ -155,36 +195,46 @@ pub fn apply(
             })
             .collect();
         let log_seq = if envelopes.is_empty() {
-            engine.log().last_seq()
-        } else if caught_up {
-            let report = commit(
-                engine.log(),
+            log.last_seq()
+        } else if catching_up.is_none() {
+            commit(
+                &log,
                 &hub,
                 &metrics,
-                None,
+                events.as_deref(),
                 &envelopes,
                 &sources,
                 &mut applied,
-            )?;
-            // No HTTP queries in cluster mode: derived data follows on this thread.
-            engine.catch_up(|_, _| {})?;
-            report.last_seq
+            )?
+            .last_seq
         } else {
             // Catching up: nobody is logged in (logins get InitInProgress), so durable appends
             // only; the fold and derived data follow in one pass when caught up (about five
             // times faster than folding after every append).
-            engine.log().append_from(&envelopes, &sources)?.last_seq
+            log.append_from(&envelopes, &sources)?.last_seq
         };
-        replica.applied(engine.store(), last, log_seq)?;
+        replica.applied(&store, last, log_seq)?;
         metrics.stream_applied(last, log_seq);
-        if !caught_up && last >= target {
-            engine.catch_up(|_, _| {})?;
-            hub.update(|state| state.clone_from(engine.state()));
-            caught_up = true;
-            hub.set_ready(true);
-            tracing::info!(applied = last, "caught up with the stream; serving");
+        if last >= target {
+            if let Some((engine, queries)) = catching_up.take() {
+                engine.catch_up(|_, _| {})?;
+                hub.update(|state| state.clone_from(engine.state()));
+                engine_thread = Some(start_engine(engine, queries, runtime.clone())?);
+                hub.set_ready(true);
+                tracing::info!(applied = last, "caught up with the stream; serving");
+            }
         }
     }
-    engine.store().flush()?;
-    Ok(())
+    let stopped = match engine_thread {
+        Some((thread, stop)) => {
+            let _ = stop.send(());
+            match thread.join() {
+                Ok(result) => result,
+                Err(_) => Err(anyhow::anyhow!("the engine thread panicked")),
+            }
+        }
+        None => Ok(()),
+    };
+    store.flush()?;
+    stopped
 }
