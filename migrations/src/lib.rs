@@ -13,13 +13,14 @@ mod m0001_initial;
 mod m0002_compress_blocks;
 mod m0003_history_packs;
 mod m0004_provenance;
+mod m0005_history_columns;
 mod meta;
 
 pub use meta::{applied, format_version, APPLIED_PREFIX, FORMAT_VERSION_KEY, META_TREE};
 
 /// The format version this build writes. A store at a lower version is migrated on open; one
 /// at a higher version is refused.
-pub const CURRENT_VERSION: u32 = 4;
+pub const CURRENT_VERSION: u32 = 5;
 
 /// The sled tree that holds the event log (blocks and the dedup index).
 pub const LOG_TREE: &str = "log";
@@ -80,6 +81,11 @@ const STEPS: &[Step] = &[
         name: "m0004_provenance",
         version: 4,
         apply: m0004_provenance::apply,
+    },
+    Step {
+        name: "m0005_history_columns",
+        version: 5,
+        apply: m0005_history_columns::apply,
     },
 ];
 

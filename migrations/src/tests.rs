@@ -38,6 +38,7 @@ fn a_new_store_gets_every_step_and_is_then_current() {
         "m0002_compress_blocks",
         "m0003_history_packs",
         "m0004_provenance",
+        "m0005_history_columns",
     ];
     assert_eq!(migrate(&db).unwrap(), all);
     assert_eq!(format_version(&db).unwrap(), Some(CURRENT_VERSION));
@@ -106,7 +107,8 @@ fn version_1_blocks_are_compressed_by_m0002() {
         vec![
             "m0002_compress_blocks",
             "m0003_history_packs",
-            "m0004_provenance"
+            "m0004_provenance",
+            "m0005_history_columns"
         ]
     );
     assert_eq!(format_version(&db).unwrap(), Some(CURRENT_VERSION));
@@ -116,7 +118,8 @@ fn version_1_blocks_are_compressed_by_m0002() {
             "m0001_initial",
             "m0002_compress_blocks",
             "m0003_history_packs",
-            "m0004_provenance"
+            "m0004_provenance",
+            "m0005_history_columns"
         ]
     );
     for (i, p) in payloads.iter().enumerate() {
@@ -181,7 +184,11 @@ fn m0003_drops_the_derived_trees_and_keeps_the_log() {
     derived.insert(b"Cchunk", b"old layout").unwrap();
     assert_eq!(
         migrate(&db).unwrap(),
-        vec!["m0003_history_packs", "m0004_provenance"]
+        vec![
+            "m0003_history_packs",
+            "m0004_provenance",
+            "m0005_history_columns"
+        ]
     );
     assert_eq!(format_version(&db).unwrap(), Some(CURRENT_VERSION));
     assert!(!db.tree_names().iter().any(|n| n.starts_with(b"derived:")));
@@ -211,7 +218,10 @@ fn m0004_gives_the_records_of_an_older_store_the_unknown_source() {
                 .insert(key, frame(2, b"x"))
                 .unwrap();
         }
-        assert_eq!(migrate(&db).unwrap(), vec!["m0004_provenance"]);
+        assert_eq!(
+            migrate(&db).unwrap(),
+            vec!["m0004_provenance", "m0005_history_columns"]
+        );
         let tree = db.open_tree(PROVENANCE_TREE).unwrap();
         assert_eq!(
             tree.get(b"S\0\0\0\0").unwrap().unwrap().as_ref(),
@@ -227,4 +237,34 @@ fn m0004_gives_the_records_of_an_older_store_the_unknown_source() {
             assert_eq!(id.as_ref(), 0u32.to_be_bytes());
         }
     }
+}
+
+#[test]
+fn m0005_drops_the_derived_trees_and_keeps_the_log_and_provenance() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    set_version(
+        &db,
+        4,
+        &[
+            "m0001_initial",
+            "m0002_compress_blocks",
+            "m0003_history_packs",
+            "m0004_provenance",
+        ],
+    );
+    let log = db.open_tree(LOG_TREE).unwrap();
+    log.insert(b"L\0\0\0\0\0\0\0\x01", frame(2, b"block"))
+        .unwrap();
+    db.open_tree(PROVENANCE_TREE)
+        .unwrap()
+        .insert(b"S\0\0\0\0", b"file x.log")
+        .unwrap();
+    let derived = db.open_tree("derived:derived").unwrap();
+    derived.insert(b"Gagent-copy", b"lz4 layout").unwrap();
+    assert_eq!(migrate(&db).unwrap(), vec!["m0005_history_columns"]);
+    assert_eq!(format_version(&db).unwrap(), Some(5));
+    assert!(!db.tree_names().iter().any(|n| n.starts_with(b"derived:")));
+    assert_eq!(db.open_tree(LOG_TREE).unwrap().len(), 1);
+    assert_eq!(db.open_tree(PROVENANCE_TREE).unwrap().len(), 1);
 }

@@ -169,7 +169,7 @@ type Batch = (Vec<Envelope>, Vec<u64>);
 const PIPELINE_DEPTH: usize = 4;
 /// The deriver catches up once this many records are durable and not yet derived (about one
 /// commit of derived data: fewer, larger commits).
-const DERIVE_EVERY: Seq = 1 << 20;
+const DERIVE_EVERY: Seq = 1 << 22;
 
 fn join<T>(handle: std::thread::ScopedJoinHandle<'_, Result<T>>) -> Result<T> {
     handle

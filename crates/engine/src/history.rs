@@ -2,16 +2,15 @@
 //! `derived` tree and is recomputable from the log.
 //!
 //! Agents change with almost every event, so their history is stored in **chunks** of up to
-//! [`CHUNK_LEN`] states (one sled entry per chunk, not per event: a 1 M-event log gives ~30 k
-//! entries, small enough for sled's cache, which keeps open, as-of and memory cheap):
+//! [`CHUNK_LEN`] states (one entry per chunk, not per event; the bytes are [`crate::chunk`]'s):
 //!
 //! - `C` + agent entity + start time + start seq of the chunk's first state -> the states of one
 //!   (T-Server, DN), oldest first. The fold keeps each DN's `since` monotonic (an out-of-order
 //!   event is folded as if it happened at the last change), so within a DN the chunks partition
 //!   time and as-of is one reverse range lookup plus a search inside one chunk;
-//! - `G` + agent id + seq of the chunk's first state -> the same states, per agent id, in log
-//!   order (an agent may use several DNs and T-Servers): `history --agent` and `audit` read the
-//!   agent's own chunks only.
+//! - `A` + agent id + agent entity -> nothing: the DNs an agent id has used. `history --agent`
+//!   reads those DNs' chunks and keeps the agent's states; each state is stored once (a copy per
+//!   agent id doubled the history's bytes, issue 13).
 //!
 //! Servers and ports change rarely and may be changed by two sources (configuration and the
 //! T-Server's link), so they keep one entry per change, ordered by the record's time:
@@ -20,6 +19,7 @@
 //! A chunk is appended to until full; the chunk's final bytes depend only on the sequence of
 //! states, never on how catch-up was batched, so a rebuild reproduces them exactly.
 
+use crate::chunk::{BadChunk, ChunkReader, ChunkWriter, StateRef};
 use crate::keys;
 use crate::packs::Packs;
 use crate::{decode, encode, Result};
@@ -27,19 +27,19 @@ use ivrstate_model::{IvrName, Micros, PortNum, Record, Seq, TServerName};
 use ivrstate_projection::{AgentSnapshot, EntityKey, PortState, ServerState, State};
 use ivrstate_store::DerivedTree;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 /// Whether a derived key is a chunk's (its value is held by [`Packs`]).
 pub(crate) fn is_chunk_key(key: &[u8]) -> bool {
-    matches!(key.first(), Some(&AGENT_CHUNK_TAG | &BY_AGENT_TAG))
+    key.first() == Some(&AGENT_CHUNK_TAG)
 }
 
 /// States per chunk: small enough that decoding one for an as-of lookup is a few microseconds.
-pub(crate) const CHUNK_LEN: usize = 64;
+pub(crate) const CHUNK_LEN: usize = 256;
 
 pub(crate) const SERVER_PORT_TAG: u8 = b'T';
 pub(crate) const AGENT_CHUNK_TAG: u8 = b'C';
-pub(crate) const BY_AGENT_TAG: u8 = b'G';
+pub(crate) const AGENT_DNS_TAG: u8 = b'A';
 pub(crate) const ENTITY_TAG: u8 = b'E';
 
 /// The state of a server or port as stored in its history, with the ids that name it.
@@ -68,9 +68,9 @@ pub(crate) fn agent_chunks_prefix(entity: &EntityKey) -> Vec<u8> {
     tagged(AGENT_CHUNK_TAG, &keys::entity_prefix(entity))
 }
 
-/// `G` + agent id: the prefix of one agent's chunks.
-pub(crate) fn by_agent_prefix(agent: &ivrstate_model::AgentId) -> Vec<u8> {
-    tagged(BY_AGENT_TAG, &keys::agent_prefix(agent))
+/// `A` + agent id: the prefix of the DNs one agent id has used.
+pub(crate) fn agent_dns_prefix(agent: &ivrstate_model::AgentId) -> Vec<u8> {
+    tagged(AGENT_DNS_TAG, &keys::agent_prefix(agent))
 }
 
 /// `T` + entity: the prefix of one server's or port's entries.
@@ -83,89 +83,24 @@ fn upto(prefix: &[u8], at: Micros) -> Vec<u8> {
     keys::transition_key(prefix, at, Seq::MAX)
 }
 
-/// A chunk's bytes: lz4 of its bincode (the states of one DN repeat its T-Server, DN and agent
-/// id, so they compress several-fold; decompressing 64 states takes a few microseconds).
-/// bincode's derive rather than its serde path (the same bytes): an as-of query decodes a chunk
-/// per agent, and this is most of its cost.
-#[cfg(test)]
-fn encode_chunk(states: &[AgentSnapshot]) -> Vec<u8> {
-    let mut chunk = OpenChunk::default();
-    for state in states {
-        chunk.push(state);
-    }
-    chunk.to_bytes()
+fn bad_chunk(e: BadChunk) -> crate::EngineError {
+    crate::EngineError::Derived(format!("undecodable history chunk (at byte {})", e.0))
 }
 
+/// Every state of a chunk.
 fn decode_chunk(bytes: &[u8]) -> Result<Vec<AgentSnapshot>> {
-    let raw = lz4_flex::decompress_size_prepended(bytes)
-        .map_err(|e| crate::EngineError::Derived(format!("history chunk: {e}")))?;
-    let mut states: Vec<AgentSnapshot> =
-        bincode::borrow_decode_from_slice(&raw, ivrstate_model::bincode_config())
-            .map(|(states, _)| states)
-            .map_err(|e| crate::EngineError::Derived(format!("undecodable history chunk: {e}")))?;
-    // Times and seqs are stored as differences from the state before (see `OpenChunk::push`).
-    let mut before = (0i64, 0u64);
-    for state in &mut states {
-        state.start = Micros(before.0.wrapping_add(state.start.0));
-        state.start_seq = before.1.wrapping_add(state.start_seq);
-        before = (state.start.0, state.start_seq);
-    }
-    Ok(states)
+    ChunkReader::new(bytes)
+        .map(|s| s.map(StateRef::to_snapshot).map_err(bad_chunk))
+        .collect()
 }
 
-/// The chunk being filled for one DN or agent id, kept as the bincode of its states (about 30
-/// bytes each rather than the ~130 of an `AgentSnapshot`): every DN and agent of a site has one
-/// open between catch-ups.
+/// The chunk being filled for one DN: every DN of a site has one open between catch-ups.
 #[derive(Default)]
 struct OpenChunk {
     key: Vec<u8>,
-    /// The states' bincode, concatenated (a `Vec`'s bincode is its length, then this).
-    raw: Vec<u8>,
-    len: usize,
+    writer: ChunkWriter,
     /// Changed since it was last written.
     dirty: bool,
-    /// The start time and seq of the last state pushed.
-    before: (i64, u64),
-}
-
-impl OpenChunk {
-    /// Appends a state's bincode with its start time and seq as differences from the state
-    /// before (the first one's from zero): a few bytes instead of the 9 + 4 of the absolute
-    /// varints, which lz4 cannot shrink (issue 13: chunks were ~18 bytes per state). The fields
-    /// in the struct's order, so the bytes are the struct's with those two values replaced.
-    fn push(&mut self, state: &AgentSnapshot) {
-        let fields = (
-            &state.agent_id,
-            &state.tserver,
-            &state.dn,
-            &state.status,
-            &state.work_mode,
-            &state.reason,
-            Micros(state.start.0.wrapping_sub(self.before.0)),
-            state.start_seq.wrapping_sub(self.before.1),
-        );
-        self.before = (state.start.0, state.start_seq);
-        // Encoding plain data into a Vec cannot fail; a short chunk would be caught by verify.
-        let _ =
-            bincode::encode_into_std_write(fields, &mut self.raw, ivrstate_model::bincode_config());
-        self.len += 1;
-        self.dirty = true;
-    }
-
-    /// The bytes [`decode_chunk`] reads: lz4 of the bincode of the `Vec` of states.
-    fn to_bytes(&self) -> Vec<u8> {
-        // bincode's varint length: one byte below 251 (a chunk holds at most CHUNK_LEN states).
-        let mut raw = Vec::with_capacity(self.raw.len() + 9);
-        match u8::try_from(self.len) {
-            Ok(n) if n < 251 => raw.push(n),
-            _ => {
-                raw.push(253);
-                raw.extend_from_slice(&(self.len as u64).to_le_bytes());
-            }
-        }
-        raw.extend_from_slice(&self.raw);
-        lz4_flex::compress_prepend_size(&raw)
-    }
 }
 
 /// Turns folded records into history entries. The engine keeps one across catch-ups, so each
@@ -174,6 +109,9 @@ impl OpenChunk {
 #[derive(Default)]
 pub(crate) struct Deriver {
     open: HashMap<Vec<u8>, OpenChunk>,
+    /// The `A` entries written since the engine opened (writing one again is harmless, so the
+    /// stored ones are not loaded).
+    agent_dns: HashSet<Vec<u8>>,
 }
 
 impl Deriver {
@@ -191,7 +129,7 @@ impl Deriver {
             let entity_prefix = keys::entity_prefix(entity);
             if !entities.contains(&entity_prefix) {
                 out.extend([(tagged(ENTITY_TAG, &entity_prefix), Vec::new())]);
-                entities.insert(entity_prefix);
+                entities.insert(entity_prefix.clone());
             }
             let value = match entity {
                 EntityKey::Agent(ts, dn) => {
@@ -199,12 +137,12 @@ impl Deriver {
                         continue;
                     };
                     if let Some(id) = &agent.agent_id {
-                        let first = |s: &AgentSnapshot| {
-                            let mut key = by_agent_prefix(id);
-                            keys::push_seq(&mut key, s.start_seq);
-                            key
-                        };
-                        self.push(by_agent_prefix(id), &agent, first, tree, out)?;
+                        let mut key = agent_dns_prefix(id);
+                        key.extend_from_slice(&entity_prefix);
+                        if !self.agent_dns.contains(&key) {
+                            out.extend([(key.clone(), Vec::new())]);
+                            self.agent_dns.insert(key);
+                        }
                     }
                     let prefix = agent_chunks_prefix(entity);
                     let first =
@@ -268,28 +206,29 @@ impl Deriver {
                     let states = decode_chunk(&bytes)?;
                     if states.len() < CHUNK_LEN {
                         for s in &states {
-                            chunk.push(s);
+                            chunk.writer.push(s);
                         }
                         chunk.key = key;
-                        chunk.dirty = false;
                     }
                 }
                 v.insert(chunk)
             }
         };
-        if chunk.len >= CHUNK_LEN {
+        if chunk.writer.len() >= CHUNK_LEN {
             if chunk.dirty {
-                out.extend([(std::mem::take(&mut chunk.key), chunk.to_bytes())]);
+                out.extend([(
+                    std::mem::take(&mut chunk.key),
+                    chunk.writer.bytes().to_vec(),
+                )]);
             }
-            chunk.raw.clear();
-            chunk.len = 0;
+            chunk.writer.clear();
             chunk.dirty = false;
-            chunk.before = (0, 0);
         }
-        if chunk.len == 0 {
+        if chunk.writer.len() == 0 {
             chunk.key = first_key(state);
         }
-        chunk.push(state);
+        chunk.writer.push(state);
+        chunk.dirty = true;
         Ok(())
     }
 
@@ -298,7 +237,7 @@ impl Deriver {
     pub(crate) fn commit(&mut self, out: &mut impl Extend<(Vec<u8>, Vec<u8>)>) {
         for chunk in self.open.values_mut() {
             if chunk.dirty {
-                out.extend([(chunk.key.clone(), chunk.to_bytes())]);
+                out.extend([(chunk.key.clone(), chunk.writer.bytes().to_vec())]);
                 chunk.dirty = false;
             }
         }
@@ -307,6 +246,7 @@ impl Deriver {
     /// Forgets every open chunk (after the derived data was dropped).
     pub(crate) fn clear(&mut self) {
         self.open.clear();
+        self.agent_dns.clear();
     }
 }
 
@@ -343,98 +283,15 @@ pub(crate) fn agent_at(
         return Ok(None);
     };
     let chunk = packs.resolve(&bytes)?;
-    if let Some(state) = last_state_at(&chunk, at) {
-        return Ok(state);
-    }
-    // Bytes the scan does not understand: the full decoder says what is wrong with them.
-    let states = decode_chunk(&chunk)?;
-    Ok(states.into_iter().rev().find(|s| s.start <= at))
-}
-
-/// The last state of a chunk that starts at or before `at`, decoding only that one: the others
-/// are skipped over, reading just their time and seq (an as-of query looks into one chunk per
-/// DN, and decoding every state of each, strings included, was most of its cost). `None` when
-/// the bytes are not a chunk this scan understands.
-fn last_state_at(chunk: &[u8], at: Micros) -> Option<Option<AgentSnapshot>> {
-    let raw = lz4_flex::decompress_size_prepended(chunk).ok()?;
-    let mut pos = 0;
-    let count = varint(&raw, &mut pos)?;
-    let mut before = (0i64, 0u64);
-    let mut found: Option<(usize, i64, u64)> = None;
-    for _ in 0..count {
-        let state_at = pos;
-        skip_option(&raw, &mut pos, skip_str)?; // agent id
-        skip_str(&raw, &mut pos)?; // T-Server
-        skip_str(&raw, &mut pos)?; // DN
-        varint(&raw, &mut pos)?; // status
-        skip_option(&raw, &mut pos, |raw, pos| {
-            // work mode: its variant, and the code of `Other` (the 9th)
-            if varint(raw, pos)? == 8 {
-                varint(raw, pos)?;
-            }
-            Some(())
-        })?;
-        skip_option(&raw, &mut pos, skip_str)?; // reason
-        let zigzag = varint(&raw, &mut pos)?;
-        let delta = ((zigzag >> 1) as i64) ^ -((zigzag & 1) as i64);
-        let start = before.0.wrapping_add(delta);
-        let seq = before.1.wrapping_add(varint(&raw, &mut pos)?);
-        before = (start, seq);
-        if start <= at.0 {
-            found = Some((state_at, start, seq));
+    let mut found = None;
+    for state in ChunkReader::new(&chunk) {
+        let state = state.map_err(bad_chunk)?;
+        if state.start > at {
+            break;
         }
+        found = Some(state);
     }
-    let Some((state_at, start, seq)) = found else {
-        return Some(None);
-    };
-    let (mut state, _): (AgentSnapshot, usize) =
-        bincode::borrow_decode_from_slice(raw.get(state_at..)?, ivrstate_model::bincode_config())
-            .ok()?;
-    state.start = Micros(start);
-    state.start_seq = seq;
-    Some(Some(state))
-}
-
-/// bincode's variable-length integer (standard configuration): one byte below 251, else a
-/// marker byte and 2, 4 or 8 little-endian bytes.
-fn varint(raw: &[u8], pos: &mut usize) -> Option<u64> {
-    let first = *raw.get(*pos)?;
-    *pos += 1;
-    let width = match first {
-        0..=250 => return Some(u64::from(first)),
-        251 => 2,
-        252 => 4,
-        253 => 8,
-        _ => return None,
-    };
-    let bytes = raw.get(*pos..*pos + width)?;
-    *pos += width;
-    Some(
-        bytes
-            .iter()
-            .rev()
-            .fold(0u64, |acc, b| (acc << 8) | u64::from(*b)),
-    )
-}
-
-fn skip_str(raw: &[u8], pos: &mut usize) -> Option<()> {
-    let len = usize::try_from(varint(raw, pos)?).ok()?;
-    *pos = pos.checked_add(len).filter(|end| *end <= raw.len())?;
-    Some(())
-}
-
-fn skip_option(
-    raw: &[u8],
-    pos: &mut usize,
-    skip: impl FnOnce(&[u8], &mut usize) -> Option<()>,
-) -> Option<()> {
-    let tag = *raw.get(*pos)?;
-    *pos += 1;
-    match tag {
-        0 => Some(()),
-        1 => skip(raw, pos),
-        _ => None,
-    }
+    Ok(found.map(StateRef::to_snapshot))
 }
 
 /// A DN's states that matter for `[from, to]`: from the chunk holding `from` up to the first
@@ -479,97 +336,57 @@ pub(crate) fn by_agent(
     packs: &Packs,
     agent: &ivrstate_model::AgentId,
 ) -> Result<Vec<AgentSnapshot>> {
+    let prefix = agent_dns_prefix(agent);
     let mut out = Vec::new();
-    for entry in tree.scan_prefix(&by_agent_prefix(agent)) {
-        let (_, bytes) = entry?;
-        out.extend(decode_chunk(&packs.resolve(&bytes)?)?);
+    for entry in tree.scan_prefix(&prefix) {
+        let (key, _) = entry?;
+        let dn_chunks = tagged(AGENT_CHUNK_TAG, key.get(prefix.len()..).unwrap_or_default());
+        for entry in tree.scan_prefix(&dn_chunks) {
+            let (_, bytes) = entry?;
+            for state in ChunkReader::new(&packs.resolve(&bytes)?) {
+                let state = state.map_err(bad_chunk)?;
+                if state.agent == Some(agent.as_str()) {
+                    out.push(state.to_snapshot());
+                }
+            }
+        }
     }
+    out.sort_by_key(|s| s.start_seq);
     Ok(out)
 }
 
-/// Every agent's states, grouped by agent id: calls `each` once per agent.
-pub(crate) fn each_agent(
+/// Every agent's states, one DN at a time: calls `each` once per (agent id, DN) with that
+/// agent's states on that DN in log order (states without an agent id are skipped).
+pub(crate) fn each_agent_on_each_dn(
     tree: &DerivedTree,
     packs: &Packs,
     mut each: impl FnMut(Vec<AgentSnapshot>),
 ) -> Result<()> {
     let mut current: Option<Vec<u8>> = None;
-    let mut states = Vec::new();
-    for entry in tree.scan_prefix(&[BY_AGENT_TAG]) {
+    // One DN's states per agent id; a DN has few agents, so a list beats a map.
+    let mut per_agent: Vec<(String, Vec<AgentSnapshot>)> = Vec::new();
+    let mut flush = |per_agent: &mut Vec<(String, Vec<AgentSnapshot>)>| {
+        for (_, states) in per_agent.drain(..) {
+            each(states);
+        }
+    };
+    for entry in tree.scan_prefix(&[AGENT_CHUNK_TAG]) {
         let (key, bytes) = entry?;
-        // `G` + length-prefixed id: the part of the key that names the agent.
-        let len = key
-            .get(1..3)
-            .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]) as usize);
-        let agent = key.get(..3 + len).unwrap_or(&key);
-        if current.as_deref() != Some(agent) {
-            if !states.is_empty() {
-                each(std::mem::take(&mut states));
-            }
-            current = Some(agent.to_vec());
+        // The key without its start time and seq names the DN.
+        let dn = key.get(..key.len().saturating_sub(16)).unwrap_or(&key);
+        if current.as_deref() != Some(dn) {
+            flush(&mut per_agent);
+            current = Some(dn.to_vec());
         }
-        states.extend(decode_chunk(&packs.resolve(&bytes)?)?);
+        for state in ChunkReader::new(&packs.resolve(&bytes)?) {
+            let state = state.map_err(bad_chunk)?;
+            let Some(agent) = state.agent else { continue };
+            match per_agent.iter_mut().find(|(a, _)| a == agent) {
+                Some((_, states)) => states.push(state.to_snapshot()),
+                None => per_agent.push((agent.to_owned(), vec![state.to_snapshot()])),
+            }
+        }
     }
-    if !states.is_empty() {
-        each(states);
-    }
+    flush(&mut per_agent);
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use ivrstate_model::{AgentId, AgentStatus, Dn, TServerName, WorkMode};
-
-    #[test]
-    fn chunks_are_the_bytes_the_serde_path_wrote_and_read_back() {
-        let snapshot = |i: i64, work_mode, reason: Option<&str>| AgentSnapshot {
-            agent_id: (i % 2 == 0).then(|| AgentId::from("1001")),
-            tserver: TServerName::from("TS_SIP"),
-            dn: Dn::from("7001"),
-            status: [
-                AgentStatus::LoggedIn,
-                AgentStatus::NotReady,
-                AgentStatus::Ready,
-            ][i.rem_euclid(3) as usize],
-            work_mode,
-            reason: reason.map(str::to_owned),
-            start: Micros(1_439_769_600_000_000 + i * 1_000_000),
-            start_seq: i.unsigned_abs() * 1000 + 251,
-        };
-        let states = vec![
-            snapshot(0, None, None),
-            snapshot(1, Some(WorkMode::AfterCallWork), Some("Break")),
-            snapshot(
-                2,
-                Some(WorkMode::Other(-7)),
-                Some("a reason longer than twenty-four bytes"),
-            ),
-            snapshot(-3, Some(WorkMode::ManualIn), None),
-        ];
-        let bytes = encode_chunk(&states);
-        let raw = lz4_flex::decompress_size_prepended(&bytes).unwrap();
-        // The serde path's bytes of the states with times and seqs as differences.
-        let mut before = (0i64, 0u64);
-        let deltas: Vec<AgentSnapshot> = states
-            .iter()
-            .map(|s| {
-                let mut d = s.clone();
-                d.start = Micros(s.start.0.wrapping_sub(before.0));
-                d.start_seq = s.start_seq.wrapping_sub(before.1);
-                before = (s.start.0, s.start_seq);
-                d
-            })
-            .collect();
-        assert_eq!(raw, encode(&deltas), "the serde path's bytes");
-        assert_eq!(decode_chunk(&bytes).unwrap(), states);
-        // The as-of scan finds what a full decode finds, at every moment around each state.
-        for s in &states {
-            for at in [s.start.0 - 1, s.start.0, s.start.0 + 1] {
-                let at = Micros(at);
-                let full = states.iter().rev().find(|x| x.start <= at).cloned();
-                assert_eq!(last_state_at(&bytes, at), Some(full), "at {at:?}");
-            }
-        }
-    }
 }

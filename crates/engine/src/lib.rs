@@ -18,6 +18,7 @@
 //! of the log gives, and catch-up continues from there.
 
 pub mod bulk;
+mod chunk;
 pub mod config;
 mod history;
 mod keys;
@@ -42,10 +43,10 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 /// A snapshot of the whole state every this many seqs.
-const SNAPSHOT_EVERY: Seq = 65_536;
+const SNAPSHOT_EVERY: Seq = 1 << 18;
 /// Records folded per atomic batch of derived entries (a commit): each commit also rewrites
 /// the chunks still filling, so commits are few and large.
-const COMMIT_EVERY: Seq = 1 << 20;
+const COMMIT_EVERY: Seq = 1 << 22;
 /// A catch-up that folded at least this many records leaves the state it reached, so that the
 /// next open starts from it instead of folding up to a snapshot's worth of records again.
 const STATE_AFTER: Seq = 16_384;
@@ -112,6 +113,12 @@ impl Engine {
     /// Damaged derived data is an error here (`ivrstate rebuild` repairs it).
     pub fn open(dir: &Path, options: StoreOptions) -> Result<Engine> {
         let mut engine = Engine::open_without_derived(dir, options)?;
+        // A damaged log ends early: answering from it would silently leave records out, and
+        // derived data would look ahead of it and be thrown away. `verify` says where.
+        if let Some(why) = engine.store.log().damaged() {
+            std::mem::forget(engine);
+            return Err(ivrstate_store::StoreError::Damaged(why).into());
+        }
         match engine
             .load_derived()
             .and_then(|()| engine.catch_up(|_, _| {}))
@@ -443,8 +450,12 @@ impl Engine {
     /// `to`, open intervals count up to the newest event time folded (never the wall clock).
     pub fn audit(&self, from: Option<Micros>, to: Option<Micros>) -> Result<Vec<AgentAudit>> {
         let to = to.or(self.state.last_time());
-        let intervals = self.history_all(from, to)?;
-        Ok(ivrstate_projection::audit(&intervals, from, to))
+        // A DN's intervals at a time, added up as they come: never all of them in memory.
+        let mut audit = ivrstate_projection::Audit::new(from, to);
+        history::each_agent_on_each_dn(&self.derived, &self.packs, |states| {
+            audit.add(&ivrstate_projection::intervals(states, from, to));
+        })?;
+        Ok(audit.finish())
     }
 
     /// The audit per agent per wall-clock interval of `step` in `tz` (see
@@ -482,7 +493,7 @@ impl Engine {
     /// Every agent's intervals in `[from, to]` (one pass over the per-agent history).
     pub fn history_all(&self, from: Option<Micros>, to: Option<Micros>) -> Result<Vec<Interval>> {
         let mut intervals = Vec::new();
-        history::each_agent(&self.derived, &self.packs, |states| {
+        history::each_agent_on_each_dn(&self.derived, &self.packs, |states| {
             intervals.extend(ivrstate_projection::intervals(states, from, to));
         })?;
         Ok(intervals)

@@ -21,7 +21,7 @@ mod snapshot;
 mod state;
 mod table;
 
-pub use audit::{audit, AgentAudit, StatusSeconds, NONE_KEY};
+pub use audit::{audit, AgentAudit, Audit, StatusSeconds, NONE_KEY};
 pub use change::{Applied, Change, EntityKey, FoldAnomaly, MonitorInfo};
 pub use history::{intervals, AgentSnapshot, Interval};
 pub use report::{buckets, interval_report, sessions, Bucket, IntervalRow, LoginSession, Step};

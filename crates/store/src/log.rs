@@ -3,8 +3,9 @@
 //! Invariants kept here (docs/design.md 2-4):
 //! - seqs start at 1 and are contiguous: one writer (a mutex) assigns them, and a block's key is
 //!   its first seq, so the next block's key is always the previous key + its record count;
-//! - acknowledged means durable: an append is its blocks, then their dedup entries, written
-//!   into sled in that order, followed by a flush that covers them; the report, `last_seq` and
+//! - acknowledged means durable: an append is its blocks' bytes written to a segment and synced
+//!   (see `log/segments.rs`), then their pointers and their dedup entries inserted into sled in
+//!   that order, followed by a flush that covers them; the report, `last_seq` and
 //!   the tail move only after that flush returned. Reads never go past the tail, so nothing
 //!   unflushed is visible;
 //! - why not one atomic sled batch for a block and its entries: sled's `apply_batch` takes a
@@ -19,8 +20,10 @@
 //! - idempotent: see [`crate::dedup`]. An event is reported duplicate only after comparing it
 //!   with a stored copy; an error while looking fails the append instead of guessing.
 //!
-//! Layout: one value per block of up to [`MAX_BLOCK_RECORDS`] records (see [`crate::codec`]),
-//! key `b'L' + first seq (u64 BE)`, and the dedup entries beside them in the same tree.
+//! Layout: one block of up to [`MAX_BLOCK_RECORDS`] records (see [`crate::codec`]) per key
+//! `b'L' + first seq (u64 BE)`, whose value points to the block's bytes in a segment file (or,
+//! in a store from before format 5, is the block), and the dedup entries beside them in the
+//! same tree.
 
 use crate::codec::{self, CodecError, MAX_BLOCK_RECORDS};
 use crate::dedup::{self, BlockCache, DecodedBlock, DedupIndex, SourceRange, DEDUP_PREFIX};
@@ -33,7 +36,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::watch;
 
 mod disk_sync;
+mod segments;
 pub(crate) use disk_sync::DiskSync;
+pub(crate) use segments::SegmentReader;
+use segments::SegmentWriter;
 
 const BLOCK_PREFIX: u8 = b'L';
 const CACHED_BLOCKS: usize = 8;
@@ -45,8 +51,9 @@ pub enum Durability {
     /// share one: group commit). sled's own flush is not enough on Linux: sled 0.34 writes its
     /// log with `pwrite` + `sync_file_range`, which neither flushes the drive's cache nor
     /// commits a grown file size (its `fsync` runs only on a 500 ms timer); and it writes a
-    /// page larger than a quarter of its segment (128 KiB: a consolidated leaf of several ~20
-    /// KB blocks) to a file of its own under `blobs/` with no fsync at all. So after sled's flush the log calls `fdatasync` on sled's data file
+    /// page larger than a quarter of its segment (128 KiB: a large derived value) to a file of
+    /// its own under `blobs/` with no fsync at all. (The blocks' own bytes are in segments,
+    /// synced before sled names them.) So after sled's flush the log calls `fdatasync` on sled's data file
     /// (fsync acts on the file, whichever descriptor wrote it), on every blob file not synced
     /// before (a blob file is complete once sled's flush returned and never changes after, so
     /// each is synced once; which ones were is remembered), on `blobs/` and the store
@@ -55,7 +62,8 @@ pub enum Durability {
     #[default]
     Full,
     /// No flush per append: sled's own timer (every 500 ms) and [`crate::Store::flush`] write
-    /// the data. A crash may lose the last appends, never corrupt the log.
+    /// the pointers (the segment bytes are still synced before sled names them). A crash may
+    /// lose the last appends, never corrupt the log.
     Relaxed,
 }
 
@@ -143,6 +151,8 @@ pub struct EventLog {
 
 struct Inner {
     tree: sled::Tree,
+    /// The bytes of the blocks (see `segments.rs`): sled holds pointers to them.
+    segments: Arc<SegmentReader>,
     /// Where each record came from (see `provenance.rs`).
     provenance: sled::Tree,
     durability: Durability,
@@ -175,6 +185,7 @@ struct Writer {
     dedup: DedupIndex,
     cache: BlockCache,
     candidates: Vec<Seq>,
+    segments: SegmentWriter,
 }
 
 /// Adds the index entries the last blocks lack. An append writes its blocks, then their index
@@ -182,14 +193,22 @@ struct Writer {
 /// two leaves the newest blocks without entries (never an entry without its block). Walks back
 /// from the last block until one whose entries are all there. The entries added are flushed
 /// with the next append (or found missing again, and added again, at the next open).
-fn complete_index(tree: &sled::Tree, index: &mut DedupIndex) -> Result<(), StoreError> {
+fn complete_index(
+    tree: &sled::Tree,
+    segments: &SegmentReader,
+    index: &mut DedupIndex,
+) -> Result<(), StoreError> {
     for entry in tree.scan_prefix([BLOCK_PREFIX]).rev() {
         let (key, value) = entry?;
         let Some(first) = parse_block_key(&key) else {
             return Ok(());
         };
         // A damaged block is for verify to report, not for this to guess around.
-        let Ok(envs) = codec::decode_block(&value) else {
+        let Ok(envs) = segments
+            .block(value)
+            .map_err(|e| e.to_string())
+            .and_then(|b| codec::decode_block(&b).map_err(|e| e.to_string()))
+        else {
             return Ok(());
         };
         let mut complete = true;
@@ -323,18 +342,24 @@ impl EventLog {
     /// A damaged last block or index entry does not stop the open (so `verify` can report it),
     /// but appends are refused until it is repaired.
     pub(crate) fn open(
+        dir: &std::path::Path,
         tree: sled::Tree,
         provenance: sled::Tree,
         durability: Durability,
         disk: Option<DiskSync>,
     ) -> Result<EventLog, StoreError> {
+        let segments = Arc::new(SegmentReader::new(dir));
         let mut damaged = None;
         let mut last = 0;
         if let Some(entry) = tree.scan_prefix([BLOCK_PREFIX]).next_back() {
             let (key, value) = entry?;
             match parse_block_key(&key) {
                 None => damaged = Some(format!("malformed block key {:02x?}", key.as_ref())),
-                Some(first) => match codec::decode_block(&value) {
+                Some(first) => match segments
+                    .block(value)
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| codec::decode_block(&b).map_err(|e| e.to_string()))
+                {
                     Ok(envs) if !envs.is_empty() => last = first + envs.len() as Seq - 1,
                     Ok(_) => {
                         last = first.saturating_sub(1);
@@ -358,7 +383,7 @@ impl EventLog {
             }
         }
         if damaged.is_none() {
-            complete_index(&tree, &mut index)?;
+            complete_index(&tree, &segments, &mut index)?;
         }
         if let Some(why) = &damaged {
             tracing::error!(%why, "the event log is damaged; appends are refused");
@@ -368,6 +393,7 @@ impl EventLog {
         Ok(EventLog {
             inner: Arc::new(Inner {
                 tree,
+                segments,
                 provenance,
                 durability,
                 disk,
@@ -383,6 +409,7 @@ impl EventLog {
                     dedup: index,
                     cache: BlockCache::new(CACHED_BLOCKS),
                     candidates: Vec::new(),
+                    segments: SegmentWriter::open(dir)?,
                 }),
                 tail,
             }),
@@ -393,6 +420,12 @@ impl EventLog {
         // A panic while holding the lock happens before any shared state is changed (it is
         // changed only after the batch is durable), so the state behind a poisoned lock is sound.
         self.inner.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Why the log cannot be appended to, if it cannot (a damaged last block or index entry, a
+    /// failed write): its records from there on cannot be read either.
+    pub fn damaged(&self) -> Option<String> {
+        self.writer().damaged.clone()
     }
 
     /// The last durable seq (0 for an empty log).
@@ -534,7 +567,7 @@ impl EventLog {
                 Some(v) => v,
                 None => codec::encode_block(chunk).map_err(StoreError::Encode)?,
             };
-            blocks.push((block_key(first), value));
+            blocks.push((first, value));
             for (ts, min, max) in dedup::block_ranges(chunk.iter().copied()) {
                 entries.push((dedup::entry_key(ts.as_str(), min, first), max.to_be_bytes()));
                 ranges.push((
@@ -569,18 +602,26 @@ impl EventLog {
             w.damaged = Some(why.clone());
             return Err(StoreError::Damaged(why));
         }
-        let written = blocks
+        // The blocks' bytes are durable before sled names them (see `segments.rs`).
+        let pointers = blocks
             .into_iter()
-            .try_for_each(|(k, v)| tree.insert(k, v).map(drop))
-            .and_then(|()| {
-                entries
-                    .into_iter()
-                    .try_for_each(|(k, v)| tree.insert(k, &v).map(drop))
-            });
+            .map(|(first, block)| Ok((block_key(first), w.segments.append(first, &block)?)))
+            .collect::<Result<Vec<_>, StoreError>>()
+            .and_then(|pointers| w.segments.sync().map(|()| pointers));
+        let written = pointers.and_then(|pointers| {
+            pointers
+                .into_iter()
+                .try_for_each(|(k, v)| tree.insert(k, v).map(drop))
+                .and_then(|()| {
+                    entries
+                        .into_iter()
+                        .try_for_each(|(k, v)| tree.insert(k, &v).map(drop))
+                })
+                .map_err(StoreError::from)
+        });
         // After a failed write or flush we no longer know what the disk holds: stop appending
         // rather than reuse seqs that may already be stored.
         if let Err(e) = written {
-            let e = StoreError::from(e);
             let why = format!("writing seqs {}..={last} failed: {e}", base + 1);
             tracing::error!(%why, "append failed");
             w.damaged = Some(why);
@@ -665,6 +706,7 @@ impl EventLog {
                             ),
                         }
                     })?;
+                    let value = self.inner.segments.block(value)?;
                     let envs = codec::decode_block(&value)
                         .map_err(|source| StoreError::Corrupt { seq: first, source })?;
                     let b = Arc::new(DecodedBlock::new(first, envs));
@@ -685,6 +727,7 @@ impl EventLog {
         let to = to.min(self.last_seq());
         ReadIter {
             tree: self.inner.tree.clone(),
+            segments: self.inner.segments.clone(),
             blocks: None,
             current: Vec::new().into_iter(),
             next: from.max(1),
@@ -717,6 +760,14 @@ impl EventLog {
                         continue;
                     };
                     blocks += 1;
+                    let value = match self.inner.segments.block(value) {
+                        Ok(value) => value,
+                        Err(e) => {
+                            fault(Some(first), format!("block cannot be read: {e}"));
+                            next = None;
+                            continue;
+                        }
+                    };
                     bytes += value.len() as u64;
                     match next {
                         Some(n) if first > n => fault(Some(first), format!("gap: seqs {n}..={} are missing", first - 1)),
@@ -819,6 +870,7 @@ fn report_fault(faults: &mut Vec<VerifyFault>, seq: Option<Seq>, what: String) {
 /// The iterator of [`EventLog::read`].
 pub struct ReadIter {
     pub(crate) tree: sled::Tree,
+    pub(crate) segments: Arc<SegmentReader>,
     /// The blocks after the first, opened on the first call to `next`.
     pub(crate) blocks: Option<sled::Iter>,
     pub(crate) current: std::vec::IntoIter<Envelope>,
@@ -868,6 +920,7 @@ impl ReadIter {
                 (first, value)
             }
         };
+        let value = self.segments.block(value)?;
         let envs = codec::decode_block(&value)
             .map_err(|source| StoreError::Corrupt { seq: first, source })?;
         let end = first + envs.len() as Seq;

@@ -9,7 +9,7 @@
 
 use crate::codec;
 use crate::error::StoreError;
-use crate::log::{block_key, missing, parse_block_key, ReadIter};
+use crate::log::{block_key, missing, parse_block_key, ReadIter, SegmentReader};
 use ivrstate_model::{Record, Seq};
 use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 use std::thread::JoinHandle;
@@ -119,7 +119,12 @@ struct Parallel {
 
 impl Parallel {
     fn start(inner: ReadIter, depth: usize) -> Parallel {
-        let (from, to, tree) = (inner.next, inner.to, inner.tree.clone());
+        let (from, to, tree, segments) = (
+            inner.next,
+            inner.to,
+            inner.tree.clone(),
+            inner.segments.clone(),
+        );
         let mut to_decoders: Vec<SyncSender<Result<(Seq, sled::IVec), StoreError>>> = Vec::new();
         let mut decoded = Vec::new();
         let mut recycle = Vec::new();
@@ -160,7 +165,7 @@ impl Parallel {
         }
         let fetcher = std::thread::Builder::new()
             .name("ivrstate-fetch".into())
-            .spawn(move || fetch(&tree, from, to, &to_decoders));
+            .spawn(move || fetch(&tree, &segments, from, to, &to_decoders));
         match fetcher {
             Ok(handle) => threads.push(handle),
             Err(e) => {
@@ -272,6 +277,7 @@ impl Drop for Parallel {
 /// it (to the decoder whose turn it was, so it arrives in order).
 fn fetch(
     tree: &sled::Tree,
+    segments: &SegmentReader,
     from: Seq,
     to: Seq,
     decoders: &[SyncSender<Result<(Seq, sled::IVec), StoreError>>],
@@ -281,6 +287,8 @@ fn fetch(
     }
     let mut turn = 0;
     let mut send = |item: Result<(Seq, sled::IVec), StoreError>| -> bool {
+        // The block's bytes, read here (the fetcher's thread) when sled holds a pointer.
+        let item = item.and_then(|(first, value)| Ok((first, segments.block(value)?)));
         let ok = decoders[turn].send(item).is_ok();
         turn = (turn + 1) % decoders.len();
         ok

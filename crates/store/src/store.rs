@@ -69,6 +69,7 @@ impl Store {
         // sled has created `db` (the file its log lives in) and `blobs/` by now.
         let disk = DiskSync::open(dir)?;
         let log = EventLog::open(
+            dir,
             db.open_tree(LOG_TREE)?,
             db.open_tree(PROVENANCE_TREE)?,
             opts.durability,

@@ -441,13 +441,21 @@ mod store_tests {
             .collect()
     }
 
+    /// A value over sled's 128 KiB blob threshold, which sled writes as a blob file (log blocks
+    /// live in segments of their own; derived data, such as a snapshot of a large state, can
+    /// still be this big).
+    fn big_derived_value(store: &crate::Store, key: &[u8], len: usize) {
+        let tree = store.derived("blobby").unwrap();
+        tree.insert(key, &vec![0x5a; len]).unwrap();
+    }
+
     #[test]
-    fn a_durable_append_that_sled_writes_as_a_blob_returns_after_the_blob_is_synced() {
+    fn a_durable_append_after_sled_wrote_a_blob_returns_after_the_blob_is_synced() {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::Store::open(dir.path(), crate::StoreOptions::default()).unwrap();
         let log = store.log();
-        // 300 KB in one block: one sled value over its 128 KiB blob threshold.
-        log.append(&[big(300_000)]).unwrap();
+        big_derived_value(&store, b"a", 300_000);
+        log.append(&[big(3_000)]).unwrap();
         let on_disk = blob_files(dir.path());
         assert!(
             !on_disk.is_empty(),
@@ -456,7 +464,8 @@ mod store_tests {
         assert_eq!(log.disk_sync().unwrap().synced_blobs(), on_disk);
 
         // A second one is synced too, and the first is not synced again but still recorded.
-        let mut second = big(250_000);
+        big_derived_value(&store, b"b", 250_000);
+        let mut second = big(2_500);
         if let Event::TLib(t) = &mut second.event {
             t.source_seq = Some(2);
         }
@@ -469,7 +478,9 @@ mod store_tests {
         let store = crate::Store::open(dir.path(), crate::StoreOptions::default()).unwrap();
         assert_eq!(store.log().last_seq(), 2);
         let first = store.log().read(1, 1).next().unwrap().unwrap();
-        assert_eq!(first.envelope, big(300_000));
+        assert_eq!(first.envelope, big(3_000));
+        let value = store.derived("blobby").unwrap().get(b"a").unwrap().unwrap();
+        assert_eq!(value.len(), 300_000);
     }
 
     #[test]
@@ -480,7 +491,8 @@ mod store_tests {
             ..crate::StoreOptions::default()
         };
         let store = crate::Store::open(dir.path(), opts).unwrap();
-        store.log().append(&[big(300_000)]).unwrap();
+        big_derived_value(&store, b"a", 300_000);
+        store.log().append(&[big(3_000)]).unwrap();
         store.flush().unwrap();
         let on_disk = blob_files(dir.path());
         assert!(!on_disk.is_empty());
