@@ -86,7 +86,9 @@ fn the_wallboard_shows_the_store_and_follows_the_feed_live() {
         target["agent_id"].as_str().unwrap_or("1001"),
         flip_to,
     );
-    Feed::connect(feed_addr).send(&[line]);
+    // Kept open to the end: a feed connection that closes records its T-Server's link as lost.
+    let mut feed = Feed::connect(feed_addr);
+    feed.send(&[line]);
     let stored = Instant::now();
     loop {
         if tile_status(&key) == flip_to {

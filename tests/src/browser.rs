@@ -149,6 +149,49 @@ impl Browser {
             .unwrap_or_default()
     }
 
+    /// CPU seconds (user and system) Chromium's processes have used so far: the browser, its
+    /// renderer and its GPU process (those started with this browser's profile). Linux only;
+    /// 0 elsewhere.
+    pub fn cpu_seconds(&self) -> f64 {
+        // /proc's times are in clock ticks: USER_HZ, 100 on every Linux architecture.
+        const TICKS: f64 = 100.0;
+        let mut ticks = 0u64;
+        for pid in self.pids() {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            // After the command name in parentheses: state is field 3, utime 14, stime 15.
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                continue;
+            };
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            for i in [11, 12] {
+                ticks += fields
+                    .get(i)
+                    .and_then(|f| f.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        }
+        ticks as f64 / TICKS
+    }
+
+    /// The PIDs of the processes started with this browser's profile.
+    fn pids(&self) -> Vec<String> {
+        let profile = format!("--user-data-dir={}", self.profile.path().display());
+        let mut pids = Vec::new();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            if String::from_utf8_lossy(&cmdline).contains(&profile) {
+                if let Some(pid) = entry.file_name().to_str() {
+                    pids.push(pid.to_owned());
+                }
+            }
+        }
+        pids
+    }
+
     /// A PNG of the window.
     pub fn screenshot(&self) -> Vec<u8> {
         base64(
@@ -174,16 +217,8 @@ impl Drop for Browser {
         let _ = self.driver.wait();
         // Whatever Chromium processes still use this browser's profile (a session that failed
         // half-way), by PID.
-        let profile = format!("--user-data-dir={}", self.profile.path().display());
-        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-                continue;
-            };
-            if String::from_utf8_lossy(&cmdline).contains(&profile) {
-                if let Some(pid) = entry.file_name().to_str() {
-                    let _ = Command::new("kill").args(["-KILL", pid]).status();
-                }
-            }
+        for pid in self.pids() {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod ingest;
 pub mod rebuild;
 pub mod report;
 pub mod server;
+pub mod wallboard;
 
 use anyhow::{Context, Result};
 use report::median_fields;

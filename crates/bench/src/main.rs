@@ -39,6 +39,22 @@ struct Args {
     /// Single-event changes whose A -> B latency `cluster` measures.
     #[arg(long, default_value_t = 500)]
     cluster_changes: usize,
+    /// Run only the `wallboard` scenario (headless Chromium on `serve --http`; see its module).
+    #[arg(long)]
+    wallboard_only: bool,
+    /// Agents in the store `wallboard` serves.
+    #[arg(long, default_value_t = 5000)]
+    wallboard_agents: usize,
+    /// Agent state changes a second `wallboard` writes to the feed.
+    #[arg(long, default_value_t = 200)]
+    wallboard_rate: u32,
+    /// Seconds `wallboard` feeds changes for.
+    #[arg(long, default_value_t = 60)]
+    wallboard_seconds: u64,
+    /// The `ivrstate` binary `wallboard` runs (default: as `cluster`, the one beside this
+    /// benchmark, built first under `cargo run`).
+    #[arg(long)]
+    ivrstate: Option<PathBuf>,
     /// Changes `cluster` feeds into node A's feed port, each timed until node B's GLI client
     /// decoded its push.
     #[arg(long, default_value_t = 3000)]
@@ -88,6 +104,9 @@ fn main() -> anyhow::Result<()> {
         println!("{json}");
         return Ok(());
     }
+    if args.wallboard_only {
+        return wallboard(&args);
+    }
     let opts = Options {
         events: args.events,
         runs: args.runs,
@@ -112,5 +131,55 @@ fn main() -> anyhow::Result<()> {
         write!(out, "{}", report.to_table())?;
     }
     eprintln!("done in {:.1} s", start.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// `--wallboard-only`: the scenario's figures as a report of one scenario (or why it skipped).
+fn wallboard(args: &Args) -> anyhow::Result<()> {
+    let bin = match &args.ivrstate {
+        Some(bin) => bin.clone(),
+        None => ivrstate_bench::cluster::gli::ivrstate_binary()?,
+    };
+    let start = std::time::Instant::now();
+    let figures = ivrstate_bench::wallboard::run(
+        &bin,
+        args.wallboard_agents,
+        args.wallboard_rate,
+        args.wallboard_seconds,
+        &mut |line| eprintln!("[{:6.1}s] {line}", start.elapsed().as_secs_f64()),
+    )?;
+    let f = match figures {
+        Ok(f) => f,
+        Err(why) => {
+            println!("wallboard: skipped: {why}");
+            return Ok(());
+        }
+    };
+    let report = ivrstate_bench::Report {
+        events: f.changes,
+        scenarios: vec![ivrstate_bench::Scenario {
+            name: "wallboard",
+            fields: vec![
+                ("agents", f.agents as f64),
+                ("changes_per_s", f.changes_per_s),
+                ("lag_first_10s_ms_mean", f.lag_first_mean),
+                ("lag_first_10s_ms_max", f.lag_first_max),
+                ("lag_last_10s_ms_mean", f.lag_last_mean),
+                ("lag_last_10s_ms_max", f.lag_last_max),
+                ("filter_ms", f.filter_ms),
+                ("longest_task_ms", f.longest_task_ms),
+                ("long_tasks", f.long_tasks),
+                ("browser_cpu_percent", f.browser_cpu_percent),
+                ("browser_idle_cpu_percent", f.browser_idle_cpu_percent),
+            ],
+            note: "lag: from the server having a change to the page applying it".into(),
+        }],
+    };
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{}", report.to_json())?;
+    } else {
+        write!(out, "{}", report.to_table())?;
+    }
     Ok(())
 }

@@ -297,6 +297,26 @@ impl SourceTable {
     }
 }
 
+/// The lines entry at or before some records, and the seq where the next entry starts: the
+/// line of every record from `first` to before `next` is known from it alone.
+#[derive(Debug)]
+struct LinesSpan {
+    first: Seq,
+    lines: Vec<u64>,
+    next: Seq,
+}
+
+impl LinesSpan {
+    fn covers(&self, seq: Seq) -> bool {
+        self.first <= seq && seq < self.next
+    }
+
+    fn line(&self, seq: Seq) -> Option<u64> {
+        let i = usize::try_from(seq.checked_sub(self.first)?).ok()?;
+        self.lines.get(i).copied()
+    }
+}
+
 /// Where the records came from, read back: every source and run, in memory (a run per source
 /// switch, so small next to the log); lines are read from the tree when asked for.
 #[derive(Debug)]
@@ -305,8 +325,8 @@ pub struct Provenance {
     /// (first seq, source id), ascending.
     runs: Vec<(Seq, u32)>,
     tree: sled::Tree,
-    /// The lines entry read last (its first seq and lines): `export` asks record after record.
-    lines: Mutex<Option<(Seq, Vec<u64>)>>,
+    /// What the last look-up found: `export` asks record after record.
+    lines: Mutex<Option<LinesSpan>>,
 }
 
 impl Provenance {
@@ -346,27 +366,42 @@ impl Provenance {
     /// The line record `seq` starts at in its source, if it has one.
     pub fn line(&self, seq: Seq) -> Option<u64> {
         let mut cached = self.lines.lock().unwrap_or_else(|p| p.into_inner());
-        let line_in = |(first, lines): &(Seq, Vec<u64>)| {
-            let i = usize::try_from(seq.checked_sub(*first)?).ok()?;
-            lines.get(i).copied()
-        };
-        if let Some(line) = cached.as_ref().and_then(line_in) {
-            return Some(line);
+        if let Some(span) = cached.as_ref().filter(|span| span.covers(seq)) {
+            return span.line(seq);
         }
-        let entry = match self.tree.range(lines_key(0)..=lines_key(seq)).next_back()? {
-            Ok(entry) => entry,
+        match self.span_of(seq) {
+            Ok(span) => cached.insert(span).line(seq),
             Err(e) => {
                 tracing::warn!(seq, "reading the line of a record: {e}");
-                return None;
+                None
+            }
+        }
+    }
+
+    /// The lines entry at or before `seq` (none: an empty one from 0) and where the next begins.
+    fn span_of(&self, seq: Seq) -> Result<LinesSpan, StoreError> {
+        let (first, lines) = match self.tree.range(lines_key(0)..=lines_key(seq)).next_back() {
+            None => (0, Vec::new()),
+            Some(entry) => {
+                let (key, value) = entry?;
+                let first = key
+                    .get(1..)
+                    .and_then(be_u64)
+                    .ok_or_else(|| damaged(format!("malformed lines key {:02x?}", key.as_ref())))?;
+                let lines = decode_entry(&value)
+                    .ok_or_else(|| damaged(format!("the lines entry at seq {first} is damaged")))?;
+                (first, lines)
             }
         };
-        let first = entry.0.get(1..).and_then(be_u64)?;
-        let Some(lines) = decode_entry(&entry.1) else {
-            tracing::warn!(seq = first, "provenance: a damaged lines entry, ignored");
-            return None;
+        let next = match self
+            .tree
+            .range(lines_key(seq.saturating_add(1))..=lines_key(Seq::MAX))
+            .next()
+        {
+            None => Seq::MAX,
+            Some(entry) => entry?.0.get(1..).and_then(be_u64).unwrap_or(Seq::MAX),
         };
-        let entry = cached.insert((first, lines));
-        line_in(entry)
+        Ok(LinesSpan { first, lines, next })
     }
 
     /// The source of record `seq`, without its line: the run at or before it; records before
