@@ -2,8 +2,9 @@
 //!
 //! The log is the only truth; everything in the derived tree is recomputable from it:
 //!
-//! - history (see `history.rs`): agent states in chunks per DN (`C`) and per agent id (`G`),
-//!   whose bytes live in pack files beside sled (see `packs.rs`), server and port states one
+//! - history (see `history.rs`): agent states in chunks per DN (`C`, bytes in `chunk.rs`), the
+//!   DNs each agent id used (`A`), chunk bytes in pack files beside sled (see `packs.rs`),
+//!   server and port states one
 //!   entry per change (`T`); they answer `status --at`, because each entity is changed only by
 //!   its own source, in order;
 //! - `E` + entity -> () (the set of entities, so as-of knows what to look up);
