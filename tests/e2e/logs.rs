@@ -21,7 +21,7 @@ fn segment(day: &str, at: &str, seq: u32) -> String {
     format!(
         "Application name: SIP_P\n\
          Application type: TServer (1)\n\
-         Time zone:        -19800, India Standard Time, India Daylight Time\n\
+         Time zone:        -19800, Test Standard Time, Test Daylight Time\n\
          UTC time:         {day}T00:00:00.000\n\
          Local time:       {day}T05:30:00.000\n\
          \n\

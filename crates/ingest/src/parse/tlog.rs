@@ -301,7 +301,7 @@ impl LogClock {
         }
     }
 
-    /// `Time zone:        -19800, India Standard Time, ...`: seconds west of UTC, as C's
+    /// `Time zone:        -19800, <zone names>`: seconds west of UTC, as C's
     /// `timezone`.
     fn time_zone_line(&mut self, rest: &[u8]) {
         if self.from_pair {

@@ -579,7 +579,7 @@ Application type: TServer (1)
 Command line:     /opt/genesys/sip_p/sip_server -host sip-a -port 5000 -app SIP_P
 Host name:        sip-a
 DST:              TZ = 0, timeb = 0
-Time zone:        -19800, India Standard Time, India Daylight Time
+Time zone:        -19800, Test Standard Time, Test Daylight Time
 UTC time:         2026-02-02T08:24:59.000
 Local time:       2026-02-02T13:54:59.000
 Start time (UTC): 2026-02-02T08:24:59
@@ -601,7 +601,7 @@ SIP/2.0 100 Trying
 message EventAgentReady
 \tAttributeEventSequenceNumber\t0000000000000009
 \tAttributeThisDN\t'3001'
-2026-02-02T14:54:56.302 Trc 04120 Check point 2026-02-02T14:54:56
+2026-02-02T13:55:30.000 Trc 04120 Check point 2026-02-02T13:55:30
 $+CTI:PRM:3001
 ";
 

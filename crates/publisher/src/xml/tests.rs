@@ -276,7 +276,7 @@ fn encodes_the_original_format() {
     let m = GctiMsg {
         call_id: "1".into(),
         msg: Message::LoginResp {
-            version: "IVR Server:8.1.001.02".into(),
+            version: "IVR Server:8.1.000.00".into(),
             result: LoginResult::Success,
             status: Some(LoginStatus::Ok),
             config_options: None,
@@ -285,7 +285,7 @@ fn encodes_the_original_format() {
     assert_eq!(
         String::from_utf8(encode(&m)).unwrap(),
         "<?xml version='1.0' encoding='iso-8859-1'?><!DOCTYPE GctiMsg SYSTEM 'IServer.dtd'>\
-         <GctiMsg><CallId>1</CallId><LoginResp IServerVer='IVR Server:8.1.001.02' Result='Success' Status='OK'/></GctiMsg>"
+         <GctiMsg><CallId>1</CallId><LoginResp IServerVer='IVR Server:8.1.000.00' Result='Success' Status='OK'/></GctiMsg>"
     );
 }
 
