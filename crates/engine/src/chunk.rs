@@ -15,7 +15,8 @@
 //! agent, reason = varint: 0 = none, k <= strings so far = the k-th, next = a new string
 //!          (varint length + UTF-8) that becomes the next one
 //! place  = T-Server, DN (varint length + UTF-8 each)
-//! mode   = varint: 0 = none, 1..=8 = Unknown..ReturnBack, 9 = Other + zigzag code
+//! mode   = varint: 0 = none, 1..=8 = the documented mode's code + 1 (Unknown..ReturnBack),
+//!          9 = Other + zigzag code
 //! time   = zigzag difference from the state before (from 0 for the first), in ms when it is
 //!          a whole number of ms (log times are), else in us and bit 7 of the head set
 //! seq    = difference from the state before (from 0 for the first)
@@ -32,25 +33,6 @@ const PLACE: u8 = 1 << 4;
 const MODE: u8 = 1 << 5;
 const REASON: u8 = 1 << 6;
 const MICROS: u8 = 1 << 7;
-
-const STATUSES: [AgentStatus; 5] = [
-    AgentStatus::LoggedIn,
-    AgentStatus::LoggedOut,
-    AgentStatus::Ready,
-    AgentStatus::NotReady,
-    AgentStatus::Unknown,
-];
-
-const MODES: [WorkMode; 8] = [
-    WorkMode::Unknown,
-    WorkMode::ManualIn,
-    WorkMode::AutoIn,
-    WorkMode::AfterCallWork,
-    WorkMode::AuxWork,
-    WorkMode::NoCallDisconnect,
-    WorkMode::WalkAway,
-    WorkMode::ReturnBack,
-];
 
 /// A chunk being written: its bytes so far and what the next state is compared with.
 #[derive(Default)]
@@ -79,7 +61,9 @@ impl ChunkWriter {
 
     pub(crate) fn push(&mut self, state: &AgentSnapshot) {
         let last = self.last.as_ref();
-        let status = STATUSES
+        // The status's index in `AgentStatus::ALL` (its declaration order, as in bincode); the
+        // test `a_chunk_has_the_documented_bytes` holds the stored numbers to it.
+        let status = AgentStatus::ALL
             .iter()
             .position(|s| *s == state.status)
             .unwrap_or(4) as u8;
@@ -124,9 +108,9 @@ impl ChunkWriter {
                     put_varint(&mut self.bytes, 9);
                     put_varint(&mut self.bytes, zigzag(i64::from(code)));
                 }
+                // A documented mode: its code (0..=7) + 1.
                 Some(mode) => {
-                    let i = MODES.iter().position(|m| *m == mode).unwrap_or(0);
-                    put_varint(&mut self.bytes, i as u64 + 1);
+                    put_varint(&mut self.bytes, u64::from(mode.code().unsigned_abs()) + 1)
                 }
             }
         }
@@ -210,7 +194,7 @@ impl<'c> ChunkReader<'c> {
 
     fn next_state(&mut self) -> Option<StateRef<'c>> {
         let head = self.byte()?;
-        let status = *STATUSES.get(usize::from(head & 7))?;
+        let status = *AgentStatus::ALL.get(usize::from(head & 7))?;
         let last = self.last;
         let agent = if head & AGENT != 0 {
             self.string()?
@@ -228,7 +212,8 @@ impl<'c> ChunkReader<'c> {
                 9 => Some(WorkMode::Other(
                     i32::try_from(unzigzag(self.varint()?)).ok()?,
                 )),
-                i => Some(*MODES.get(usize::try_from(i - 1).ok()?)?),
+                i @ 1..=8 => Some(WorkMode::from_code(i32::try_from(i - 1).ok()?)),
+                _ => return None,
             }
         } else {
             last.and_then(|l| l.work_mode)
@@ -455,7 +440,7 @@ mod tests {
             prop::sample::select(vec!["7001", "7002"]),
             0usize..5,
             proptest::option::of(prop_oneof![
-                (0usize..8).prop_map(|i| MODES[i]),
+                (0i32..8).prop_map(WorkMode::from_code),
                 any::<i32>().prop_map(WorkMode::Other)
             ]),
             proptest::option::of(prop::sample::select(vec!["Break", "Lunch", ""])),
@@ -463,7 +448,15 @@ mod tests {
             any::<u64>(),
         )
             .prop_map(|(agent, dn, status, mode, reason, start, seq)| {
-                snapshot(agent, dn, STATUSES[status], mode, reason, start, seq)
+                snapshot(
+                    agent,
+                    dn,
+                    AgentStatus::ALL[status],
+                    mode,
+                    reason,
+                    start,
+                    seq,
+                )
             })
     }
 

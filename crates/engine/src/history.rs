@@ -68,9 +68,10 @@ pub(crate) fn agent_chunks_prefix(entity: &EntityKey) -> Vec<u8> {
     tagged(AGENT_CHUNK_TAG, &keys::entity_prefix(entity))
 }
 
-/// `A` + agent id: the prefix of the DNs one agent id has used.
-pub(crate) fn agent_dns_prefix(agent: &ivrstate_model::AgentId) -> Vec<u8> {
-    tagged(AGENT_DNS_TAG, &keys::agent_prefix(agent))
+/// Appends `A` + agent id: the prefix of the DNs one agent id has used.
+pub(crate) fn push_agent_dns_prefix(out: &mut Vec<u8>, agent: &ivrstate_model::AgentId) {
+    out.push(AGENT_DNS_TAG);
+    keys::push_str(out, agent.as_str());
 }
 
 /// `T` + entity: the prefix of one server's or port's entries.
@@ -112,6 +113,7 @@ pub(crate) struct Deriver {
     /// The `A` entries written since the engine opened (writing one again is harmless, so the
     /// stored ones are not loaded).
     agent_dns: HashSet<Vec<u8>>,
+    agent_dns_key: Vec<u8>,
 }
 
 impl Deriver {
@@ -137,11 +139,14 @@ impl Deriver {
                         continue;
                     };
                     if let Some(id) = &agent.agent_id {
-                        let mut key = agent_dns_prefix(id);
+                        // Built in a buffer kept between records: this runs for every event.
+                        let key = &mut self.agent_dns_key;
+                        key.clear();
+                        push_agent_dns_prefix(key, id);
                         key.extend_from_slice(&entity_prefix);
-                        if !self.agent_dns.contains(&key) {
+                        if !self.agent_dns.contains(key.as_slice()) {
                             out.extend([(key.clone(), Vec::new())]);
-                            self.agent_dns.insert(key);
+                            self.agent_dns.insert(key.clone());
                         }
                     }
                     let prefix = agent_chunks_prefix(entity);
@@ -336,7 +341,8 @@ pub(crate) fn by_agent(
     packs: &Packs,
     agent: &ivrstate_model::AgentId,
 ) -> Result<Vec<AgentSnapshot>> {
-    let prefix = agent_dns_prefix(agent);
+    let mut prefix = Vec::new();
+    push_agent_dns_prefix(&mut prefix, agent);
     let mut out = Vec::new();
     for entry in tree.scan_prefix(&prefix) {
         let (key, _) = entry?;

@@ -4,7 +4,7 @@
 //! prefix-free whatever bytes a T-Server name or DN holds; times are i64 with the sign bit
 //! flipped, big-endian, so they sort numerically as bytes.
 
-use ivrstate_model::{AgentId, Dn, IvrName, Micros, PortNum, Seq, TServerName};
+use ivrstate_model::{Dn, IvrName, Micros, PortNum, Seq, TServerName};
 use ivrstate_projection::EntityKey;
 
 pub fn push_str(out: &mut Vec<u8>, s: &str) {
@@ -80,12 +80,6 @@ pub fn transition_key(prefix: &[u8], time: Micros, seq: Seq) -> Vec<u8> {
     push_time(&mut out, time);
     push_seq(&mut out, seq);
     out
-}
-
-pub fn agent_prefix(agent: &AgentId) -> Vec<u8> {
-    let mut prefix = Vec::new();
-    push_str(&mut prefix, agent.as_str());
-    prefix
 }
 
 #[cfg(test)]

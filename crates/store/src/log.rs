@@ -204,11 +204,7 @@ fn complete_index(
             return Ok(());
         };
         // A damaged block is for verify to report, not for this to guess around.
-        let Ok(envs) = segments
-            .block(value)
-            .map_err(|e| e.to_string())
-            .and_then(|b| codec::decode_block(&b).map_err(|e| e.to_string()))
-        else {
+        let Ok(envs) = read_block(segments, first, value) else {
             return Ok(());
         };
         let mut complete = true;
@@ -324,6 +320,17 @@ fn origins(
     Ok(out)
 }
 
+/// The envelopes of the block starting at `first`, whose sled value is `value` (a pointer into a
+/// segment, or the block itself in an older store).
+fn read_block(
+    segments: &SegmentReader,
+    first: Seq,
+    value: sled::IVec,
+) -> Result<Vec<Envelope>, StoreError> {
+    let bytes = segments.block(value)?;
+    codec::decode_block(&bytes).map_err(|source| StoreError::Corrupt { seq: first, source })
+}
+
 pub(crate) fn block_key(first: Seq) -> [u8; 9] {
     let mut k = [BLOCK_PREFIX; 9];
     k[1..].copy_from_slice(&first.to_be_bytes());
@@ -355,11 +362,7 @@ impl EventLog {
             let (key, value) = entry?;
             match parse_block_key(&key) {
                 None => damaged = Some(format!("malformed block key {:02x?}", key.as_ref())),
-                Some(first) => match segments
-                    .block(value)
-                    .map_err(|e| e.to_string())
-                    .and_then(|b| codec::decode_block(&b).map_err(|e| e.to_string()))
-                {
+                Some(first) => match read_block(&segments, first, value) {
                     Ok(envs) if !envs.is_empty() => last = first + envs.len() as Seq - 1,
                     Ok(_) => {
                         last = first.saturating_sub(1);
@@ -706,9 +709,7 @@ impl EventLog {
                             ),
                         }
                     })?;
-                    let value = self.inner.segments.block(value)?;
-                    let envs = codec::decode_block(&value)
-                        .map_err(|source| StoreError::Corrupt { seq: first, source })?;
+                    let envs = read_block(&self.inner.segments, first, value)?;
                     let b = Arc::new(DecodedBlock::new(first, envs));
                     w.cache.put(b.clone());
                     b
@@ -920,9 +921,7 @@ impl ReadIter {
                 (first, value)
             }
         };
-        let value = self.segments.block(value)?;
-        let envs = codec::decode_block(&value)
-            .map_err(|source| StoreError::Corrupt { seq: first, source })?;
+        let envs = read_block(&self.segments, first, value)?;
         let end = first + envs.len() as Seq;
         if end <= self.next {
             return Err(missing(self.next));
