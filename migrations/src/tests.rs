@@ -16,6 +16,20 @@ fn frame(version: u8, payload: &[u8]) -> Vec<u8> {
     v
 }
 
+/// Every step, in order: a store at version N has applied the first N.
+const ALL_STEPS: [&str; 5] = [
+    "m0001_initial",
+    "m0002_compress_blocks",
+    "m0003_history_packs",
+    "m0004_provenance",
+    "m0005_history_columns",
+];
+
+/// A store as version `version` left it: that version, and the steps up to it applied.
+fn at_version(db: &sled::Db, version: u32) {
+    set_version(db, version, &ALL_STEPS[..version as usize]);
+}
+
 fn set_version(db: &sled::Db, version: u32, steps: &[&str]) {
     let meta = db.open_tree(META_TREE).unwrap();
     meta.insert(FORMAT_VERSION_KEY, &version.to_be_bytes())
@@ -33,13 +47,7 @@ fn set_version(db: &sled::Db, version: u32, steps: &[&str]) {
 fn a_new_store_gets_every_step_and_is_then_current() {
     let dir = tempfile::tempdir().unwrap();
     let db = open(dir.path());
-    let all = vec![
-        "m0001_initial",
-        "m0002_compress_blocks",
-        "m0003_history_packs",
-        "m0004_provenance",
-        "m0005_history_columns",
-    ];
+    let all = ALL_STEPS.to_vec();
     assert_eq!(migrate(&db).unwrap(), all);
     assert_eq!(format_version(&db).unwrap(), Some(CURRENT_VERSION));
     assert_eq!(applied(&db).unwrap(), all);
@@ -89,7 +97,7 @@ fn a_newer_store_is_refused_and_left_untouched() {
 fn version_1_blocks_are_compressed_by_m0002() {
     let dir = tempfile::tempdir().unwrap();
     let db = open(dir.path());
-    set_version(&db, 1, &["m0001_initial"]);
+    at_version(&db, 1);
     let log = db.open_tree(LOG_TREE).unwrap();
     let payloads: Vec<Vec<u8>> = (0..600u32)
         .map(|i| format!("payload {i} ").repeat(20).into_bytes())
@@ -102,26 +110,9 @@ fn version_1_blocks_are_compressed_by_m0002() {
     // A dedup index entry is not a block and must be left alone.
     log.insert(b"D\x00\x00\x00\x01x", b"keep".as_slice())
         .unwrap();
-    assert_eq!(
-        migrate(&db).unwrap(),
-        vec![
-            "m0002_compress_blocks",
-            "m0003_history_packs",
-            "m0004_provenance",
-            "m0005_history_columns"
-        ]
-    );
+    assert_eq!(migrate(&db).unwrap(), ALL_STEPS[1..]);
     assert_eq!(format_version(&db).unwrap(), Some(CURRENT_VERSION));
-    assert_eq!(
-        applied(&db).unwrap(),
-        vec![
-            "m0001_initial",
-            "m0002_compress_blocks",
-            "m0003_history_packs",
-            "m0004_provenance",
-            "m0005_history_columns"
-        ]
-    );
+    assert_eq!(applied(&db).unwrap(), ALL_STEPS);
     for (i, p) in payloads.iter().enumerate() {
         let mut key = vec![b'L'];
         key.extend_from_slice(&(i as u64 + 1).to_be_bytes());
@@ -142,7 +133,7 @@ fn version_1_blocks_are_compressed_by_m0002() {
 fn a_damaged_version_1_block_stops_the_migration_without_recording_it() {
     let dir = tempfile::tempdir().unwrap();
     let db = open(dir.path());
-    set_version(&db, 1, &["m0001_initial"]);
+    at_version(&db, 1);
     let log = db.open_tree(LOG_TREE).unwrap();
     let mut bad = frame(1, b"abcdef");
     bad[3] ^= 0x40;
@@ -176,20 +167,13 @@ fn a_database_with_foreign_data_is_not_adopted() {
 fn m0003_drops_the_derived_trees_and_keeps_the_log() {
     let dir = tempfile::tempdir().unwrap();
     let db = open(dir.path());
-    set_version(&db, 2, &["m0001_initial", "m0002_compress_blocks"]);
+    at_version(&db, 2);
     let log = db.open_tree(LOG_TREE).unwrap();
     log.insert(b"L\0\0\0\0\0\0\0\x01", frame(2, b"block"))
         .unwrap();
     let derived = db.open_tree("derived:derived").unwrap();
     derived.insert(b"Cchunk", b"old layout").unwrap();
-    assert_eq!(
-        migrate(&db).unwrap(),
-        vec![
-            "m0003_history_packs",
-            "m0004_provenance",
-            "m0005_history_columns"
-        ]
-    );
+    assert_eq!(migrate(&db).unwrap(), ALL_STEPS[2..]);
     assert_eq!(format_version(&db).unwrap(), Some(CURRENT_VERSION));
     assert!(!db.tree_names().iter().any(|n| n.starts_with(b"derived:")));
     let log = db.open_tree(LOG_TREE).unwrap();
@@ -201,15 +185,7 @@ fn m0004_gives_the_records_of_an_older_store_the_unknown_source() {
     for records in [false, true] {
         let dir = tempfile::tempdir().unwrap();
         let db = open(dir.path());
-        set_version(
-            &db,
-            3,
-            &[
-                "m0001_initial",
-                "m0002_compress_blocks",
-                "m0003_history_packs",
-            ],
-        );
+        at_version(&db, 3);
         if records {
             let mut key = vec![b'L'];
             key.extend_from_slice(&1u64.to_be_bytes());
@@ -218,10 +194,7 @@ fn m0004_gives_the_records_of_an_older_store_the_unknown_source() {
                 .insert(key, frame(2, b"x"))
                 .unwrap();
         }
-        assert_eq!(
-            migrate(&db).unwrap(),
-            vec!["m0004_provenance", "m0005_history_columns"]
-        );
+        assert_eq!(migrate(&db).unwrap(), ALL_STEPS[3..]);
         let tree = db.open_tree(PROVENANCE_TREE).unwrap();
         assert_eq!(
             tree.get(b"S\0\0\0\0").unwrap().unwrap().as_ref(),
@@ -243,16 +216,7 @@ fn m0004_gives_the_records_of_an_older_store_the_unknown_source() {
 fn m0005_drops_the_derived_trees_and_keeps_the_log_and_provenance() {
     let dir = tempfile::tempdir().unwrap();
     let db = open(dir.path());
-    set_version(
-        &db,
-        4,
-        &[
-            "m0001_initial",
-            "m0002_compress_blocks",
-            "m0003_history_packs",
-            "m0004_provenance",
-        ],
-    );
+    at_version(&db, 4);
     let log = db.open_tree(LOG_TREE).unwrap();
     log.insert(b"L\0\0\0\0\0\0\0\x01", frame(2, b"block"))
         .unwrap();
@@ -262,7 +226,7 @@ fn m0005_drops_the_derived_trees_and_keeps_the_log_and_provenance() {
         .unwrap();
     let derived = db.open_tree("derived:derived").unwrap();
     derived.insert(b"Gagent-copy", b"lz4 layout").unwrap();
-    assert_eq!(migrate(&db).unwrap(), vec!["m0005_history_columns"]);
+    assert_eq!(migrate(&db).unwrap(), ALL_STEPS[4..]);
     assert_eq!(format_version(&db).unwrap(), Some(5));
     assert!(!db.tree_names().iter().any(|n| n.starts_with(b"derived:")));
     assert_eq!(db.open_tree(LOG_TREE).unwrap().len(), 1);
