@@ -266,7 +266,13 @@ fn check_dir(dir: &Path) -> Result<(), StoreError> {
         return Ok(());
     }
     let has = |n: &str| names.iter().any(|x| x == n);
-    if !(has("db") && has("conf")) {
+    // sled creates `blobs/` before `conf` and `db`: a process killed in between (the first open
+    // of a new store) leaves an empty `blobs/`, perhaps `conf`, and nothing stored.
+    let creation_interrupted = !has("db")
+        && names.iter().all(|n| n == "blobs" || n == "conf")
+        && std::fs::read_dir(dir.join("blobs")).map_or(true, |mut e| e.next().is_none());
+    let complete = has("db") && has("conf");
+    if !(complete || creation_interrupted) {
         let mut shown: Vec<&str> = names.iter().map(String::as_str).take(3).collect();
         shown.sort_unstable();
         return Err(not_a_store(format!(

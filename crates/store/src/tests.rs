@@ -792,6 +792,25 @@ fn relaxed_durability_stores_and_reads_back() {
 }
 
 #[test]
+fn a_store_whose_creation_was_interrupted_opens() {
+    // What a kill during the first open leaves: sled made `blobs/`, not yet `conf` and `db`.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("blobs")).unwrap();
+    let store = open(dir.path());
+    store.log().append(&events("TS", 1, 3)).unwrap();
+    assert_eq!(read_all(store.log()).len(), 3);
+
+    // A `blobs/` with something in it is not an interrupted creation.
+    let other = tempfile::tempdir().unwrap();
+    std::fs::create_dir(other.path().join("blobs")).unwrap();
+    std::fs::write(other.path().join("blobs").join("1"), "x").unwrap();
+    assert!(matches!(
+        Store::open(other.path(), StoreOptions::default()),
+        Err(StoreError::NotAStore { .. })
+    ));
+}
+
+#[test]
 fn garbage_directories_and_files_are_refused_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("notes.txt"), "hello").unwrap();
